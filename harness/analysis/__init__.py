@@ -1,0 +1,16 @@
+"""Analysis stage: pure functions from a results table to scaling-law fits with bootstrap intervals.
+
+    df = load_results("results/results.csv", cfg)   # canonical columns, validated
+    fits = fit_all(df, cfg)                           # Approach 2, frontier, Approach 3 (Hoffmann et al. 2022;
+                                                      # Besiroglu et al. 2024), bootstrap intervals
+    predict_at_budget(fits, 1e21); predict_loss(fits, N=1e8, D=2e9)
+"""
+
+from harness.analysis.fits import Fits, Settings, fit_all, load_fits
+from harness.analysis.load import canonicalize, load_results, select_fit_rows
+from harness.analysis.predict import predict_at_budget, predict_loss
+
+__all__ = [
+    "Fits", "Settings", "canonicalize", "fit_all", "load_fits", "load_results", "predict_at_budget", "predict_loss",
+    "select_fit_rows",
+]

@@ -1,0 +1,55 @@
+"""Nonparametric bootstrap over runs (Efron 1979; used for scaling-law intervals by Besiroglu et al. 2024).
+
+A resample is a row of multiplicities: how many times each run is drawn. Runs are drawn with replacement
+within their budget (stratified), so every resample keeps each budget's run count and the IsoFLOP design;
+every fit (parabolas, power laws, frontier, Approach 3) is redone on the same resamples, so the intervals of
+different quantities and predictions are jointly consistent. Intervals are 95% percentile intervals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+
+def stratified_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_runs) int32 multiplicities, resampling runs with replacement inside each group."""
+    groups = np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    W = np.zeros((n_resamples, groups.size), dtype=np.int32)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        n = idx.size
+        draws = rng.integers(0, n, size=(n_resamples, n)) + (np.arange(n_resamples) * n)[:, None]
+        W[:, idx] = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    return W
+
+
+def interval(samples: np.ndarray | None, level: float = 0.95, axis: int = 0) -> tuple[Any, Any]:
+    """Percentile interval of the finite samples along axis (NaN where fewer than 10 finite samples)."""
+    if samples is None:
+        return np.nan, np.nan
+    s = np.asarray(samples, float)
+    if s.size == 0:
+        return np.nan, np.nan
+    q = 100.0 * np.array([(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    finite = np.isfinite(s).sum(axis=axis)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: no resample could estimate them
+        lo, hi = np.nanpercentile(s, q, axis=axis)
+    few = finite < 10
+    return np.where(few, np.nan, lo), np.where(few, np.nan, hi)
+
+
+def estimate(value: float, samples: np.ndarray | None, level: float = 0.95) -> dict[str, float | int | None]:
+    """{"value", "lo", "hi", "n_boot"}: a point estimate with its bootstrap percentile interval."""
+    lo, hi = interval(samples, level)
+    n = 0 if samples is None else int(np.isfinite(np.asarray(samples, float)).sum())
+    return {"value": _num(value), "lo": _num(lo), "hi": _num(hi), "n_boot": n}
+
+
+def _num(x: Any) -> float | None:
+    x = float(np.asarray(x))
+    return x if np.isfinite(x) else None

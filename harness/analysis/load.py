@@ -1,0 +1,331 @@
+"""Read any results table into the canonical analysis DataFrame, and pick the rows a fit may use.
+
+Canonical columns: run_id, params (N under the chosen convention), tokens (D), flops (C), loss (the chosen
+metric), budget (grouping key), status, role, tokens_derived, fingerprint. Only rows with status == "ok",
+role != "holdout" and a finite loss are fitted; everything else is counted and reported, never dropped
+silently. All problems raise HarnessError with one line naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+
+PARAM_CONVENTIONS = {
+    "total": "params_total",
+    "nonembedding": "params_nonembedding",
+    "scaling": "params_scaling",
+}
+CANONICAL = ["run_id", "params", "tokens", "flops", "loss", "budget", "status", "role", "tokens_derived",
+             "fingerprint"]
+# Runs whose FLOPs lie within this relative distance of a group's first run share a budget when the
+# table has no budget column (IsoFLOP sweeps aim every size at the same C; step rounding moves it <1%).
+DEFAULT_BUDGET_TOLERANCE = 0.10
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """Read a dotted key from a dict, an OmegaConf DictConfig, an object with attributes, or None."""
+    node = cfg
+    for part in key.split("."):
+        if node is None:
+            return default
+        if isinstance(node, Mapping):
+            node = node.get(part, None)
+        else:
+            try:
+                node = node[part]  # DictConfig supports item access
+            except (KeyError, TypeError, AttributeError, IndexError):
+                node = getattr(node, part, None)
+            except Exception:  # omegaconf raises its own errors for missing keys
+                node = None
+    return default if node is None else node
+
+
+@dataclass
+class ColumnMap:
+    """Which source column feeds each canonical column (None: absent in the source)."""
+
+    params: str
+    loss: str
+    flops: str
+    tokens: str | None = "tokens"
+    budget: str | None = "budget_flops"
+    status: str | None = "status"
+    role: str | None = "role"
+    run_id: str | None = "run_id"
+    fingerprint: str | None = "data_fingerprint"
+    explicit: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> ColumnMap:
+        """Defaults from the params convention and metric, overridden by `columns.<name>` entries."""
+        convention = str(cfg_get(cfg, "params", "total"))
+        if convention not in PARAM_CONVENTIONS:
+            raise HarnessError(
+                f"unknown params convention {convention!r}; use params=total, params=nonembedding or params=scaling"
+            )
+        metric = str(cfg_get(cfg, "metric", "val_bpb"))
+        cmap = cls(params=PARAM_CONVENTIONS[convention], loss=metric, flops="flops")
+        for name in ("params", "loss", "flops", "tokens", "budget", "status", "role", "run_id", "fingerprint"):
+            value = cfg_get(cfg, f"columns.{name}")
+            if value is not None and str(value) != "":
+                # columns.tokens=none / columns.budget=none: ignore that column (derive D, group budgets by C)
+                setattr(cmap, name, None if str(value).lower() == "none" else str(value))
+                cmap.explicit.add(name)
+        return cmap
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The mapping as plain data for fits.json."""
+        return {k: getattr(self, k) for k in ("params", "tokens", "flops", "loss", "budget", "status", "role",
+                                              "run_id", "fingerprint")}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (the inputs' fingerprint recorded in fits.json)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV file (or DIR/results.csv), refusing things that are not a readable table."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "results.csv"
+    if not p.exists():
+        raise HarnessError(f"results file {str(p)!r} does not exist; pass results=PATH to a results CSV")
+    with open(p, "rb") as fh:
+        head = fh.read(4096)
+    if b"\x00" in head:
+        raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
+    try:
+        df = pd.read_csv(p, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{str(p)!r} is empty; pass a CSV with a header row and one row per run") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HarnessError(f"{str(p)!r} is not a readable CSV ({first}); pass a comma-separated table") from None
+    if df.shape[1] < 2:
+        raise HarnessError(
+            f"{str(p)!r} is not a CSV table (found {df.shape[1]} column); pass a comma-separated file with a header"
+        )
+    df.columns = [str(c).strip() for c in df.columns]
+    df.attrs["source"] = str(p.resolve())
+    df.attrs["sha256"] = file_sha256(p)
+    return df
+
+
+def _numeric(raw: pd.DataFrame, col: str, what: str, rows: pd.Series, allow_nan: bool) -> pd.Series:
+    """Column as float, refusing text and non-positive values among `rows` (NaN allowed if allow_nan)."""
+    series = raw[col]
+    values = pd.to_numeric(series, errors="coerce").astype(float)
+    text = series.astype(str).str.strip().str.lower()
+    missing_like = series.isna() | text.isin(["", "nan", "none", "null", "inf", "-inf", "infinity"])
+    bad_text = rows & values.isna() & ~missing_like
+    if bad_text.any():
+        i = int(np.flatnonzero(bad_text.to_numpy())[0])
+        raise HarnessError(
+            f"column {col!r} ({what}) has a non-numeric value {str(series.iloc[i])!r} in data row {i + 1}; "
+            "fix the CSV or map another column with columns.<name>=<column>"
+        )
+    finite = np.isfinite(values)
+    if not allow_nan:
+        bad = rows & ~finite
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise HarnessError(
+                f"column {col!r} ({what}) is empty or not finite in data row {i + 1}; fill it in or mark that run "
+                "status=failed"
+            )
+    nonpos = rows & finite & (values <= 0)
+    if nonpos.any():
+        i = int(np.flatnonzero(nonpos.to_numpy())[0])
+        raise HarnessError(
+            f"column {col!r} ({what}) must be > 0 but data row {i + 1} holds {values.iloc[i]!r}; fix the CSV or mark "
+            "that run status=failed"
+        )
+    return values
+
+
+def group_budgets(flops: np.ndarray, tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> np.ndarray:
+    """Budget key per run when the table has none: cluster sorted log C, starting a new group whenever a run's
+    FLOPs exceed the group's first run by more than `tolerance` (relative); key = group's geometric mean."""
+    out = np.full(flops.shape, np.nan)
+    ok = np.isfinite(flops) & (flops > 0)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return out
+    order = idx[np.argsort(flops[idx])]
+    start = 0
+    limit = math.log1p(tolerance)
+    logs = np.log(flops[order])
+    for i in range(1, order.size + 1):
+        if i == order.size or logs[i] - logs[start] > limit:
+            members = order[start:i]
+            key = float(np.exp(np.mean(logs[start:i])))
+            out[members] = float(f"{key:.3g}")
+            start = i
+    return out
+
+
+def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
+    """Map a raw results table onto the canonical columns and validate it (Hoffmann et al. 2022's C = 6ND is
+    used to derive D when the table has no tokens column, and that is flagged per row)."""
+    cmap = ColumnMap.from_cfg(cfg)
+    cols = list(raw.columns)
+
+    def need(name: str, what: str) -> str:
+        col = getattr(cmap, name)
+        if col is None or col not in cols:
+            how = {
+                "params": "choose params=total|nonembedding|scaling or map it with columns.params=<column>",
+                "loss": "choose metric=<column> or map it with columns.loss=<column>",
+            }.get(name, f"map it with columns.{name}=<column>")
+            raise HarnessError(f"no column {col!r} for {what} in the results table; {how} (columns: {cols})")
+        return col
+
+    def optional(name: str) -> str | None:
+        col = getattr(cmap, name)
+        if col is None or col in cols:
+            return col
+        if name in cmap.explicit:
+            raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
+        return None
+
+    params_col = need("params", "parameter count N")
+    loss_col = need("loss", "the loss metric")
+    flops_col = need("flops", "training compute C")
+    tokens_col, budget_col = optional("tokens"), optional("budget")
+    status_col, role_col = optional("status"), optional("role")
+    run_col, fp_col = optional("run_id"), optional("fingerprint")
+
+    n = len(raw)
+    if n == 0:
+        raise HarnessError("the results table has a header but no rows; train some runs or point results= elsewhere")
+    status = raw[status_col].astype(str).str.strip().str.lower() if status_col else pd.Series(["ok"] * n)
+    status = status.where(~status.isin(["nan", "none", ""]), "ok")
+    role = raw[role_col].astype(str).str.strip().str.lower() if role_col else pd.Series(["sweep"] * n)
+    role = role.where(~role.isin(["nan", "none", ""]), "sweep")
+    status.index = raw.index
+    role.index = raw.index
+    ok = status == "ok"
+
+    params = _numeric(raw, params_col, "parameter count N", ok, allow_nan=False)
+    flops = _numeric(raw, flops_col, "training compute C", ok, allow_nan=False)
+    loss = _numeric(raw, loss_col, "loss", ok, allow_nan=True)
+    if tokens_col:
+        tokens = _numeric(raw, tokens_col, "training tokens D", ok, allow_nan=False)
+        derived = pd.Series(False, index=raw.index)
+    else:
+        tokens = flops / (6.0 * params)
+        derived = pd.Series(True, index=raw.index)
+    if budget_col:
+        budget = _numeric(raw, budget_col, "FLOP budget", ok, allow_nan=False)
+    else:
+        tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
+        budget = pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol), index=raw.index)
+
+    run_id = raw[run_col].astype(str) if run_col else pd.Series([f"row{i + 1}" for i in range(n)], index=raw.index)
+    fingerprint = raw[fp_col].astype(str).str.strip() if fp_col else pd.Series([""] * n, index=raw.index)
+    df = pd.DataFrame({
+        "run_id": run_id, "params": params, "tokens": tokens, "flops": flops, "loss": loss, "budget": budget,
+        "status": status, "role": role, "tokens_derived": derived, "fingerprint": fingerprint,
+    }).reset_index(drop=True)
+    df = _select_fingerprint(df, cfg_get(cfg, "fingerprint"))
+    df.attrs.update(raw.attrs)
+    df.attrs["columns"] = cmap.as_dict()
+    df.attrs["tokens_derived"] = tokens_col is None
+    df.attrs["budget_inferred"] = budget_col is None
+    df.attrs["budget_tolerance"] = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
+    return df
+
+
+def _select_fingerprint(df: pd.DataFrame, wanted: Any) -> pd.DataFrame:
+    """Refuse to mix corpora: keep one data_fingerprint (the only one present, or the one asked for)."""
+    ok = (df["status"] == "ok") & (df["fingerprint"] != "") & (df["fingerprint"].str.lower() != "nan")
+    values = sorted(df.loc[ok, "fingerprint"].unique())
+    if wanted is not None and str(wanted) != "":
+        wanted = str(wanted)
+        if wanted not in set(df["fingerprint"]):
+            raise HarnessError(f"fingerprint={wanted!r} matches no row; present: {values}")
+        kept = df[df["fingerprint"] == wanted].reset_index(drop=True)
+        kept.attrs["fingerprint_dropped"] = int(len(df) - len(kept))
+        return kept
+    if len(values) > 1:
+        counts = ", ".join(f"{v} ({int((df.loc[ok, 'fingerprint'] == v).sum())} runs)" for v in values)
+        raise HarnessError(
+            f"runs come from {len(values)} different corpora (data_fingerprint {counts}); fits never mix corpora: "
+            "pick one with fingerprint=<value>"
+        )
+    return df
+
+
+def load_results(path: str | Path, cfg: Any = None) -> pd.DataFrame:
+    """Read a results CSV (ours or foreign, via `columns.*`) into the validated canonical DataFrame."""
+    return canonicalize(read_table(path), cfg)
+
+
+@dataclass
+class Selection:
+    """The rows a fit uses, plus what was left out and why (reported in fits.json and report.md)."""
+
+    used: pd.DataFrame
+    excluded: dict[str, int]
+    warnings: list[str]
+
+
+def select_fit_rows(df: pd.DataFrame) -> Selection:
+    """Rows with status ok, role != holdout and a finite loss; counts and warnings for everything else."""
+    missing = [c for c in ("params", "tokens", "flops", "loss", "budget") if c not in df.columns]
+    if missing:
+        raise HarnessError(
+            f"DataFrame lacks canonical columns {missing}; load it with harness.analysis.load_results or canonicalize"
+        )
+    df = df.copy()
+    if "status" not in df.columns:
+        df["status"] = "ok"
+    if "role" not in df.columns:
+        df["role"] = "sweep"
+    if "run_id" not in df.columns:
+        df["run_id"] = [f"row{i + 1}" for i in range(len(df))]
+    if "tokens_derived" not in df.columns:
+        df["tokens_derived"] = False
+    excluded: dict[str, int] = {}
+    warnings: list[str] = []
+    bad_status = df["status"] != "ok"
+    for s, count in df.loc[bad_status, "status"].value_counts().items():
+        excluded[f"status={s}"] = int(count)
+    holdout = ~bad_status & (df["role"] == "holdout")
+    if holdout.any():
+        excluded["holdout"] = int(holdout.sum())
+    loss = df["loss"].astype(float)
+    nan_loss = ~bad_status & ~holdout & ~np.isfinite(loss)
+    if nan_loss.any():
+        excluded["nan_loss"] = int(nan_loss.sum())
+        ids = ", ".join(df.loc[nan_loss, "run_id"].astype(str).head(5))
+        warnings.append(
+            f"{int(nan_loss.sum())} run(s) with status ok have a NaN/inf loss and were excluded ({ids}"
+            f"{', ...' if nan_loss.sum() > 5 else ''})"
+        )
+    used = df[~bad_status & ~holdout & ~nan_loss].reset_index(drop=True)
+    if used.empty:
+        parts = ", ".join(f"{k}: {v}" for k, v in excluded.items()) or "no rows"
+        raise HarnessError(
+            f"no usable runs: all {len(df)} rows are excluded ({parts}); train runs that finish with status ok"
+        )
+    for col in ("params", "tokens", "flops", "loss", "budget"):
+        vals = used[col].astype(float).to_numpy()
+        if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
+            raise HarnessError(f"column {col!r} has non-positive or missing values among usable runs; fix the table")
+    return Selection(used=used, excluded=excluded, warnings=warnings)

@@ -1,0 +1,105 @@
+"""Predictions from a Fits object, each with a bootstrap percentile interval.
+
+At a target budget C: Approach 2 gives N_opt = k_N C^a, D_opt = k_D C^b (Hoffmann et al. 2022) and the loss
+from the frontier L_opt(C) = E + K C^-k; Approach 3 gives the closed-form compute-optimal N, D under
+C = kappa N D and L(N, D) = E + A/N^alpha + B/D^beta (Besiroglu et al. 2024's fit). For a given (N, D) the
+loss comes from Approach 3. Evaluating a fitted formula is all that happens here: nothing is refitted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from harness.analysis.bootstrap import interval
+from harness.analysis.parametric import compute_optimal, predict_log_loss
+from harness.analysis.powerlaw import frontier_value
+from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.analysis.fits import Fits
+
+
+def _val(d: dict[str, Any], key: str) -> float:
+    v = d[key]
+    v = v["value"] if isinstance(v, dict) else v
+    return float("nan") if v is None else float(v)
+
+
+def _positive(name: str, x: Any) -> np.ndarray:
+    arr = np.asarray(x, dtype=float)
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise HarnessError(f"{name}={x!r} must be a positive finite number")
+    return arr
+
+
+def approach2_curves(fits: Fits, C: np.ndarray) -> dict[str, np.ndarray]:
+    """Point estimates and bootstrap samples of N_opt, D_opt and the frontier loss at budgets C (1-D)."""
+    lnC = np.log(_positive("C", C))
+    a2, fr = fits.approach2, fits.frontier
+    lnC_ref = float(np.log(fr["C_ref"]))
+    out = {
+        "N": np.exp(fits.approach2["ln_k_N"] + _val(a2, "a") * lnC),
+        "D": np.exp(fits.approach2["ln_k_D"] + _val(a2, "b") * lnC),
+        "loss": frontier_value(_val(fr, "E"), float(fr["lnK_ref"]), _val(fr, "k"), lnC, lnC_ref),
+    }
+    s2, sf = fits.samples.get("approach2"), fits.samples.get("frontier")
+    if s2 is not None and sf is not None:
+        out["N_samples"] = np.exp(s2[:, 1:2] + s2[:, 0:1] * lnC)
+        out["D_samples"] = np.exp(s2[:, 3:4] + s2[:, 2:3] * lnC)
+        out["loss_samples"] = frontier_value(sf[:, 0:1], sf[:, 1:2], sf[:, 2:3], lnC, lnC_ref)
+    return out
+
+
+def approach3_curves(fits: Fits, C: np.ndarray) -> dict[str, np.ndarray]:
+    """Point estimates and bootstrap samples of Approach 3's compute-optimal N, D and loss at budgets C."""
+    C = _positive("C", C)
+    kappa = float(fits.approach3["kappa"])
+    N, D, L = compute_optimal(np.asarray(fits.approach3["theta"], float), C, kappa)
+    out = {"N": N, "D": D, "loss": L}
+    s3 = fits.samples.get("approach3")
+    if s3 is not None:
+        Ns, Ds, Ls = compute_optimal(s3[:, None, :], C[None, :], kappa)
+        out.update({"N_samples": Ns, "D_samples": Ds, "loss_samples": Ls})
+    return out
+
+
+def _summary(cur: dict[str, np.ndarray], level: float) -> dict[str, float | None]:
+    res: dict[str, float | None] = {}
+    for key in ("N", "D", "loss"):
+        res[key] = _f(cur[key][0])
+        lo, hi = interval(cur.get(f"{key}_samples"), level) if f"{key}_samples" in cur else (np.nan, np.nan)
+        res[f"{key}_lo"] = _f(np.atleast_1d(lo)[0])
+        res[f"{key}_hi"] = _f(np.atleast_1d(hi)[0])
+    return res
+
+
+def _f(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def predict_at_budget(fits: Fits, C: float) -> dict[str, Any]:
+    """N*, D* and loss at budget C from Approach 2 (+ frontier) and Approach 3, each with lo/hi bounds."""
+    C_arr = np.atleast_1d(_positive("C", C)).astype(float)[:1]
+    level = float(fits.bootstrap.get("level", 0.95))
+    largest = max(b["C"] for b in fits.budgets)
+    return {
+        "C": float(C_arr[0]),
+        "extrapolation": float(C_arr[0] / largest),
+        "approach2": _summary(approach2_curves(fits, C_arr), level),
+        "approach3": _summary(approach3_curves(fits, C_arr), level),
+    }
+
+
+def predict_loss(fits: Fits, N: float, D: float) -> dict[str, float | None]:
+    """Approach-3 loss L(N, D) with its bootstrap interval: {loss, lo, hi}."""
+    lnN = np.log(_positive("N", N))
+    lnD = np.log(_positive("D", D))
+    loss = float(np.exp(predict_log_loss(np.asarray(fits.approach3["theta"], float), lnN, lnD)))
+    s3 = fits.samples.get("approach3")
+    lo = hi = np.nan
+    if s3 is not None:
+        lo, hi = interval(np.exp(predict_log_loss(s3, lnN, lnD)), float(fits.bootstrap.get("level", 0.95)))
+    return {"loss": _f(loss), "lo": _f(lo), "hi": _f(hi)}

@@ -1,0 +1,251 @@
+"""Corpora as memory-mapped token arrays with a fingerprint, split into train/val without leakage.
+
+Three sources, chosen by `data.kind`:
+- stdlib: the Python standard library's own .py files on this machine (real text, no download), bytes.
+- text:   a text file, a directory of text files or a glob, tokenized as bytes.
+- tokens: a pre-tokenized nanoGPT-style binary (uint16/uint32), or a directory with train.bin + val.bin.
+Text sources are tokenized once into a cache (one uint8 file per split) and then memory-mapped, so memory
+does not grow with corpus size. Multi-file sources are split by file (a file is in train or val, never
+both); single files and token files are split by a contiguous tail.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import json
+import math
+import os
+import sysconfig
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+
+_CHUNK = 1 << 24
+
+
+@dataclass
+class Corpus:
+    """Train and val token streams plus what a result must record about them."""
+
+    train: np.ndarray
+    val: np.ndarray
+    vocab_size: int
+    bytes_per_token: float
+    fingerprint: str
+    description: str
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
+
+
+def _atomic_write_bytes(path: Path, chunks: Any) -> None:
+    """Write an iterable of byte chunks to path via a temp file + fsync + rename (never a torn file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_val_file(rel: str, val_fraction: float) -> bool:
+    """Deterministic by-file split: a file is held out when a hash of its relative path falls below the
+    fraction, so the split is the same on every machine and never depends on listing order."""
+    return zlib.crc32(rel.encode()) % 10_000 < val_fraction * 10_000
+
+
+def stdlib_files() -> tuple[Path, list[Path]]:
+    """The standard library's .py files (without site-packages), sorted for a deterministic order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts
+    )
+    return root, files
+
+
+def _text_files(path: str, pattern: str) -> tuple[Path, list[Path]]:
+    if any(ch in path for ch in "*?["):
+        files = sorted(Path(p) for p in globlib.glob(path, recursive=True) if Path(p).is_file())
+        root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
+        if not files:
+            raise HarnessError(f"data.path glob {path!r} matches no file; check the pattern")
+        return root, files
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise HarnessError(f"data.path {str(p)!r} does not exist; point data.path at a text file or directory")
+    if p.is_file():
+        return p.parent, [p]
+    files = sorted(f for f in p.glob(pattern) if f.is_file())
+    if not files:
+        raise HarnessError(f"directory {str(p)!r} holds no file matching {pattern!r}; set data.pattern")
+    return p, files
+
+
+def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir: Path, name: str) -> Corpus:
+    """Byte-tokenize a list of files into cached train/val arrays; fingerprint = sha256 of names + bytes."""
+    stat_key = hashlib.sha256(f"val_fraction={val_fraction!r}\n".encode())
+    for f in files:
+        st = f.stat()
+        stat_key.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    key_dir = cache_dir / "text" / stat_key.hexdigest()[:20]
+    meta_path = key_dir / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+    else:
+        meta = _build_files_cache(root, files, val_fraction, key_dir)
+    train = np.memmap(key_dir / "train.bin", dtype=np.uint8, mode="r") if meta["train_bytes"] else np.zeros(0)
+    val = np.memmap(key_dir / "val.bin", dtype=np.uint8, mode="r") if meta["val_bytes"] else np.zeros(0)
+    desc = f"{name}: {len(files)} files, {meta['train_bytes'] + meta['val_bytes']} bytes under {root}"
+    return Corpus(train, val, 256, 1.0, meta["fingerprint"], desc)
+
+
+def _build_files_cache(root: Path, files: list[Path], val_fraction: float, key_dir: Path) -> dict:
+    digest = hashlib.sha256()
+    if len(files) == 1:  # one file: split by a contiguous tail
+        data = files[0].read_bytes()
+        digest.update(data)
+        cut = len(data) - int(math.ceil(len(data) * val_fraction))
+        parts = {"train": [data[:cut]], "val": [data[cut:]]}
+    else:
+        parts = {"train": [], "val": []}
+        for f in files:
+            rel = str(f.relative_to(root))
+            data = f.read_bytes()
+            digest.update(rel.encode() + b"\0" + data + b"\0")
+            parts["val" if _is_val_file(rel, val_fraction) else "train"].append(data)
+    total = sum(len(b) for bs in parts.values() for b in bs)
+    meta = {
+        "fingerprint": f"{digest.hexdigest()[:16]}-{total}",
+        "train_bytes": sum(len(b) for b in parts["train"]),
+        "val_bytes": sum(len(b) for b in parts["val"]),
+        "files": len(files),
+        "val_fraction": val_fraction,
+    }
+    for split, chunks in parts.items():
+        _atomic_write_bytes(key_dir / f"{split}.bin", chunks)
+    _atomic_write_bytes(key_dir / "meta.json", [json.dumps(meta).encode()])
+    return meta
+
+
+def _file_digest(path: Path, cache_dir: Path) -> str:
+    """sha256 of a (possibly huge) file, memoised by path + size + mtime so reruns don't rehash it."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    memo = cache_dir / "digests" / key
+    if memo.exists():
+        return memo.read_text()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    _atomic_write_bytes(memo, [h.hexdigest().encode()])
+    return h.hexdigest()
+
+
+def _check_token_range(arr: np.ndarray, vocab_size: int, path: Path) -> None:
+    for start in range(0, len(arr), _CHUNK):
+        hi = int(arr[start : start + _CHUNK].max(initial=0))
+        if hi >= vocab_size:
+            raise HarnessError(
+                f"token file {str(path)!r} holds token id {hi} >= data.vocab_size={vocab_size}; "
+                "set data.vocab_size to your tokenizer's vocabulary size (or check data.token_dtype)"
+            )
+
+
+def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
+    p = Path(str(dc.path)).expanduser()
+    if not p.exists():
+        raise HarnessError(f"data.path {str(p)!r} does not exist; point it at a token .bin file or a directory")
+    dtype = np.dtype(str(dc.token_dtype))
+    if dtype not in (np.uint16, np.uint32):
+        raise HarnessError(f"data.token_dtype={dc.token_dtype!r} is not supported; use uint16 or uint32")
+    meta_file = (p if p.is_dir() else p.parent) / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    vocab = int(dc.vocab_size if dc.vocab_size is not None else meta.get("vocab_size", 0))
+    bpt = dc.bytes_per_token if dc.bytes_per_token is not None else meta.get("bytes_per_token")
+    if not vocab:
+        raise HarnessError("token data needs its vocabulary size; set data.vocab_size=<V> (or meta.json)")
+    if bpt is None:
+        raise HarnessError(
+            "token data needs the mean bytes per token to report bits per byte; set "
+            "data.bytes_per_token=<x> (or write {\"bytes_per_token\": x} to meta.json beside the .bin)"
+        )
+    files = [p / "train.bin", p / "val.bin"] if p.is_dir() else [p]
+    for f in files:
+        if not f.exists():
+            raise HarnessError(f"{str(f)!r} does not exist; a token directory needs train.bin and val.bin")
+        if f.stat().st_size % dtype.itemsize:
+            raise HarnessError(f"{str(f)!r} is not a whole number of {dtype.name} tokens; check data.token_dtype")
+    arrays = [np.memmap(f, dtype=dtype, mode="r") if f.stat().st_size else np.zeros(0, dtype) for f in files]
+    for f, a in zip(files, arrays):
+        _check_token_range(a, vocab, f)
+    if len(arrays) == 2:
+        train, val = arrays
+    else:
+        cut = len(arrays[0]) - int(math.ceil(len(arrays[0]) * float(dc.val_fraction)))
+        train, val = arrays[0][:cut], arrays[0][cut:]
+    digest = hashlib.sha256("".join(_file_digest(f, cache_dir) for f in files).encode()).hexdigest()[:16]
+    nbytes = sum(f.stat().st_size for f in files)
+    return Corpus(train, val, vocab, float(bpt), f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})")
+
+
+def load_corpus(dc: Any, seq_len: int) -> Corpus:
+    """Open the corpus described by a `data` config and check it can fill a context window in each split."""
+    cache_dir = Path(dc.cache_dir).expanduser() if dc.get("cache_dir") else default_cache_dir()
+    val_fraction = float(dc.val_fraction)
+    if not 0 < val_fraction < 1:
+        raise HarnessError(f"data.val_fraction={val_fraction} must lie in (0, 1)")
+    kind = str(dc.kind)
+    if kind == "stdlib":
+        root, files = stdlib_files()
+        corpus = _files_corpus(root, files, val_fraction, cache_dir, "python stdlib")
+    elif kind == "text":
+        if not dc.get("path"):
+            raise HarnessError("data=text needs data.path=<file, directory or glob>")
+        root, files = _text_files(str(dc.path), str(dc.get("pattern", "**/*.txt")))
+        corpus = _files_corpus(root, files, val_fraction, cache_dir, "text")
+    elif kind == "tokens":
+        if not dc.get("path"):
+            raise HarnessError("data=tokens needs data.path=<file.bin or directory with train.bin/val.bin>")
+        corpus = _tokens_corpus(dc, cache_dir)
+    else:
+        raise HarnessError(f"unknown data.kind={kind!r}; choose stdlib, text or tokens")
+    for split, arr in (("train", corpus.train), ("val", corpus.val)):
+        if len(arr) < seq_len + 1:
+            raise HarnessError(
+                f"{corpus.description}: the {split} split holds {len(arr)} tokens, fewer than one context "
+                f"window ({seq_len + 1}); use more data or a smaller model.seq_len"
+            )
+    return corpus
+
+
+def sample_batch(
+    tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows (x, y=x shifted by one) read straight from the memmap: only the batch is copied."""
+    starts = torch.randint(0, len(tokens) - seq_len, (batch_size,), generator=gen).numpy()
+    window = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
+    t = torch.from_numpy(window)
+    return t[:, :-1], t[:, 1:]
+
+
+def eval_windows(tokens: np.ndarray, n_windows: int, seq_len: int) -> torch.Tensor:
+    """A fixed held-out slice: n windows spread evenly over the val split (same for every run)."""
+    n = max(1, min(n_windows, (len(tokens) - 1) // seq_len))
+    starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)
+    return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))

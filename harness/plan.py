@@ -1,0 +1,234 @@
+"""Planning: which model a config names, how a budget becomes optimizer steps, and IsoFLOP sweep grids.
+
+Everything here is arithmetic on configs (no torch training, no data), so plans print instantly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.counting import flops_per_token
+from harness.errors import HarnessError
+from harness.model import GPTConfig
+
+
+def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig]:
+    """A preset or a size-family member -> (name, GPTConfig). The family derives depth, heads and d_ff from
+    d_model by a fixed aspect rule (conf/model/family.yaml)."""
+    mc = OmegaConf.create(dict(mc)) if isinstance(mc, dict) else mc
+    if mc.get("name") == "family":
+        d, step = int(mc.d_model), int(mc.d_model_step)
+        if d < step or d % step:
+            raise HarnessError(f"family d_model={d} must be a positive multiple of model.d_model_step={step}")
+        n_layer = max(1, math.floor(d / float(mc.aspect) + 0.5))
+        # the most heads of at least head_dim channels that divide d_model evenly (at least one)
+        n_head = max(h for h in range(1, max(1, d // int(mc.head_dim)) + 1) if d % h == 0)
+        cfg = GPTConfig(n_layer, n_head, d, int(mc.ff_mult) * d, int(mc.seq_len), vocab_size)
+        return f"family-d{d}-L{n_layer}", cfg
+    try:
+        cfg = GPTConfig(int(mc.n_layer), int(mc.n_head), int(mc.d_model), int(mc.d_ff), int(mc.seq_len), vocab_size)
+    except ValueError as e:
+        raise HarnessError(f"model {mc.get('name')}: {e}; fix the model.* values") from None
+    return str(mc.name), cfg
+
+
+def learning_rate(tc: DictConfig, d_model: int) -> float:
+    """The LR-vs-size rule: lr = lr_base * (lr_ref_width / d_model) ** lr_width_exponent (1/sqrt(width) by
+    default, in the spirit of muP, Yang et al. 2022), unless train.lr is a number. Check it with the lr sweep."""
+    if str(tc.lr) != "auto":
+        try:
+            return float(tc.lr)
+        except ValueError:
+            raise HarnessError(f"train.lr={tc.lr!r} must be auto or a number like 1e-3") from None
+    return float(tc.lr_base) * (float(tc.lr_ref_width) / d_model) ** float(tc.lr_width_exponent)
+
+
+@dataclass
+class RunPlan:
+    """How a budget turns into optimizer steps for one model."""
+
+    flops_per_token: int
+    sequences: int
+    steps: int
+    last_batch: int
+
+
+def plan_steps(budget: float, cfg: GPTConfig, batch_size: int, min_steps: int, multiple: int = 1) -> RunPlan:
+    """Sequences and steps that spend `budget` FLOPs; refuses budgets that buy fewer than min_steps steps.
+    The sequence count is a multiple of `multiple` (the number of processes) so every rank gets a share."""
+    if batch_size < 1:
+        raise HarnessError(f"train.batch_size={batch_size} must be a positive integer")
+    fpt = flops_per_token(cfg)
+    seqs = round(budget / (fpt * cfg.seq_len * multiple)) * multiple
+    steps = math.ceil(seqs / batch_size) if seqs > 0 else 0
+    if steps < min_steps:
+        minimum = min_steps * batch_size * cfg.seq_len * fpt
+        raise HarnessError(
+            f"budget {budget:.3g} FLOPs buys {steps} optimizer steps of this model (min {min_steps}); "
+            f"use budget>={minimum:.3g}, a smaller model or a smaller train.batch_size"
+        )
+    return RunPlan(fpt, seqs, steps, seqs - (steps - 1) * batch_size)
+
+
+def run_spec(cfg: DictConfig, name: str, gcfg: GPTConfig, fingerprint: str) -> dict[str, Any]:
+    """What determines a run's numbers; its hash is the run_id (device, dtype, threads are not in it)."""
+    tc = cfg.train
+    keys = ["batch_size", "lr", "lr_base", "lr_ref_width", "lr_width_exponent", "min_lr_ratio", "warmup_frac",
+            "weight_decay", "beta1", "beta2", "grad_clip", "eval_windows"]
+    data_keys = ["val_fraction", "bytes_per_token", "token_dtype", "vocab_size"]
+    return {
+        "model": name, "arch": gcfg.__dict__, "budget": float(cfg.budget), "seed": int(cfg.seed),
+        "data": fingerprint, "split": {k: str(cfg.data.get(k)) for k in data_keys},
+        "train": {k: str(tc[k]) for k in keys}, "role": str(cfg.role),
+    }
+
+
+def parse_budget(value: Any) -> float:
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"budget={value!r} is not a number; give FLOPs like budget=1e12") from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise HarnessError(f"budget={value!r} must be a positive number of FLOPs, e.g. budget=1e12")
+    return budget
+
+
+@dataclass
+class PlannedRun:
+    """One run of an IsoFLOP sweep: a family member trained to one budget with one seed."""
+
+    index: int
+    budget: float
+    seed: int
+    d_model: int
+    name: str
+    params: int
+    tokens: int
+    steps: int
+    est_seconds: float
+
+
+def family_members(mc: DictConfig, vocab_size: int, d_min: int, d_max: int) -> list[tuple[str, GPTConfig]]:
+    """Every size of the family with d_min <= d_model <= d_max (d_model steps by model.d_model_step)."""
+    step = int(mc.d_model_step)
+    start = max(step, math.ceil(d_min / step) * step)
+    out = []
+    for d in range(start, int(d_max) + 1, step):
+        out.append(model_config(OmegaConf.merge(mc, {"d_model": d}), vocab_size))
+    return out
+
+
+def _budgets(sc: DictConfig) -> list[float]:
+    raw = sc.get("budgets")
+    if raw is None or len(raw) == 0:
+        raise HarnessError("sweep.budgets is empty; give FLOP budgets like sweep.budgets=[1e12,3e12,1e13]")
+    out = []
+    for b in raw:
+        try:
+            out.append(parse_budget(b))
+        except HarnessError:
+            raise HarnessError(
+                f"sweep.budgets holds {b!r}, not a positive number of FLOPs; use e.g. sweep.budgets=[1e12,3e12]"
+            ) from None
+    return sorted(set(out))
+
+
+def estimate_seconds(steps: int, batch_tokens: int, fpt: int, sc: DictConfig) -> float:
+    """Rough wall time: matmul work at the sweep's assumed FLOP rate plus a fixed per-step overhead."""
+    est = sc.get("estimate", {}) or {}
+    rate = float(est.get("flops_per_second", 3e10))
+    overhead = float(est.get("step_overhead_s", 0.01))
+    return steps * (batch_tokens * fpt / rate + overhead)
+
+
+def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun], list[str]]:
+    """Budgets x sizes x seeds -> runs, plus notes for the user.
+
+    For each budget the expected optimum N0 is where tokens/params equals sweep.tokens_per_param (a prior:
+    ~20 in Hoffmann et al. 2022); sizes_per_budget targets are spaced evenly in log N over a factor
+    sweep.spread around N0, each mapped to the nearest family member. Sizes that would train for fewer than
+    sweep.min_steps steps are dropped (too few steps to finish warmup and decay: their loss says more about
+    the schedule than about N), and budgets left with < 3 sizes are refused."""
+    sc = cfg.sweep
+    budgets = _budgets(sc)
+    k = int(sc.sizes_per_budget)
+    if k < 3:
+        raise HarnessError(f"sweep.sizes_per_budget={k}; an IsoFLOP parabola needs at least 3 sizes per budget")
+    members = family_members(cfg.model, vocab_size, int(sc.d_model_min), int(sc.d_model_max))
+    if not members:
+        raise HarnessError(
+            f"no family size has {sc.d_model_min} <= d_model <= {sc.d_model_max}; widen sweep.d_model_min/max"
+        )
+    from harness.counting import param_counts
+
+    params = [param_counts(g)["params_total"] for _, g in members]
+    fpts = [flops_per_token(g) for _, g in members]
+    B, T = int(cfg.train.batch_size), members[0][1].seq_len
+    r, spread, min_steps = float(sc.tokens_per_param), float(sc.spread), int(sc.min_steps)
+    seeds = [int(s) for s in (sc.get("seeds") or [int(cfg.seed)])]
+    runs: list[PlannedRun] = []
+    notes: list[str] = []
+    for C in budgets:
+        ratio = [C / f / p for f, p in zip(fpts, params)]  # tokens per param at this budget, falls with N
+        log_n0 = _interp_log_n(params, ratio, r)
+        if log_n0 is None:
+            notes.append(f"budget {C:.3g}: the prior optimum ({r:g} tokens/param) lies outside the family range "
+                         f"{params[0]}..{params[-1]} params; the grid sits at the edge (widen d_model_min/max)")
+            log_n0 = math.log(params[0]) if ratio[0] < r else math.log(params[-1])
+        targets = [log_n0 + math.log(spread) * (i / (k - 1) - 0.5) for i in range(k)]
+        chosen: list[int] = []
+        for t in targets:
+            j = min(range(len(params)), key=lambda j: abs(math.log(params[j]) - t))
+            if j not in chosen:
+                chosen.append(j)
+        dropped = []
+        for j in chosen:
+            name, g = members[j]
+            seqs = round(C / (fpts[j] * T))
+            steps = math.ceil(seqs / B)
+            if steps < min_steps:
+                dropped.append(f"{name} ({steps} steps)")
+                continue
+            for s in seeds:
+                runs.append(PlannedRun(len(runs), C, s, g.d_model, name, params[j], seqs * T, steps,
+                                       estimate_seconds(steps, B * T, fpts[j], sc)))
+        if dropped:
+            notes.append(f"budget {C:.3g}: dropped {len(dropped)} size(s) with fewer than {min_steps} steps: "
+                         + ", ".join(dropped))
+        kept = sorted({pr.params for pr in runs if pr.budget == C})
+        if len(kept) < 3:
+            raise HarnessError(
+                f"budget {C:.3g} keeps {len(kept)} size(s) after dropping those with < {min_steps} steps; "
+                "raise the budget, lower sweep.min_steps or widen sweep.d_model_min/max"
+            )
+        if len(kept) < k:
+            notes.append(f"budget {C:.3g}: {len(kept)} distinct sizes (asked {k}); the family is coarse here")
+    return runs, notes
+
+
+def _interp_log_n(params: list[int], ratio: list[float], r: float) -> float | None:
+    """log N where tokens/param crosses r (interpolated in log-log), or None if r is outside the family."""
+    for j in range(len(params) - 1):
+        a, b = ratio[j], ratio[j + 1]
+        if a >= r >= b:
+            w = (math.log(a) - math.log(r)) / (math.log(a) - math.log(b)) if a != b else 0.0
+            return math.log(params[j]) + w * (math.log(params[j + 1]) - math.log(params[j]))
+    return None
+
+
+def format_plan(runs: list[PlannedRun], notes: list[str]) -> str:
+    """The plan as a table a person reads before spending compute."""
+    lines = [f"{'#':>3} {'budget':>9} {'model':<16} {'params':>9} {'tokens':>10} {'tok/param':>9} "
+             f"{'steps':>6} {'seed':>4} {'est':>7}"]
+    for pr in runs:
+        lines.append(f"{pr.index:>3} {pr.budget:>9.3g} {pr.name:<16} {pr.params:>9,} {pr.tokens:>10,} "
+                     f"{pr.tokens / pr.params:>9.1f} {pr.steps:>6} {pr.seed:>4} {pr.est_seconds:>6.0f}s")
+    total = sum(pr.est_seconds for pr in runs)
+    lines.append(f"{len(runs)} runs, {sum(pr.budget for pr in runs):.3g} FLOPs, est. {total / 60:.1f} min "
+                 "of one worker")
+    lines += [f"note: {n}" for n in notes]
+    return "\n".join(lines)

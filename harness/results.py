@@ -1,0 +1,162 @@
+"""The run record: its schema, its crash-safe write, and reading a results directory back.
+
+Layout of a results directory:
+    runs/<run_id>.json   one record per run, written atomically (temp file + fsync + rename)
+    results.csv          every record as one row, rebuilt atomically under an exclusive lock
+A crash, a SIGKILL or a parallel writer can therefore never leave a torn or duplicate row: a record is
+either wholly there or not, and results.csv is replaced whole. Rows already in results.csv whose JSON is
+missing (a copied or hand-made CSV) are kept when it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+
+COLUMNS = [
+    "run_id", "model", "n_layer", "n_head", "d_model", "d_ff", "seq_len", "vocab_size",
+    "params_total", "params_nonembedding", "params_scaling", "flops_per_token", "flops_per_token_6n",
+    "budget_flops", "flops", "tokens", "steps", "batch_size", "lr", "train_loss", "val_loss", "val_bpb",
+    "status", "role", "seed", "data_fingerprint", "device", "dtype", "compile", "threads", "world_size",
+    "wall_seconds", "tokens_per_second", "harness_version", "error",
+]
+REQUIRED = {"run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb"}
+STATUSES = ("ok", "diverged", "failed")
+
+
+def run_id(spec: dict[str, Any]) -> str:
+    """A short stable hash of everything that determines a run's numbers (not where or how fast it ran)."""
+    blob = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace path with text in one step: temp file in the same directory, fsync, os.replace."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def locked(results_dir: Path, exclusive: bool = True) -> Iterator[None]:
+    """fcntl lock on results_dir/.lock, shared for readers and exclusive for writers."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    with open(results_dir / ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_results_dir(results_dir: Path) -> None:
+    """Refuse a results_dir that is a file (before anything is trained)."""
+    if results_dir.exists() and not results_dir.is_dir():
+        raise HarnessError(f"results_dir {str(results_dir)!r} is a file; point results_dir at a directory")
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a results.csv, refusing one whose header lacks the harness schema."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if not text.strip():
+        return []
+    reader = csv.DictReader(io.StringIO(text))
+    missing = REQUIRED - set(reader.fieldnames or [])
+    if missing:
+        raise HarnessError(
+            f"{str(path)!r} is not a harness results.csv (missing columns {sorted(missing)}); "
+            "use a fresh results_dir instead of mixing schemas"
+        )
+    return list(reader)
+
+
+def read_records(results_dir: Path) -> dict[str, dict[str, Any]]:
+    """All records of a directory keyed by run_id: CSV rows, overridden by per-run JSON records."""
+    records: dict[str, dict[str, Any]] = {r["run_id"]: dict(r) for r in read_csv_rows(results_dir / "results.csv")}
+    runs = results_dir / "runs"
+    if runs.is_dir():
+        for p in sorted(runs.glob("*.json")):
+            rec = json.loads(p.read_text())
+            records[rec["run_id"]] = rec
+    return records
+
+
+def check_compatible(results_dir: Path, fingerprint: str) -> None:
+    """Refuse to add runs on one corpus to a directory holding results from another (never mix fits)."""
+    if not results_dir.is_dir():
+        return
+    with locked(results_dir, exclusive=False):
+        records = read_records(results_dir)
+    _check_fingerprints(records, fingerprint, results_dir)
+
+
+def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, results_dir: Path) -> None:
+    others = {str(r.get("data_fingerprint")) for r in records.values()} - {fingerprint}
+    if others:
+        raise HarnessError(
+            f"{str(results_dir)!r} holds results on another corpus (fingerprint {sorted(others)[0]}, this run: "
+            f"{fingerprint}); use a different results_dir"
+        )
+
+
+def find_ok(results_dir: Path, rid: str) -> dict[str, Any] | None:
+    """The ok record of run rid, if one exists (so a resumed sweep skips it)."""
+    p = results_dir / "runs" / f"{rid}.json"
+    if p.exists():
+        rec = json.loads(p.read_text())
+        return rec if rec.get("status") == "ok" else None
+    if (results_dir / "results.csv").exists():
+        with locked(results_dir, exclusive=False):
+            for r in read_csv_rows(results_dir / "results.csv"):
+                if r["run_id"] == rid and r["status"] == "ok":
+                    return dict(r)
+    return None
+
+
+def _csv_text(records: list[dict[str, Any]]) -> str:
+    extra = sorted({k for r in records for k in r} - set(COLUMNS))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS + extra, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS + extra})
+    return buf.getvalue()
+
+
+def write_record(results_dir: Path, record: dict[str, Any]) -> None:
+    """Persist one run: its JSON record atomically, then results.csv rebuilt whole under the lock."""
+    missing = [c for c in COLUMNS if c not in record]
+    if missing:
+        raise ValueError(f"record lacks columns {missing}")
+    with locked(results_dir, exclusive=True):
+        records = read_records(results_dir)  # refuses an incompatible CSV before anything is written
+        _check_fingerprints(records, str(record["data_fingerprint"]), results_dir)
+        atomic_write_text(results_dir / "runs" / f"{record['run_id']}.json", json.dumps(record, indent=1))
+        records[record["run_id"]] = record
+        ordered = sorted(
+            records.values(),
+            key=lambda r: (str(r.get("role")), float(r.get("budget_flops") or 0), float(r.get("params_total") or 0),
+                           str(r["run_id"])),
+        )
+        atomic_write_text(results_dir / "results.csv", _csv_text(ordered))

@@ -1,0 +1,69 @@
+"""Bootstrap: seeded, stratified by budget, and its 95% intervals cover the truth in most seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from harness.analysis import canonicalize, fit_all, predict_at_budget
+from harness.analysis.bootstrap import estimate, interval, stratified_weights
+from harness.analysis.synthetic import Law, isoflop_sweep
+
+LAW = Law()
+
+
+def test_weights_are_seeded_and_stratified() -> None:
+    groups = np.repeat([0, 1, 2], [5, 7, 4])
+    W = stratified_weights(groups, 300, seed=7)
+    assert W.shape == (300, 16)
+    np.testing.assert_array_equal(W, stratified_weights(groups, 300, seed=7))
+    assert not np.array_equal(W, stratified_weights(groups, 300, seed=8))
+    for g, n in ((0, 5), (1, 7), (2, 4)):
+        assert np.all(W[:, groups == g].sum(axis=1) == n)  # each budget keeps its run count
+    assert 0.28 < (W == 0).mean() < 0.38  # a run is left out of a resample with probability (1 - 1/n)^n
+
+
+def test_interval_and_estimate() -> None:
+    s = np.concatenate([np.linspace(0, 1, 1001), [np.nan] * 5])
+    lo, hi = interval(s)
+    assert abs(lo - 0.025) < 1e-9 and abs(hi - 0.975) < 1e-9
+    e = estimate(0.5, s)
+    assert e == {"value": 0.5, "lo": lo, "hi": hi, "n_boot": 1001}
+    assert estimate(1.0, None)["lo"] is None
+    assert np.isnan(interval(np.array([1.0, 2.0]))[0])  # too few samples for an interval
+
+
+def test_same_seed_same_numbers() -> None:
+    df = canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=6, noise=0.01, seed=2))
+    f1 = fit_all(df, {"bootstrap": 30, "seed": 5})
+    f2 = fit_all(df, {"bootstrap": 30, "seed": 5})
+    f3 = fit_all(df, {"bootstrap": 30, "seed": 6})
+    assert f1.approach2["a"] == f2.approach2["a"] and f1.approach3["a"] == f2.approach3["a"]
+    assert f1.approach3["a"]["lo"] != f3.approach3["a"]["lo"]
+    assert f1.samples["approach3"].shape == (30, 5) and f1.samples["approach2"].shape == (30, 4)
+
+
+def test_intervals_cover_the_truth_in_most_seeds() -> None:
+    """10 independent noisy sweeps; the 95% intervals of a (both approaches) and of the frontier loss at 10x the
+    largest budget must contain the truth in at least 7 of them."""
+    covered = np.zeros(4, int)
+    C = 1e22
+    for seed in range(10):
+        df = canonicalize(isoflop_sweep(LAW, budgets=tuple(np.logspace(18, 21, 5)), sizes_per_budget=7, span=10,
+                                        noise=0.01, seed=100 + seed))
+        f = fit_all(df, {"bootstrap": 100, "seed": seed, "parametric": {"starts": 8}})
+        p = predict_at_budget(f, C)
+        a2, a3 = f.approach2["a"], f.approach3["a"]
+        covered += [
+            a2["lo"] <= LAW.a <= a2["hi"],
+            a3["lo"] <= LAW.a <= a3["hi"],
+            p["approach2"]["loss_lo"] <= LAW.frontier(C) <= p["approach2"]["loss_hi"],
+            p["approach3"]["loss_lo"] <= LAW.frontier(C) <= p["approach3"]["loss_hi"],
+        ]
+    assert np.all(covered >= 7), covered
+
+
+def test_parallel_bootstrap_equals_serial() -> None:
+    df = canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19, 1e20), sizes_per_budget=5, noise=0.01, seed=3))
+    serial = fit_all(df, {"bootstrap": 12, "jobs": 1, "parametric": {"starts": 4}})
+    forked = fit_all(df, {"bootstrap": 12, "jobs": 2, "parametric": {"starts": 4}})
+    np.testing.assert_allclose(forked.samples["approach3"], serial.samples["approach3"], rtol=1e-12)

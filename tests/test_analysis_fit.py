@@ -1,0 +1,162 @@
+"""fit_all on synthetic ground truth (Chinchilla's L(N, D), Hoffmann et al. 2022): recovery, predictions,
+warnings and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import canonicalize, fit_all, load_fits, predict_at_budget, predict_loss
+from harness.analysis.synthetic import Law, isoflop_sweep
+from harness.errors import HarnessError
+
+LAW = Law()
+BUDGETS = tuple(np.logspace(18, 21, 6))
+
+
+def sweep(seed: int = 0, noise: float = 0.005, **kw) -> pd.DataFrame:
+    kw.setdefault("budgets", BUDGETS)
+    kw.setdefault("sizes_per_budget", 9)
+    kw.setdefault("span", 16.0)
+    return canonicalize(isoflop_sweep(LAW, noise=noise, seed=seed, **kw))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_all(sweep(seed=0), {"bootstrap": 150, "seed": 0})
+
+
+def test_both_approaches_recover_a_and_the_frontier(fitted) -> None:
+    a2, a3 = fitted.approach2["a"]["value"], fitted.approach3["a"]["value"]
+    assert abs(a2 - LAW.a) < 0.03 and abs(a3 - LAW.a) < 0.03
+    assert abs(fitted.approach2["b"]["value"] - LAW.b) < 0.03 and abs(fitted.approach3["b"]["value"] - LAW.b) < 0.03
+    # Stated frontier tolerance: within 1% inside the fitted range and 2% at 10x the largest budget.
+    for C, tol in ((1e19, 0.01), (1e22, 0.02)):
+        p = predict_at_budget(fitted, C)
+        assert abs(p["approach2"]["loss"] / LAW.frontier(C) - 1) < tol
+        assert abs(p["approach3"]["loss"] / LAW.frontier(C) - 1) < tol
+    assert fitted.warnings == []
+    assert fitted.frontier["method"] == "free" and fitted.frontier["dof"] == 3
+
+
+def test_second_seed_recovers_a_too() -> None:
+    f = fit_all(sweep(seed=1), {"bootstrap": 0})
+    assert abs(f.approach2["a"]["value"] - LAW.a) < 0.03 and abs(f.approach3["a"]["value"] - LAW.a) < 0.03
+
+
+def test_predictions_have_ordered_intervals(fitted) -> None:
+    p = predict_at_budget(fitted, 1e22)
+    assert set(p) >= {"approach2", "approach3", "C", "extrapolation"}
+    assert p["extrapolation"] == pytest.approx(10.0)
+    for name in ("approach2", "approach3"):
+        q = p[name]
+        assert set(q) == {"N", "D", "loss", "loss_lo", "loss_hi", "N_lo", "N_hi", "D_lo", "D_hi"}
+        for key in ("N", "D", "loss"):
+            assert q[f"{key}_lo"] < q[key] < q[f"{key}_hi"]
+        assert q["N_lo"] < LAW.n_opt(1e22) < q["N_hi"]
+    pl = predict_loss(fitted, 1e9, 2e10)
+    assert pl["lo"] < pl["loss"] < pl["hi"]
+    assert abs(pl["loss"] / LAW.loss(1e9, 2e10) - 1) < 0.01
+    with pytest.raises(HarnessError):
+        predict_at_budget(fitted, -1.0)
+
+
+def test_fits_json_round_trip(fitted, tmp_path) -> None:
+    d = json.loads(fitted.to_json())
+    assert d["approach2"]["a"]["lo"] < d["approach2"]["a"]["value"] < d["approach2"]["a"]["hi"]
+    for key in ("E", "A", "B", "alpha", "beta", "a", "b"):
+        assert d["approach3"][key]["lo"] is not None
+    for key in ("E", "K", "k"):
+        assert key in d["frontier"]
+    for key in ("k_N", "k_D", "a", "b"):
+        assert d["approach2"][key]["value"] > 0
+    assert d["inputs"]["data_fingerprint"] == ["synthetic"] and len(d["predictions"]) == 2
+    (tmp_path / "fits.json").write_text(fitted.to_json())
+    fitted.save_samples(tmp_path / "bootstrap_samples.npz")
+    back = load_fits(tmp_path)
+    assert predict_at_budget(back, 1e22) == predict_at_budget(fitted, 1e22)
+
+
+def test_off_centre_grid_warns_and_excludes_edge_budgets() -> None:
+    df = sweep(offset=1.0)
+    # push the two largest budgets' grids far to the right of their optimum
+    big = df["budget"] >= BUDGETS[-2]
+    df.loc[big, "params"] *= 12.0
+    df.loc[big, "tokens"] /= 12.0
+    df.loc[big, "loss"] = LAW.loss(df.loc[big, "params"], df.loc[big, "tokens"])
+    f = fit_all(df, {"bootstrap": 0})
+    statuses = [b["status"] for b in f.budgets]
+    assert statuses[:4] == ["ok"] * 4 and set(statuses[4:]) <= {"edge", "outside"}
+    assert f.approach2["n_budgets"] == 4 and f.approach2["budgets_used"] == list(BUDGETS[:4])
+    assert sum("excluded from the power-law fits" in w for w in f.warnings) == 2
+
+
+def test_downward_parabola_warns() -> None:
+    df = sweep(noise=0.0)
+    first = df["budget"] == BUDGETS[0]
+    x = np.log(df.loc[first, "params"])
+    df.loc[first, "loss"] = 4.0 - 0.05 * (x - x.mean()) ** 2
+    f = fit_all(df, {"bootstrap": 0})
+    assert f.budgets[0]["status"] == "downward" and not f.budgets[0]["used"]
+    assert any("opens downward" in w for w in f.warnings)
+    assert f.approach2["n_budgets"] == 5
+
+
+def test_nan_loss_excluded_with_warning() -> None:
+    df = sweep()
+    df.loc[3, "loss"] = np.nan
+    f = fit_all(df, {"bootstrap": 0})
+    assert f.data["excluded"] == {"nan_loss": 1} and f.data["n_used"] == len(df) - 1
+    assert any("NaN" in w for w in f.warnings)
+
+
+def test_too_few_sizes_and_budgets_refused() -> None:
+    df = sweep(noise=0.0, budgets=BUDGETS[:3], sizes_per_budget=5)
+    small = df[~((df["budget"] == BUDGETS[0]) & (df["params"] > df.loc[df["budget"] == BUDGETS[0], "params"].min() * 2))]
+    with pytest.raises(HarnessError, match="fewer than 3 distinct model sizes.*drop_small_budgets"):
+        fit_all(small, {"bootstrap": 0})
+    f = fit_all(small, {"bootstrap": 0, "isoflop": {"drop_small_budgets": True}})
+    assert f.approach2["n_budgets"] == 2 and any("left out of Approach 2" in w for w in f.warnings)
+    with pytest.raises(HarnessError, match="Approach 2 needs >= 2 budgets"):
+        fit_all(df[df["budget"] == BUDGETS[1]], {"bootstrap": 0})
+    # two budgets, one with its optimum off the grid: fewer than 2 usable budgets
+    two = df[df["budget"] <= BUDGETS[1]].copy()
+    shift = two["budget"] == BUDGETS[1]
+    two.loc[shift, "params"] *= 30.0
+    two.loc[shift, "tokens"] /= 30.0
+    two.loc[shift, "loss"] = LAW.loss(two.loc[shift, "params"], two.loc[shift, "tokens"])
+    with pytest.raises(HarnessError, match="usable parabola minimum"):
+        fit_all(two, {"bootstrap": 0})
+
+
+def test_few_budgets_fix_frontier_E_honestly() -> None:
+    f = fit_all(sweep(budgets=BUDGETS[:3]), {"bootstrap": 40})
+    assert f.frontier["method"] == "E_from_approach3" and f.frontier["dof"] == 1
+    assert f.frontier["E"]["value"] == pytest.approx(f.approach3["E"]["value"])
+    assert any("E is fixed to Approach 3" in n for n in f.notes)
+
+
+def test_holdout_rows_are_never_fitted() -> None:
+    df = sweep()
+    base = fit_all(df, {"bootstrap": 0})
+    extra = df.iloc[:1].copy()
+    extra["role"], extra["loss"], extra["run_id"] = "holdout", 99.0, "holdout-1"
+    f = fit_all(pd.concat([df, extra], ignore_index=True), {"bootstrap": 0})
+    assert f.data["excluded"] == {"holdout": 1}
+    assert f.approach3["theta"] == pytest.approx(base.approach3["theta"])
+
+
+def test_bad_settings_refused() -> None:
+    with pytest.raises(HarnessError, match="frontier.source"):
+        fit_all(sweep(), {"bootstrap": 0, "frontier": {"source": "magic"}})
+    with pytest.raises(HarnessError, match="bootstrap"):
+        fit_all(sweep(), {"bootstrap": -3})
+
+
+def test_raw_results_table_is_canonicalised() -> None:
+    raw = isoflop_sweep(LAW, budgets=BUDGETS[:4], sizes_per_budget=7, noise=0.0)
+    f = fit_all(raw, {"bootstrap": 0, "params": "total"})
+    assert abs(f.approach3["a"]["value"] - LAW.a) < 1e-3 and f.data["n_used"] == len(raw)

@@ -1,0 +1,158 @@
+"""Loading results tables: our schema, foreign tables through a column mapping, and every bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.analysis import canonicalize, fit_all, load_results, select_fit_rows
+from harness.analysis.load import group_budgets
+from harness.analysis.synthetic import isoflop_sweep
+from harness.errors import HarnessError
+
+
+def sweep(**kw) -> pd.DataFrame:
+    return isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes_per_budget=5, noise=0.0, **kw)
+
+
+def write(tmp_path: Path, df: pd.DataFrame, name: str = "results.csv") -> Path:
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_harness_schema_defaults_and_conventions(tmp_path: Path) -> None:
+    raw = sweep()
+    path = write(tmp_path, raw)
+    df = load_results(path)
+    assert list(df.columns[:6]) == ["run_id", "params", "tokens", "flops", "loss", "budget"]
+    np.testing.assert_allclose(df["params"], raw["params_total"])
+    np.testing.assert_allclose(df["loss"], raw["val_bpb"])
+    np.testing.assert_allclose(df["budget"], raw["budget_flops"])
+    assert df.attrs["sha256"] and not df["tokens_derived"].any()
+    alt = load_results(path, {"params": "nonembedding", "metric": "val_loss"})
+    np.testing.assert_allclose(alt["params"], raw["params_nonembedding"])
+    np.testing.assert_allclose(alt["loss"], raw["val_loss"])
+    assert load_results(tmp_path)["params"].size == len(raw)  # a results directory works too
+
+
+def test_foreign_csv_mapping_derives_tokens(tmp_path: Path) -> None:
+    raw = sweep()
+    foreign = pd.DataFrame({"Model Size": raw["params_total"], "Training FLOP": raw["flops"], "loss": raw["val_bpb"]})
+    path = write(tmp_path, foreign, "theirs.csv")
+    cfg = {"columns": {"params": "Model Size", "flops": "Training FLOP", "loss": "loss"}}
+    df = load_results(path, cfg)
+    np.testing.assert_allclose(df["tokens"], foreign["Training FLOP"] / (6 * foreign["Model Size"]))
+    assert df["tokens_derived"].all() and df.attrs["tokens_derived"]
+    assert sorted(df["budget"].unique()) == [1e18, 1e19, 1e20]  # grouped from FLOPs
+    assert (df["status"] == "ok").all() and (df["role"] == "sweep").all()
+    fits = fit_all(df, {"bootstrap": 0})
+    assert any("D = C/(6N)" in w for w in fits.warnings)
+
+
+def test_budget_grouping_tolerates_jitter() -> None:
+    flops = np.array([1.0e18, 1.02e18, 0.99e18, 3.0e18, 3.05e18, 1e19])
+    keys = group_budgets(flops, 0.1)
+    assert len(set(keys[:3])) == 1 and len(set(keys[3:5])) == 1 and len(set(keys)) == 3
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.drop(columns=["params_total"]), "params_total"),
+        (lambda d: d.drop(columns=["flops"]), "columns.flops"),
+        (lambda d: d.drop(columns=["val_bpb"]), "metric="),
+        (lambda d: d.assign(params_total=d["params_total"].astype(object).where(d.index != 2, "big")), "non-numeric"),
+        (lambda d: d.assign(flops=d["flops"].where(d.index != 1, 0.0)), "must be > 0"),
+        (lambda d: d.assign(tokens=d["tokens"].where(d.index != 1, -5.0)), "must be > 0"),
+        (lambda d: d.assign(val_bpb=d["val_bpb"].astype(object).where(d.index != 0, "oops")), "non-numeric"),
+        (lambda d: d.assign(params_total=d["params_total"].where(d.index != 0, np.nan)), "empty or not finite"),
+        (lambda d: d.assign(status="diverged"), "no usable runs"),
+        (lambda d: d.iloc[:0], "no rows"),
+    ],
+)
+def test_bad_tables_raise_one_line_errors(tmp_path: Path, mutate, match: str) -> None:
+    path = write(tmp_path, mutate(sweep()))
+    with pytest.raises(HarnessError, match=match) as info:
+        select_fit_rows(load_results(path))
+    assert "\n" not in str(info.value)
+
+
+def test_explicit_mapping_to_missing_column(tmp_path: Path) -> None:
+    path = write(tmp_path, sweep())
+    with pytest.raises(HarnessError, match="columns.tokens='Tokens' is not a column"):
+        load_results(path, {"columns": {"tokens": "Tokens"}})
+    with pytest.raises(HarnessError, match="params convention"):
+        load_results(path, {"params": "embedding"})
+
+
+def test_not_a_csv(tmp_path: Path) -> None:
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(HarnessError, match="not a CSV"):
+        load_results(binary)
+    prose = tmp_path / "notes.txt"
+    prose.write_text("this is a note\nnot a table at all\n")
+    with pytest.raises(HarnessError, match="not a CSV table"):
+        load_results(prose)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("a,b\n1,2\n3,4,5,6\n")
+    with pytest.raises(HarnessError, match="not a readable CSV"):
+        load_results(ragged)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(HarnessError, match="empty"):
+        load_results(empty)
+    with pytest.raises(HarnessError, match="does not exist"):
+        load_results(tmp_path / "missing.csv")
+
+
+def test_nan_loss_status_and_holdout_are_excluded_and_counted(tmp_path: Path) -> None:
+    raw = sweep()
+    raw.loc[0, "val_bpb"] = np.nan
+    raw.loc[1, "status"] = "diverged"
+    raw.loc[1, "params_total"] = np.nan  # failed rows may be incomplete
+    raw.loc[7, "role"] = "holdout"
+    df = load_results(write(tmp_path, raw))
+    sel = select_fit_rows(df)
+    assert sel.excluded == {"status=diverged": 1, "holdout": 1, "nan_loss": 1}
+    assert len(sel.used) == len(raw) - 3
+    assert raw.loc[7, "run_id"] not in set(sel.used["run_id"])
+    assert any("NaN" in w for w in sel.warnings)
+
+
+def test_mixed_corpora_refused_unless_one_is_selected(tmp_path: Path) -> None:
+    raw = sweep()
+    raw.loc[raw.index[:4], "data_fingerprint"] = "other"
+    path = write(tmp_path, raw)
+    with pytest.raises(HarnessError, match="2 different corpora.*fingerprint="):
+        load_results(path)
+    df = load_results(path, {"fingerprint": "synthetic"})
+    assert (df["fingerprint"] == "synthetic").all() and len(df) == len(raw) - 4
+    with pytest.raises(HarnessError, match="matches no row"):
+        load_results(path, {"fingerprint": "nope"})
+
+
+def test_canonicalize_accepts_a_dataframe() -> None:
+    df = canonicalize(sweep(), {"metric": "val_loss"})
+    assert (df["loss"] > 0).all() and df["budget"].nunique() == 3
+
+
+def test_columns_none_forces_derivation_and_grouping(tmp_path: Path) -> None:
+    raw = sweep()
+    raw["flops"] *= 1.0 + 0.01 * np.sin(np.arange(len(raw)))  # actual FLOPs jitter around the budget
+    df = load_results(write(tmp_path, raw), {"columns": {"tokens": "none", "budget": "none"}})
+    assert df["tokens_derived"].all() and df.attrs["budget_inferred"] and df["budget"].nunique() == 3
+    with pytest.raises(HarnessError, match="columns.params"):
+        load_results(write(tmp_path, raw), {"columns": {"params": "none"}})
+
+
+def test_flops_not_proportional_to_nd_is_flagged() -> None:
+    raw = sweep()
+    raw["flops"] = raw["flops"] * (raw["params_total"] / raw["params_total"].min()) ** 0.3
+    raw["budget_flops"] = raw.groupby("budget_flops")["flops"].transform("mean")
+    fits = fit_all(canonicalize(raw), {"bootstrap": 0, "isoflop": {"exclude_edge": False}})
+    assert any("not proportional to N D" in w for w in fits.warnings)

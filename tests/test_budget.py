@@ -1,0 +1,73 @@
+"""harness-plan-budget: FLOPs, GPU-hours, cost, and the optimum from a fits.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness.analysis import canonicalize, fit_all
+from harness.analysis.cli import CONF_DIR
+from harness.analysis.synthetic import Law, isoflop_sweep
+from harness.budget import format_plan, gpu_cost, plan_budget
+from harness.errors import HarnessError
+
+LAW = Law()
+
+
+def cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("budget", overrides=list(overrides))
+
+
+def test_n_d_to_flops_hours_and_cost() -> None:
+    plan = plan_budget(cfg("N=1e9", "D=2e10", "gpu=h100-sxm", "utilization=0.4"))
+    assert plan["flops"] == pytest.approx(1.2e20) and plan["flops_source"] == "6ND"
+    hours = 1.2e20 / (989e12 * 0.4) / 3600
+    assert plan["gpu_hours"] == pytest.approx(hours) and plan["cost"] == pytest.approx(hours * 2.5)
+    assert plan["tokens_per_param"] == pytest.approx(20.0)
+    exact = plan_budget(cfg("N=1e9", "D=2e10", "flops=1.5e20", "n_gpus=8", "price_per_hour=1"))
+    assert exact["flops_source"] == "given" and exact["wall_hours"] == pytest.approx(exact["gpu_hours"] / 8)
+    assert exact["cost"] == pytest.approx(exact["gpu_hours"])
+
+
+def test_gpu_cost_arithmetic() -> None:
+    c = gpu_cost(3.6e15, peak_tflops=1.0, utilization=0.5, price_per_hour=2.0, n_gpus=2)
+    assert c == {"gpu_hours": 2.0, "wall_hours": 1.0, "cost": 4.0, "effective_tflops": 0.5}
+
+
+def test_budget_with_fits_gives_the_optimum(tmp_path: Path) -> None:
+    df = canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=7, noise=0.003, seed=1))
+    fits = fit_all(df, {"bootstrap": 30})
+    (tmp_path / "fits.json").write_text(fits.to_json())
+    fits.save_samples(tmp_path / "bootstrap_samples.npz")
+    plan = plan_budget(cfg("C=1e22", f"fits={tmp_path / 'fits.json'}", "gpu=a100-80gb"))
+    for name in ("approach2", "approach3"):
+        q = plan["optimum"][name]
+        assert abs(q["N"] / LAW.n_opt(1e22) - 1) < 0.3 and q["N_lo"] < q["N"] < q["N_hi"]
+    text = format_plan(plan)
+    assert "a100-80gb" in text and "approach3: N*=" in text
+    nd = plan_budget(cfg("N=1e9", "D=2e10", f"fits={tmp_path}"))
+    assert abs(nd["loss_at_N_D"]["loss"] / LAW.loss(1e9, 2e10) - 1) < 0.02
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ([], "give a target budget"),
+        (["C=1e21", "N=1e9", "D=1e10"], "not both"),
+        (["C=-5"], "positive"),
+        (["C=1e21", "gpu=tpu-v9"], "unknown gpu"),
+        (["C=1e21", "utilization=1.5"], "utilization"),
+        (["C=1e21", "fits=/nonexistent/fits.json"], "does not exist"),
+    ],
+)
+def test_bad_requests(overrides: list[str], match: str) -> None:
+    with pytest.raises(HarnessError, match=match):
+        plan_budget(cfg(*overrides))
+
+
+def test_custom_gpu_peak() -> None:
+    plan = plan_budget(cfg("C=3.6e15", "gpu=mine", "peak_tflops=1", "utilization=1", "price_per_hour=3"))
+    assert plan["gpu_hours"] == pytest.approx(1.0) and plan["cost"] == pytest.approx(3.0)

@@ -1,0 +1,83 @@
+"""The console scripts as a user runs them: from any directory, one `error:` line and a non-zero exit on bad input.
+
+Each subprocess pays ~2 s of `import torch`, so there are only a few of them; the pure functions behind the
+scripts are tested in test_train.py and test_counting.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from harness.counting import flops_per_token, param_counts
+from harness.model import GPTConfig
+from harness.results import COLUMNS
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_count_prints_json(run_cli) -> None:
+    proc = run_cli("harness-count", "model=micro")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)  # stdout is exactly one JSON document
+    keys = {"params_total", "params_nonembedding", "params_scaling", "flops_per_token", "flops_per_token_6n",
+            "flops_per_token_measured"}
+    assert keys <= set(out)
+    micro = GPTConfig(n_layer=4, n_head=4, d_model=128, d_ff=512, seq_len=128, vocab_size=256)
+    for k, v in param_counts(micro).items():
+        assert out[k] == v
+    assert out["flops_per_token"] == flops_per_token(micro)
+    assert abs(out["flops_per_token_measured"] / out["flops_per_token"] - 1) < 0.01
+
+
+def test_train_from_another_directory(run_cli, tiny_overrides: list[str], tmp_path: Path) -> None:
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    results = tmp_path / "results"
+    proc = run_cli("harness-train", *tiny_overrides, f"results_dir={results}", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "status=ok" in proc.stdout
+    assert list(cwd.iterdir()) == [], "harness-train wrote into the working directory (outputs/, .hydra, logs)"
+    with open(results / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames[: len(COLUMNS)] == COLUMNS
+        rows = list(reader)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["status"] == "ok" and row["model"] == "nano"
+    assert abs(float(row["flops"]) / float(row["budget_flops"]) - 1) < 0.01
+    assert 0 < float(row["val_bpb"]) < 8
+    assert [p.name for p in (results / "runs").iterdir()] == [f"{row['run_id']}.json"]
+
+
+def test_diverged_run_exits_nonzero(run_cli, tiny_overrides: list[str], tmp_path: Path) -> None:
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    proc = run_cli("harness-train", *tiny_overrides, "train.lr=1e6", "results_dir=res", cwd=cwd)
+    assert proc.returncode != 0
+    assert any(line.startswith("error:") and "diverged" in line for line in error_lines(proc.stderr)), proc.stderr
+    # a relative results_dir is taken relative to the caller's directory (Hydra does not chdir)
+    with open(cwd / "res" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["diverged"]
+    assert sorted(p.name for p in cwd.iterdir()) == ["res"]
+
+
+def test_unknown_preset_fails(run_cli, tmp_path: Path) -> None:
+    proc = run_cli("harness-train", "model=nope", f"results_dir={tmp_path / 'res'}")
+    assert proc.returncode != 0
+    assert "nope" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_budget_too_small_one_error_line(run_cli, tiny_overrides: list[str], tmp_path: Path) -> None:
+    proc = run_cli("harness-train", *tiny_overrides, "budget=1e7", f"results_dir={tmp_path / 'res'}")
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error:") and "budget>=" in lines[0]
+    assert not (tmp_path / "res").exists()

@@ -1,0 +1,172 @@
+"""harness.results: the record schema, crash-safe concurrent writes, foreign rows, refusing mixed directories."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.results import (
+    COLUMNS,
+    REQUIRED,
+    check_compatible,
+    check_results_dir,
+    find_ok,
+    read_csv_rows,
+    read_records,
+    run_id,
+    write_record,
+)
+
+
+def make_record(rid: str, fingerprint: str = "fp-1", status: str = "ok", **kw) -> dict:
+    rec = {c: 0 for c in COLUMNS}
+    rec.update(run_id=rid, model="nano", status=status, role="sweep", data_fingerprint=fingerprint,
+               budget_flops=1e9, params_total=1000, val_bpb=2.5, device="cpu", dtype="float32", error="",
+               harness_version="0.1.0")
+    rec.update(kw)
+    return rec
+
+
+def parse_csv(path: Path) -> list[dict[str, str]]:
+    text = path.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = rows[0], rows[1:]
+    assert header[: len(COLUMNS)] == COLUMNS
+    assert all(len(r) == len(header) for r in body), "torn or ragged row"
+    return [dict(zip(header, r)) for r in body]
+
+
+def _writer(results_dir: str, worker: int, n: int) -> None:
+    for i in range(n):
+        write_record(Path(results_dir), make_record(f"w{worker}-r{i}", budget_flops=float(i), note="x" * 200))
+    # rewrite one of this worker's records: a duplicate run_id must not add a row
+    write_record(Path(results_dir), make_record(f"w{worker}-r0", val_bpb=1.0, note="x" * 200))
+
+
+def _reader(results_dir: str, stop, bad) -> None:
+    path = Path(results_dir) / "results.csv"
+    while not stop.is_set():
+        if path.exists():
+            try:
+                parse_csv(path)
+            except Exception as e:
+                bad.put(repr(e))
+                return
+
+
+def test_concurrent_writers_never_tear_rows(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    workers, per = 4, 15
+    stop, bad = ctx.Event(), ctx.Queue()
+    reader = ctx.Process(target=_reader, args=(str(tmp_path), stop, bad))
+    reader.start()
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, per)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    stop.set()
+    reader.join(30)
+    assert bad.empty(), bad.get()
+    rows = parse_csv(tmp_path / "results.csv")
+    ids = [r["run_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == workers * per
+    assert len(list((tmp_path / "runs").glob("*.json"))) == workers * per
+    assert not list(tmp_path.rglob("*.tmp")), "temp files left behind"
+    by_id = {r["run_id"]: r for r in rows}
+    assert all(float(by_id[f"w{w}-r0"]["val_bpb"]) == 1.0 for w in range(workers))
+    assert all(r["note"] == "x" * 200 for r in rows)  # extra columns survive the rebuild
+
+
+def test_write_record_roundtrip_and_order(tmp_path: Path) -> None:
+    write_record(tmp_path, make_record("b", budget_flops=3e9, params_total=10))
+    write_record(tmp_path, make_record("a", budget_flops=1e9, params_total=20))
+    write_record(tmp_path, make_record("h", budget_flops=1e8, role="holdout"))
+    rows = parse_csv(tmp_path / "results.csv")
+    assert [r["run_id"] for r in rows] == ["h", "a", "b"]  # role, then budget, then size
+    rec = json.loads((tmp_path / "runs" / "a.json").read_text())
+    assert rec == make_record("a", budget_flops=1e9, params_total=20)
+    assert find_ok(tmp_path, "a")["run_id"] == "a"
+    assert find_ok(tmp_path, "zzz") is None
+
+
+def test_write_record_requires_all_columns(tmp_path: Path) -> None:
+    rec = make_record("x")
+    del rec["val_bpb"]
+    with pytest.raises(ValueError, match="val_bpb"):
+        write_record(tmp_path, rec)
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_find_ok_ignores_failed_runs(tmp_path: Path) -> None:
+    write_record(tmp_path, make_record("d", status="diverged"))
+    assert find_ok(tmp_path, "d") is None
+
+
+def test_foreign_csv_rows_preserved(tmp_path: Path) -> None:
+    """Rows of results.csv without a runs/*.json (copied or hand-made) survive the rebuild."""
+    header = ["run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb", "budget_flops",
+              "role", "comment"]
+    lines = [",".join(header), "old1,ok,fp-1,5000,1e9,100,3.1,1e9,sweep,hand made",
+             "old2,ok,fp-1,9000,1e9,100,3.0,1e9,sweep,"]
+    (tmp_path / "results.csv").write_text("\n".join(lines) + "\n")
+    assert find_ok(tmp_path, "old1")["val_bpb"] == "3.1"  # readable before any JSON exists
+    write_record(tmp_path, make_record("new"))
+    rows = {r["run_id"]: r for r in parse_csv(tmp_path / "results.csv")}
+    assert set(rows) == {"old1", "old2", "new"}
+    assert rows["old1"]["val_bpb"] == "3.1" and rows["old1"]["comment"] == "hand made"
+    assert rows["old2"]["params_total"] == "9000"
+    assert set(read_records(tmp_path)) == {"old1", "old2", "new"}
+
+
+def test_incompatible_schema_refused(tmp_path: Path) -> None:
+    before = "step,loss\n1,2.0\n"
+    (tmp_path / "results.csv").write_text(before)
+    with pytest.raises(HarnessError, match="not a harness results.csv"):
+        read_csv_rows(tmp_path / "results.csv")
+    with pytest.raises(HarnessError, match="not a harness results.csv"):
+        check_compatible(tmp_path, "fp-1")
+    with pytest.raises(HarnessError, match="not a harness results.csv"):
+        write_record(tmp_path, make_record("x"))
+    assert (tmp_path / "results.csv").read_text() == before
+    # a refused write must not leave a record behind that a later reader would pick up
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_missing_required_column_named(tmp_path: Path) -> None:
+    cols = sorted(REQUIRED - {"data_fingerprint"})
+    (tmp_path / "results.csv").write_text(",".join(cols) + "\n")
+    with pytest.raises(HarnessError, match="data_fingerprint"):
+        read_csv_rows(tmp_path / "results.csv")
+
+
+def test_other_fingerprint_refused(tmp_path: Path) -> None:
+    write_record(tmp_path, make_record("a", fingerprint="fp-1"))
+    check_compatible(tmp_path, "fp-1")  # same corpus: fine
+    with pytest.raises(HarnessError, match="another corpus"):
+        check_compatible(tmp_path, "fp-2")
+    check_compatible(tmp_path / "fresh", "fp-2")  # an empty directory takes anything
+
+
+def test_results_dir_that_is_a_file(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("hello")
+    with pytest.raises(HarnessError, match="is a file"):
+        check_results_dir(f)
+    check_results_dir(tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+
+
+def test_run_id_stable_and_sensitive() -> None:
+    spec = {"model": "nano", "budget": 1e9, "seed": 0, "train": {"lr": "auto"}}
+    assert run_id(spec) == run_id(dict(reversed(list(spec.items()))))
+    assert len(run_id(spec)) == 12
+    assert run_id(spec) != run_id({**spec, "seed": 1})
+    assert run_id(spec) != run_id({**spec, "train": {"lr": "0.001"}})
