@@ -11,9 +11,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from harness import CONF_DIR
 from harness.errors import HarnessError
-
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # a link to the repository's conf/
 
 
 def guarded(fn: Callable[[DictConfig], int | None]) -> Callable[[DictConfig], int | None]:
@@ -83,3 +82,31 @@ def sweep_main(cfg: DictConfig) -> int:
         what = str(cfg.print)
         print({"count": len(out["runs"]), "results_dir": cfg.results_dir}.get(what, out["table"]))
     return 0
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="sweep_run")
+@guarded
+def validate_main(cfg: DictConfig) -> int:
+    """harness-validate sweep=NAME: fit the sweep, train the held-out run, compare, write the report."""
+    from harness.report import fmt_est
+    from harness.validate import validate
+
+    res = validate(cfg)
+    v, fits = res["validation"], res["fits"]
+    print("\n=== scaling-law summary ===")
+    for name in ("approach2", "approach3"):
+        f = getattr(fits, name)
+        print(f"{name}: a (N_opt ~ C^a) = {fmt_est(f['a'])}, b (D_opt ~ C^b) = {fmt_est(f['b'])}")
+    print(f"held-out {v['model']} at {v['budget']:.3g} FLOPs: actual {v['metric']} = {v['actual']:.4f} ({v['status']})")
+    for name, c in v["comparison"].items():
+        if c["loss"] is None:
+            print(f"  {name}: no prediction")
+            continue
+        inside = "n/a" if c["inside"] is None else ("inside" if c["inside"] else "OUTSIDE")
+        rel = "n/a" if c["rel_error"] is None else f"{c['rel_error']:+.2%}"
+        print(f"  {name}: predicted {c['loss']:.4f} [{c['lo'] or float('nan'):.4f}, {c['hi'] or float('nan'):.4f}] "
+              f"-> error {rel}, {inside} the interval")
+    for w in fits.warnings:
+        print(f"warning: {w}")
+    print(f"report: {res['files'].get('report.md', Path(str(cfg.results_dir)) / 'report.md')}")
+    return 0 if v["status"] == "ok" else 1

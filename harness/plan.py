@@ -24,7 +24,7 @@ def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig
         d, step = int(mc.d_model), int(mc.d_model_step)
         if d < step or d % step:
             raise HarnessError(f"family d_model={d} must be a positive multiple of model.d_model_step={step}")
-        n_layer = max(1, math.floor(d / float(mc.aspect) + 0.5))
+        n_layer = max(int(mc.get("min_layers", 1)), math.floor(d / float(mc.aspect) + 0.5))
         # the most heads of at least head_dim channels that divide d_model evenly (at least one)
         n_head = max(h for h in range(1, max(1, d // int(mc.head_dim)) + 1) if d % h == 0)
         cfg = GPTConfig(n_layer, n_head, d, int(mc.ff_mult) * d, int(mc.seq_len), vocab_size)
@@ -180,11 +180,7 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
                          f"{params[0]}..{params[-1]} params; the grid sits at the edge (widen d_model_min/max)")
             log_n0 = math.log(params[0]) if ratio[0] < r else math.log(params[-1])
         targets = [log_n0 + math.log(spread) * (i / (k - 1) - 0.5) for i in range(k)]
-        chosen: list[int] = []
-        for t in targets:
-            j = min(range(len(params)), key=lambda j: abs(math.log(params[j]) - t))
-            if j not in chosen:
-                chosen.append(j)
+        chosen = _nearest_unique(params, targets)
         dropped = []
         for j in chosen:
             name, g = members[j]
@@ -208,6 +204,18 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
         if len(kept) < k:
             notes.append(f"budget {C:.3g}: {len(kept)} distinct sizes (asked {k}); the family is coarse here")
     return runs, notes
+
+
+def _nearest_unique(params: list[int], targets: list[float]) -> list[int]:
+    """Each log-N target takes the nearest family member not taken yet, so a coarse family still yields
+    len(targets) distinct sizes (the grid then spans a little more than asked)."""
+    chosen: list[int] = []
+    for t in targets:
+        free = [j for j in range(len(params)) if j not in chosen]
+        if not free:
+            break
+        chosen.append(min(free, key=lambda j: abs(math.log(params[j]) - t)))
+    return sorted(chosen)
 
 
 def _interp_log_n(params: list[int], ratio: list[float], r: float) -> float | None:

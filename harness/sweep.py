@@ -20,14 +20,19 @@ from harness.plan import PlannedRun, format_plan, model_config, plan_sweep, run_
 from harness.results import check_compatible, check_results_dir, read_records, run_id
 
 
-def job_config(cfg: DictConfig, pr: PlannedRun) -> DictConfig:
-    """The harness-train config of one planned run: the sweep's config with this size, budget and seed."""
+def job_config_for(cfg: DictConfig, d_model: int, budget: float, seed: int, role: str) -> DictConfig:
+    """The harness-train config of one run of the sweep: the sweep's config with this size, budget, seed."""
     job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    job.model.d_model = pr.d_model
-    job.budget = pr.budget
-    job.seed = pr.seed
-    job.role = "sweep"
+    job.model.d_model = d_model
+    job.budget = budget
+    job.seed = seed
+    job.role = role
     return job
+
+
+def job_config(cfg: DictConfig, pr: PlannedRun) -> DictConfig:
+    """The harness-train config of one planned run."""
+    return job_config_for(cfg, pr.d_model, pr.budget, pr.seed, "sweep")
 
 
 def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab: int) -> list[str]:

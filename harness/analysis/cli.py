@@ -12,14 +12,10 @@ from typing import Any
 
 import hydra
 
+from harness import CONF_DIR
 from harness.analysis.fits import fit_all
 from harness.analysis.load import cfg_get, load_results
 from harness.errors import HarnessError
-
-_HERE = Path(__file__).resolve()
-# The repository's conf/ (parents[2]); harness/conf is a link to it that also travels inside a wheel.
-CONF_DIR = str(next((d for d in (_HERE.parents[2] / "conf", _HERE.parents[1] / "conf") if (d / "analyze.yaml").exists()),
-                    _HERE.parents[2] / "conf"))
 
 
 def default_out(results: str | Path) -> Path:

@@ -109,6 +109,7 @@ class Fits:
     warnings: list[str]
     notes: list[str]
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    validation: dict[str, Any] = field(default_factory=dict)  # held-out comparison (harness.validate)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (NaN/inf become null); the bootstrap samples are left out."""
@@ -127,11 +128,11 @@ class Fits:
     @classmethod
     def from_dict(cls, d: dict[str, Any], samples: dict[str, np.ndarray] | None = None) -> Fits:
         """Rebuild from fits.json content (and optionally the samples)."""
-        names = [f.name for f in dataclasses.fields(cls) if f.name != "samples"]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("samples", "validation")]
         missing = [n for n in names if n not in d]
         if missing:
             raise HarnessError(f"fits file lacks {missing}; regenerate it with harness-analyze")
-        return cls(**{n: d[n] for n in names}, samples=dict(samples or {}))
+        return cls(**{n: d[n] for n in names}, samples=dict(samples or {}), validation=d.get("validation") or {})
 
 
 def load_fits(path: str | Path) -> Fits:

@@ -1,0 +1,350 @@
+"""IsoFLOP sweep planning (harness.plan): sizes per budget around the prior, dropped sizes, the family rule,
+the printed plan, and bad sweep input refused with one clear message (in-process and through harness-sweep)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from harness import CONF_DIR
+from harness.counting import flops_per_token, param_counts
+from harness.errors import HarnessError
+from harness.plan import family_members, format_plan, model_config, plan_sweep
+from harness.results import COLUMNS, write_record
+
+# A tiny family (d_model 8..48: six sizes from 5K to 82K params) at context 32, batch 16: plans print instantly.
+SMALL = [
+    "sweep.budgets=[1e9,2e9]",
+    "sweep.sizes_per_budget=3",
+    "sweep.d_model_min=8",
+    "sweep.d_model_max=48",
+    "sweep.min_steps=5",
+    "sweep.tokens_per_param=4",
+    "model.seq_len=32",
+    "train.batch_size=16",
+]
+
+
+def sweep_cfg(*overrides: str):
+    """conf/sweep_run.yaml composed with these overrides (no Hydra app, no launcher)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("sweep_run", overrides=list(overrides))
+
+
+def prior_log_n(cfg, budget: float) -> float:
+    """Where tokens/param crosses sweep.tokens_per_param along the family (log-log interpolation)."""
+    members = family_members(cfg.model, 256, int(cfg.sweep.d_model_min), int(cfg.sweep.d_model_max))
+    pts = [(param_counts(g)["params_total"], flops_per_token(g)) for _, g in members]
+    r = float(cfg.sweep.tokens_per_param)
+    for (n1, f1), (n2, f2) in zip(pts, pts[1:]):
+        a, b = budget / f1 / n1, budget / f2 / n2
+        if a >= r >= b:
+            w = math.log(a / r) / math.log(a / b)
+            return math.log(n1) + w * math.log(n2 / n1)
+    raise AssertionError(f"prior optimum outside the family at {budget:g}")
+
+
+# ---------------------------------------------------------------- the family rule
+
+
+def test_family_rule_d96_and_heads_divide_width() -> None:
+    mc = sweep_cfg().model
+    name, g = model_config(OmegaConf.merge(mc, {"d_model": 96}), 256)
+    assert (g.n_layer, g.n_head, g.d_model, g.d_ff) == (3, 6, 96, 384)
+    assert name == "family-d96-L3"
+    for d in range(8, 257, 8):
+        _, g = model_config(OmegaConf.merge(mc, {"d_model": d}), 256)
+        assert g.d_model % g.n_head == 0
+        assert g.n_layer == max(1, math.floor(d / 32 + 0.5))
+        assert g.d_ff == 4 * d
+        assert g.n_head == 1 or d // g.n_head >= 16  # heads of at least head_dim channels
+        # the most such heads: one more head would not divide d_model or would be narrower than head_dim
+        assert not any(d % h == 0 and d // h >= 16 for h in range(g.n_head + 1, d + 1))
+
+
+def test_family_rejects_width_off_the_step() -> None:
+    mc = sweep_cfg().model
+    with pytest.raises(HarnessError, match="multiple of model.d_model_step"):
+        model_config(OmegaConf.merge(mc, {"d_model": 44}), 256)
+
+
+def test_family_members_cover_the_range() -> None:
+    mc = sweep_cfg().model
+    names = [n for n, _ in family_members(mc, 256, 8, 48)]
+    assert names == ["family-d8-L1", "family-d16-L1", "family-d24-L1", "family-d32-L1", "family-d40-L1",
+                     "family-d48-L2"]
+    assert [g.d_model for _, g in family_members(mc, 256, 10, 30)] == [16, 24]  # rounds d_min up to the step
+    assert family_members(mc, 256, 48, 8) == []
+
+
+# ---------------------------------------------------------------- sizes around the prior
+
+
+def test_demo_plan_brackets_the_prior_in_log_n() -> None:
+    cfg = sweep_cfg()  # the demo: 3 budgets x 5 sizes, 20 tokens/param, spread 16
+    runs, notes = plan_sweep(cfg)
+    k, r, spread = int(cfg.sweep.sizes_per_budget), float(cfg.sweep.tokens_per_param), float(cfg.sweep.spread)
+    B, T = int(cfg.train.batch_size), int(cfg.model.seq_len)
+    budgets = sorted({pr.budget for pr in runs})
+    assert budgets == sorted(float(b) for b in cfg.sweep.budgets)
+    assert [pr.index for pr in runs] == list(range(len(runs)))
+    centres = []
+    for C in budgets:
+        rb = [pr for pr in runs if pr.budget == C]
+        sizes = [pr.params for pr in rb]
+        assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+        assert 3 <= len(sizes) <= k
+        # the grid brackets the prior optimum: smallest size trains past r tokens/param, largest short of it
+        assert rb[0].tokens / rb[0].params > r > rb[-1].tokens / rb[-1].params
+        # ... spans about `spread` in N, centred (in log N) near the prior optimum
+        assert spread / 2 <= sizes[-1] / sizes[0] <= spread * 2
+        log_n0 = prior_log_n(cfg, C)
+        assert abs(sum(math.log(n) for n in sizes) / len(sizes) - log_n0) < math.log(2)
+        # each size is the family member nearest (in log N) to one of k log-spaced targets around N0
+        members = family_members(cfg.model, 256, int(cfg.sweep.d_model_min), int(cfg.sweep.d_model_max))
+        fam = [param_counts(g)["params_total"] for _, g in members]
+        targets = [log_n0 + math.log(spread) * (i / (k - 1) - 0.5) for i in range(k)]
+        nearest = {min(fam, key=lambda n, t=t: abs(math.log(n) - t)) for t in targets}
+        assert set(sizes) == nearest
+        for pr in rb:
+            _, g = model_config(OmegaConf.merge(cfg.model, {"d_model": pr.d_model}), 256)
+            fpt = flops_per_token(g)
+            seqs = round(C / (fpt * T))
+            assert pr.tokens == seqs * T and pr.steps == math.ceil(seqs / B)
+            assert abs(pr.tokens * fpt - C) <= fpt * T / 2  # the budget to within half a sequence
+            assert pr.steps >= int(cfg.sweep.min_steps) and pr.est_seconds > 0
+        centres.append(log_n0)
+    assert centres == sorted(centres)  # the optimum grows with compute
+    assert not any("outside the family" in n for n in notes)
+
+
+def test_prior_moves_the_grid() -> None:
+    """Fewer tokens per parameter -> the grid moves to bigger models at the same budget."""
+    def mean_log_n(r: float) -> float:
+        runs, _ = plan_sweep(sweep_cfg("sweep.budgets=[1e12]", f"sweep.tokens_per_param={r}"))
+        return sum(math.log(pr.params) for pr in runs) / len(runs)
+
+    assert mean_log_n(5) > mean_log_n(20) + 0.5 > mean_log_n(80) + 1.0
+
+
+def test_seeds_repeat_each_size() -> None:
+    runs, _ = plan_sweep(sweep_cfg(*SMALL, "sweep.seeds=[0,1]"))
+    one, _ = plan_sweep(sweep_cfg(*SMALL))
+    assert len(runs) == 2 * len(one) == 12
+    assert {(pr.budget, pr.d_model, pr.seed) for pr in runs} == {(p.budget, p.d_model, s) for p in one for s in (0, 1)}
+
+
+def test_small_plan_has_the_expected_runs() -> None:
+    """The plan the sweep tests train: 2 budgets x 3 sizes, each a few hundred steps at most."""
+    runs, notes = plan_sweep(sweep_cfg(*SMALL))
+    assert len(runs) == 6 and notes == []
+    assert [pr.name for pr in runs] == ["family-d8-L1", "family-d16-L1", "family-d32-L1",
+                                        "family-d8-L1", "family-d16-L1", "family-d40-L1"]
+    assert all(5 <= pr.steps <= 200 for pr in runs)
+
+
+# ---------------------------------------------------------------- dropped sizes
+
+
+DROP = ["sweep.budgets=[4e9]", "sweep.sizes_per_budget=5", "sweep.spread=32", "sweep.tokens_per_param=4",
+        "sweep.d_model_min=8", "sweep.d_model_max=128", "model.seq_len=32", "train.batch_size=16"]
+
+
+def test_sizes_with_too_few_steps_are_dropped_with_a_note() -> None:
+    full, _ = plan_sweep(sweep_cfg(*DROP, "sweep.min_steps=1"))
+    assert len(full) >= 4
+    min_steps = sorted(pr.steps for pr in full)[0] + 1  # drop exactly the shortest run
+    short = [pr for pr in full if pr.steps < min_steps]
+    assert len(short) == 1
+    runs, notes = plan_sweep(sweep_cfg(*DROP, f"sweep.min_steps={min_steps}"))
+    assert [pr.name for pr in runs] == [pr.name for pr in full if pr.steps >= min_steps]
+    assert all(pr.steps >= min_steps for pr in runs)
+    dropped = [n for n in notes if "dropped" in n]
+    assert len(dropped) == 1, notes
+    assert f"dropped 1 size(s) with fewer than {min_steps} steps" in dropped[0]
+    assert f"{short[0].name} ({short[0].steps} steps)" in dropped[0]
+
+
+def test_budget_left_with_too_few_sizes_refused() -> None:
+    full, _ = plan_sweep(sweep_cfg(*DROP, "sweep.min_steps=1"))
+    min_steps = sorted(pr.steps for pr in full)[-1]  # keeps only the single longest run
+    with pytest.raises(HarnessError, match=r"keeps 1 size\(s\).*min_steps"):
+        plan_sweep(sweep_cfg(*DROP, f"sweep.min_steps={min_steps}"))
+
+
+def test_optimum_beyond_the_family_still_plans_at_the_edge() -> None:
+    """At 1e12 FLOPs the 20 tokens/param optimum lies above d_model<=48, but the six sizes there all train for
+    thousands of steps: the plan should take the largest sizes and say the grid sits at the edge, not refuse
+    with a message blaming min_steps (nothing was dropped)."""
+    cfg = sweep_cfg("sweep.budgets=[1e12]", "sweep.sizes_per_budget=3", "sweep.d_model_min=8",
+                    "sweep.d_model_max=48", "sweep.min_steps=1", "model.seq_len=32", "train.batch_size=16")
+    try:
+        runs, notes = plan_sweep(cfg)
+    except HarnessError as e:
+        pytest.fail(f"refused a family with 6 trainable sizes: {e}")
+    assert len({pr.params for pr in runs}) == 3
+    assert max(pr.d_model for pr in runs) == 48
+    assert any("outside the family range" in n for n in notes)
+
+
+# ---------------------------------------------------------------- the printed plan
+
+
+def test_format_plan_has_a_row_per_run() -> None:
+    runs, notes = plan_sweep(sweep_cfg(*DROP, "sweep.min_steps=1"))
+    text = format_plan(runs, notes)
+    lines = text.splitlines()
+    assert len(lines) == 1 + len(runs) + 1 + len(notes)
+    for pr, line in zip(runs, lines[1:]):
+        fields = line.split()
+        assert fields[0] == str(pr.index) and fields[2] == pr.name
+        assert f"{pr.params:,}" in fields and str(pr.steps) in fields
+    assert lines[1 + len(runs)].startswith(f"{len(runs)} runs, ")
+    assert [ln.removeprefix("note: ") for ln in lines[2 + len(runs):]] == notes
+
+
+# ---------------------------------------------------------------- bad input (in-process)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["sweep.budgets=[]"], "sweep.budgets is empty"),
+        (["sweep.budgets=[0]"], "not a positive number"),
+        (["sweep.budgets=[1e12,-3e12]"], "not a positive number"),
+        (["sweep.budgets=[1e12,nan]"], "not a positive number"),
+        (["sweep.budgets=[lots]"], "'lots'"),
+        (["sweep.budgets=null"], "sweep.budgets is empty"),
+        (["sweep.d_model_min=64", "sweep.d_model_max=32"], "no family size"),
+        (["sweep.sizes_per_budget=2"], "at least 3"),
+        (["sweep.budgets=[1e6]"], "keeps"),
+    ],
+)
+def test_bad_sweep_input_refused(overrides: list[str], match: str) -> None:
+    with pytest.raises(HarnessError, match=match) as exc:
+        plan_sweep(sweep_cfg(*overrides))
+    msg = str(exc.value)
+    assert "\n" not in msg and len(msg) < 300
+
+
+def test_non_list_budgets_give_a_clear_error() -> None:
+    """sweep.budgets=1e12 (a scalar) and sweep.budgets=abc (a string) are easy typos: each must be a
+    HarnessError naming sweep.budgets and the value (or, for the scalar, a one-budget plan), not a TypeError
+    nor a complaint about the character 'a'."""
+    try:
+        runs, _ = plan_sweep(sweep_cfg("sweep.budgets=1e12"))
+    except HarnessError as e:
+        assert "sweep.budgets" in str(e)
+    else:
+        assert {pr.budget for pr in runs} == {1e12}
+    with pytest.raises(HarnessError, match="abc"):
+        plan_sweep(sweep_cfg("sweep.budgets=abc"))
+
+
+def test_non_numeric_sizes_per_budget_is_a_harness_error() -> None:
+    with pytest.raises(HarnessError, match="sweep.sizes_per_budget"):
+        plan_sweep(sweep_cfg("sweep.sizes_per_budget=many"))
+
+
+# ---------------------------------------------------------------- bad input through harness-sweep
+
+
+def harness_sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).parent / "harness-sweep"
+    if not exe.exists():
+        pytest.skip(f"harness-sweep not installed beside {sys.executable}")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cli_args(text_corpus: Path, tmp_path: Path) -> list[str]:
+    return [*SMALL, "data=text", f"data.path={text_corpus}", f"data.cache_dir={tmp_path / 'cache'}",
+            f"results_dir={tmp_path / 'results'}"]
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+def test_cli_dry_run_prints_count_and_writes_nothing(cli_args: list[str], tmp_path: Path) -> None:
+    out = harness_sweep(*cli_args, "print=count", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "6"
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_empty_budgets_exit_2(cli_args: list[str], tmp_path: Path) -> None:
+    out = harness_sweep(*cli_args, "sweep.budgets=[]", cwd=tmp_path)
+    assert out.returncode == 2
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "sweep.budgets is empty" in errors[0]
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_unknown_launcher_fails(cli_args: list[str], tmp_path: Path) -> None:
+    out = harness_sweep("--multirun", *cli_args, "hydra/launcher=nope", "plan_index=range(0,6)", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "nope" in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def foreign_record(fingerprint: str) -> dict:
+    rec = {c: 0 for c in COLUMNS}
+    rec.update(run_id="foreign0001", status="ok", data_fingerprint=fingerprint, role="sweep", error="",
+               model="x", dtype="float32", device="cpu", harness_version="0")
+    return rec
+
+
+def test_cli_refuses_results_of_another_corpus(cli_args: list[str], tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    write_record(results, foreign_record("deadbeefdeadbeef-123"))
+    before = snapshot(results)
+    out = harness_sweep(*cli_args, cwd=tmp_path)
+    assert out.returncode == 2
+    assert "another corpus" in out.stderr and "error:" in out.stderr
+    assert snapshot(results) == before
+
+
+def test_job_refuses_results_of_another_corpus_before_training(cli_args: list[str], tmp_path: Path) -> None:
+    """A multirun job (plan_index set) must refuse too, before it trains or writes anything."""
+    from harness.sweep import sweep
+
+    results = tmp_path / "results"
+    write_record(results, foreign_record("deadbeefdeadbeef-123"))
+    before = snapshot(results)
+    with pytest.raises(HarnessError, match="another corpus"):
+        sweep(sweep_cfg(*cli_args, "plan_index=0"))
+    assert snapshot(results) == before
+
+
+@pytest.mark.parametrize("plan_index", [None, 0])
+def test_results_csv_of_another_schema_refused(cli_args: list[str], tmp_path: Path, plan_index) -> None:
+    from harness.sweep import sweep
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "results.csv").write_text("epoch,acc\n1,0.5\n")
+    before = snapshot(results)
+    extra = [] if plan_index is None else [f"plan_index={plan_index}"]
+    with pytest.raises(HarnessError, match="not a harness results.csv"):
+        sweep(sweep_cfg(*cli_args, *extra))
+    assert snapshot(results) == before
+
+
+def test_plan_index_outside_the_plan_refused(cli_args: list[str], tmp_path: Path) -> None:
+    from harness.sweep import sweep
+
+    with pytest.raises(HarnessError, match=r"plan_index=6 is outside the plan \(0\.\.5\)"):
+        sweep(sweep_cfg(*cli_args, "plan_index=6"))
+    assert not (tmp_path / "results").exists()
