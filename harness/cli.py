@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,8 @@ def train_main(cfg: DictConfig) -> int:
     from harness.train import run
 
     rec = run(cfg)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(
         f"[harness] {rec['model']}: status={rec['status']} val_bpb={float(rec['val_bpb']):.4f} "
         f"flops={float(rec['flops']):.4g} tokens={rec['tokens']} wall={float(rec['wall_seconds']):.1f}s "

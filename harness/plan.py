@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.counting import flops_per_token
 from harness.errors import HarnessError
@@ -124,6 +124,8 @@ def family_members(mc: DictConfig, vocab_size: int, d_min: int, d_max: int) -> l
 
 def _budgets(sc: DictConfig) -> list[float]:
     raw = sc.get("budgets")
+    if raw is not None and not isinstance(raw, (list, tuple, ListConfig)):
+        raw = [raw]  # a single budget (sweep.budgets=1e12) or a typo (sweep.budgets=abc), not its characters
     if raw is None or len(raw) == 0:
         raise HarnessError("sweep.budgets is empty; give FLOP budgets like sweep.budgets=[1e12,3e12,1e13]")
     out = []
@@ -155,7 +157,10 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
     the schedule than about N), and budgets left with < 3 sizes are refused."""
     sc = cfg.sweep
     budgets = _budgets(sc)
-    k = int(sc.sizes_per_budget)
+    try:
+        k = int(sc.sizes_per_budget)
+    except (TypeError, ValueError):
+        raise HarnessError(f"sweep.sizes_per_budget={sc.sizes_per_budget!r} must be an integer >= 3") from None
     if k < 3:
         raise HarnessError(f"sweep.sizes_per_budget={k}; an IsoFLOP parabola needs at least 3 sizes per budget")
     members = family_members(cfg.model, vocab_size, int(sc.d_model_min), int(sc.d_model_max))

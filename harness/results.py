@@ -31,6 +31,8 @@ COLUMNS = [
     "status", "role", "seed", "data_fingerprint", "device", "dtype", "compile", "threads", "world_size",
     "wall_seconds", "tokens_per_second", "harness_version", "error",
 ]
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 REQUIRED = {"run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb"}
 STATUSES = ("ok", "diverged", "failed")
 
@@ -46,6 +48,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone the umask allows
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -154,9 +157,21 @@ def write_record(results_dir: Path, record: dict[str, Any]) -> None:
         _check_fingerprints(records, str(record["data_fingerprint"]), results_dir)
         atomic_write_text(results_dir / "runs" / f"{record['run_id']}.json", json.dumps(record, indent=1))
         records[record["run_id"]] = record
-        ordered = sorted(
-            records.values(),
-            key=lambda r: (str(r.get("role")), float(r.get("budget_flops") or 0), float(r.get("params_total") or 0),
-                           str(r["run_id"])),
-        )
-        atomic_write_text(results_dir / "results.csv", _csv_text(ordered))
+        atomic_write_text(results_dir / "results.csv", _csv_text(_ordered(records)))
+
+
+def _ordered(records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        records.values(),
+        key=lambda r: (str(r.get("role")), float(r.get("budget_flops") or 0), float(r.get("params_total") or 0),
+                       str(r["run_id"])),
+    )
+
+
+def sync_csv(results_dir: Path) -> None:
+    """Rebuild results.csv when a record in runs/ has no row in it (a kill between the two writes)."""
+    with locked(results_dir, exclusive=True):
+        records = read_records(results_dir)
+        have = {r["run_id"] for r in read_csv_rows(results_dir / "results.csv")}
+        if set(records) - have:
+            atomic_write_text(results_dir / "results.csv", _csv_text(_ordered(records)))

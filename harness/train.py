@@ -33,6 +33,7 @@ from harness.results import (
     check_results_dir,
     find_ok,
     run_id,
+    sync_csv,
     write_record,
 )
 
@@ -142,6 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     check_compatible(results_dir, corpus.fingerprint)
     done = find_ok(results_dir, rid)
     if done is not None and not cfg.get("force", False):
+        sync_csv(results_dir)  # a kill between the JSON write and the CSV rebuild left its row out
         print(f"[harness] run {rid} ({name} @ {budget:.3g} FLOPs) already has an ok row; skipping")
         return done
 
@@ -170,6 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(int(cfg.seed) + 1)
     ckpt_path = results_dir / "checkpoints" / f"{rid}.pt"
     step, loss_sum, loss_n = 0, 0.0, 0
+    resume_window = (0.0, 0)  # the unlogged loss sum and the step of the last log, restored on resume
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
@@ -177,6 +180,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         gen.set_state(state["gen"])
         torch.set_rng_state(state["rng"])
         step, loss_sum, loss_n = state["step"], state["loss_sum"], state["loss_n"]
+        resume_window = (state.get("window_sum", 0.0), state.get("last_log", step))
         print(f"[harness] resuming run {rid} from checkpoint at step {step}/{plan.steps}")
     train_model = model
     if ddp.world > 1:
@@ -184,12 +188,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if tc.compile:
         train_model = torch.compile(train_model)
 
-    preempt = {"flag": False}
+    # Preemption: SIGTERM (scheduler, torchrun), SIGUSR1, SIGUSR2 (submitit's timeout/preemption signal) set a
+    # flag; at the end of the step every rank agrees on it, rank 0 saves a checkpoint, and the handler that was
+    # installed before (submitit's requeue, if any) is called; otherwise the process exits with 143.
+    preempt: dict[str, Any] = {"signum": 0}
 
     def on_signal(signum: int, frame: Any) -> None:
-        preempt["flag"] = True
+        preempt["signum"] = signum
 
-    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1)} if ddp.main else {}
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    stop_flag = torch.zeros(1, device=device)  # on the device: NCCL reduces only CUDA tensors
 
     def save_checkpoint() -> None:
         if not ddp.main:
@@ -197,16 +205,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt_path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                    "rng": torch.get_rng_state(), "step": step, "loss_sum": loss_sum, "loss_n": loss_n}, tmp)
+                    "rng": torch.get_rng_state(), "step": step, "loss_sum": loss_sum, "loss_n": loss_n,
+                    "window_sum": window_sum.detach().cpu().clone(), "last_log": last_log}, tmp)
         os.replace(tmp, ckpt_path)
 
     status, error = "ok", ""
-    window_sum = torch.zeros((), device=device)
+    window_sum = torch.as_tensor(resume_window[0], dtype=torch.float32).clone().to(device)
     last_ckpt = time.time()
     bar = tqdm(total=plan.steps, initial=step, desc=f"{name} {budget:.2g}F", unit="step",
                disable=not (tc.progress and ddp.main), leave=False, dynamic_ncols=True)
     t_train = time.time()
-    start_step = last_log = step
+    start_step, last_log = step, resume_window[1]
     log_every = max(1, int(tc.log_every))
     try:
         while step < plan.steps:
@@ -232,6 +241,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             window_sum += loss.detach()
             step += 1
             if step % log_every == 0 or step == plan.steps:
+                if ddp.world > 1:  # the loss of the global batch, not of rank 0's slice (slices are equal)
+                    dist.all_reduce(window_sum)
+                    window_sum /= ddp.world
                 mean = float(window_sum) / (step - last_log)
                 last_log = step
                 window_sum.zero_()
@@ -241,7 +253,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 loss_sum, loss_n = mean, 1
                 bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}")
             bar.update(1)
-            if preempt["flag"]:
+            if ddp.world > 1:  # all ranks stop at the same step, or the next collective would hang
+                stop_flag.fill_(float(preempt["signum"] != 0))
+                dist.all_reduce(stop_flag, op=dist.ReduceOp.MAX)
+            if preempt["signum"] or stop_flag.item():
                 save_checkpoint()
                 raise _Preempted()
             if float(tc.checkpoint_every_s) > 0 and time.time() - last_ckpt > float(tc.checkpoint_every_s):
@@ -249,7 +264,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 last_ckpt = time.time()
     except _Preempted:
         bar.close()
-        print(f"[harness] preempted at step {step}/{plan.steps}; checkpoint saved to {ckpt_path}", flush=True)
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if ddp.main:
+            print(f"[harness] preempted at step {step}/{plan.steps}; checkpoint saved to {ckpt_path}", flush=True)
+        previous = old_handlers.get(preempt["signum"])
+        if callable(previous):  # e.g. submitit's handler, which requeues the job
+            previous(preempt["signum"], None)
         raise SystemExit(143) from None
     finally:
         bar.close()

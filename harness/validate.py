@@ -50,7 +50,7 @@ def choose_size(cfg: DictConfig, n_star: float, budget: float, convention: str, 
     sc = cfg.sweep
     best = None
     for name, g in family_members(cfg.model, vocab, 1, int(sc.d_model_max) * 4):
-        steps = plan_steps(budget, g, int(cfg.train.batch_size), 1).steps
+        steps = plan_steps(budget, g, int(cfg.train.batch_size), 0).steps
         if steps < int(sc.min_steps):
             continue
         dist = abs(math.log(param_counts(g)[f"params_{convention}"]) - math.log(n_star))
@@ -94,7 +94,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     vocab = int(cfg.data.vocab_size) if cfg.data.get("vocab_size") else 256
     name, g = choose_size(cfg, n_star, C, convention, vocab)
     job = job_config_for(cfg, d_model=g.d_model, budget=C, seed=int(cfg.seed), role="holdout")
-    job.train.threads = int(cfg.sweep.holdout.get("threads", 0))
+    job.train.threads = int(cfg.sweep.holdout.threads)
     print(f"[validate] held-out run: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ {n_star:,.0f}) "
           f"at {C:.3g} FLOPs ({pred['extrapolation']:.1f}x the largest sweep budget)", flush=True)
     record = run(job)

@@ -12,7 +12,7 @@
 # Setup (root, Debian/Ubuntu): apt-get install slurm-wlm munge, a munge key, a minimal slurm.conf
 # (/etc/slurm/slurm.conf, marked as ours; an existing foreign one is never touched), then munged,
 # slurmctld and slurmd started directly (no systemd needed). Everything listens on 127.0.0.1 only.
-# A cluster that already answers `sinfo` with an idle node is reused as it is.
+# Rerunning it reuses the running cluster (a foreign cluster that answers `sinfo` is used as it is).
 # Exit status: 0 when every planned run has an ok row (and the requeue check passed), non-zero otherwise.
 # Environment: SLURM_LOCAL_WORK (default /tmp/harness-slurm-local) holds the sweeps' results and logs.
 set -euo pipefail
@@ -65,7 +65,7 @@ running() {  # running NAME PIDFILE
   [ -s "$2" ] && pid=$(cat "$2") && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ]
 }
 
-node_state() { sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }
+node_state() { timeout 3 sinfo -h -N -n "$NODE" -o '%T' 2>/dev/null | head -n 1; }  # sinfo retries ~10 s without a controller
 cluster_idle() { command -v sinfo >/dev/null && [[ "$(node_state)" =~ ^(idle|mixed|allocated)$ ]]; }
 
 if [ "$mode" = stop ]; then
@@ -78,9 +78,14 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 # 1. The cluster: reuse, or install + configure + start.
 t_setup=$(now)
-if cluster_idle; then
-  log "reusing the running cluster: $(sinfo -h -o '%P %D nodes %T' | head -n 1)"
+ours=1
+if [ -e "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then ours=0; fi
+if cluster_idle && { [ "$ours" = 0 ] || [ "$(id -u)" != 0 ]; }; then
+  log "reusing the running cluster as it is: $(sinfo -h -o '%P %D nodes %T' | head -n 1)"
+elif [ "$ours" = 0 ]; then
+  die "$CONF was not written by this script and its cluster has no idle node $NODE; start that cluster yourself"
 else
+  # Ours (or none yet): make sure of each piece; a running cluster with the same slurm.conf is left running.
   [ "$(id -u)" = 0 ] || die "no idle SLURM node answers sinfo, and starting one needs root"
   if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
     log "installing slurm-wlm and munge (apt-get)"
@@ -89,9 +94,6 @@ else
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
     log "installed in $(since "$t") s: $(slurmctld -V)"
-  fi
-  if [ -e "$CONF" ] && ! grep -qF "$MARK" "$CONF"; then
-    die "$CONF exists and was not written by this script; start that cluster yourself (sinfo must show $NODE idle)"
   fi
 
   # munge: a key (the Debian package usually makes one) and the daemon, as user munge where it exists.
@@ -114,6 +116,7 @@ else
 
   # slurm.conf: one node (this machine, named localhost, 127.0.0.1), one partition, no cgroups, no
   # accounting database (so no sacct); finished jobs go to a text file (jobcomp) for timings.
+  # cred_expire=10: a requeued job may start again 11 s after the requeue (default 120 s + 1).
   cpus=$(nproc)
   mem_mb=$(awk '/MemTotal/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
   mkdir -p "$(dirname "$CONF")" "$LOGDIR" "$SPOOL/ctld" "$SPOOL/d" "$(dirname "$CTLD_PID")"
@@ -125,6 +128,7 @@ SlurmctldPort=6817
 SlurmdPort=6818
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
@@ -201,12 +205,28 @@ EOF
 # 3. A tiny sweep through the launcher: 2 budgets x 3 sizes of nano-width models, a few seconds each.
 TINY=(sweep.budgets="[1e10,2e10]" sweep.sizes_per_budget=3 sweep.d_model_min=8 sweep.d_model_max=64
       model.seq_len=32 train.batch_size=32 train.eval_windows=16 train.progress=false train.threads=1)
+watch_launcher() {  # watch_launcher PID NAME: wait for the launcher; fail if it waits on jobs SLURM forgot
+  # Without an accounting database (sacct), submitit cannot see a job that ended without writing its result
+  # (killed, failed to start) and would wait forever: give up once no job of the sweep has been queued for 30 s.
+  local pid=$1 name=$2 idle=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ -z "$(squeue -h -n "harness-$name" -o '%i' 2>/dev/null)" ]; then idle=$((idle + 1)); else idle=0; fi
+    if [ "$idle" -ge 60 ]; then
+      kill "$pid" 2>/dev/null || true
+      echo "[slurm_local] error: no job of sweep $name is queued but the launcher still waits for results" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  wait "$pid"
+}
 run_sweep() {  # run_sweep NAME OVERRIDES...: plan, then launch plan_index=range(0,N) on SLURM; sets $n
   local name=$1; shift
   local args=(sweep.name="$name" results_dir="$WORK/$name" "$@")
   n=$(harness-sweep "${args[@]}" print=count | tail -n 1)
   log "sweep $name: $n planned runs -> $WORK/$name"
-  harness-sweep --multirun hydra/launcher=slurm hydra.launcher.mem_gb=1 "${args[@]}" "plan_index=range(0,$n)"
+  harness-sweep --multirun hydra/launcher=slurm hydra.launcher.mem_gb=1 "${args[@]}" "plan_index=range(0,$n)" &
+  watch_launcher $! "$name"
 }
 check_sweep() {  # check_sweep NAME OVERRIDES...: every planned run has an ok row; print job overheads
   python - "$LOGDIR/jobcomp.log" sweep.name="$1" results_dir="$WORK/$1" "${@:2}" <<'EOF'
@@ -265,7 +285,7 @@ EOF
 name=slurm-local
 rm -rf "${WORK:?}/$name"
 t=$(now)
-run_sweep "$name" "${TINY[@]}" "${extra[@]}"
+run_sweep "$name" "${TINY[@]}" "${extra[@]}" || die "sweep $name failed"
 log "sweep $name: $n jobs done in $(since "$t") s (submit -> all results back)"
 check_sweep "$name" "${TINY[@]}" "${extra[@]}" || die "sweep $name is missing ok rows (logs: $WORK/$name/.hydra)"
 
@@ -298,19 +318,9 @@ if [ "$requeue" = 1 ]; then
   log "job $jid has a checkpoint; sending SIGUSR2 (what SLURM sends signal_delay_s before the time limit)"
   t_sig=$(now)
   scancel --signal=USR2 "$jid"
-  # SLURM makes a requeued job eligible only ~120 s later (EligibleTime = requeue + 121 s): release it now.
-  for _ in $(seq 120); do
-    [ "$(squeue -h -j "$jid" -o '%T' 2>/dev/null | head -n 1)" = PENDING ] && break
-    sleep 0.25
-  done
-  log "job $jid is pending again after $(since "$t_sig") s: $(squeue -h -j "$jid" -o '%T %r' | head -n 1)"
-  scontrol update JobId="$jid" StartTime=now
-  # Without an accounting database submitit cannot see a job that died without a result, so bound the wait.
-  for _ in $(seq 600); do kill -0 "$launcher" 2>/dev/null || break; sleep 0.5; done
-  if kill -0 "$launcher" 2>/dev/null; then kill "$launcher"; die "requeue sweep still waiting after 300 s"; fi
-  wait "$launcher" || { cat "$WORK/$name.out"; die "the requeue sweep failed"; }
+  watch_launcher "$launcher" "$name" || { cat "$WORK/$name.out"; die "the requeue sweep failed"; }
   joblog=$(ls "$WORK/$name"/.hydra/*/.submitit/*/*_log.out | head -n 1)
-  grep -h "Requeued job\|resuming run\|preempted at\|Caught signal\|Exiting gracefully" "$joblog" \
+  grep -h "Starting with\|Requeued job\|resuming run\|preempted at\|Caught signal" "$joblog" \
     | grep -v '^[A-Z]' | sed 's/^/    /'
   grep -q "Requeued job" "$joblog" || die "no 'Requeued job' in $joblog"
   grep -q "resuming run" "$joblog" || die "the requeued job did not resume from its checkpoint ($joblog)"
@@ -323,6 +333,6 @@ if [ "$requeue" = 1 ]; then
         "from its last periodic checkpoint (step $resumed), losing up to train.checkpoint_every_s of work"
   fi
   CHECK_N=1 check_sweep "$name" "${RQ[@]}" || die "the requeued run has no ok row"
-  log "requeue: signal -> requeued -> resumed -> ok row in $(since "$t_sig") s (with the ~120 s hold skipped)"
+  log "requeue: signal -> requeued -> resumed -> ok row in $(since "$t_sig") s (cred_expire=10: 11 s hold)"
 fi
 log "all checks passed"

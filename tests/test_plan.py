@@ -62,7 +62,7 @@ def test_family_rule_d96_and_heads_divide_width() -> None:
     for d in range(8, 257, 8):
         _, g = model_config(OmegaConf.merge(mc, {"d_model": d}), 256)
         assert g.d_model % g.n_head == 0
-        assert g.n_layer == max(1, math.floor(d / 32 + 0.5))
+        assert g.n_layer == max(int(mc.min_layers), math.floor(d / 32 + 0.5))
         assert g.d_ff == 4 * d
         assert g.n_head == 1 or d // g.n_head >= 16  # heads of at least head_dim channels
         # the most such heads: one more head would not divide d_model or would be narrower than head_dim
@@ -78,8 +78,10 @@ def test_family_rejects_width_off_the_step() -> None:
 def test_family_members_cover_the_range() -> None:
     mc = sweep_cfg().model
     names = [n for n, _ in family_members(mc, 256, 8, 48)]
-    assert names == ["family-d8-L1", "family-d16-L1", "family-d24-L1", "family-d32-L1", "family-d40-L1",
+    assert int(mc.min_layers) == 2  # one-layer models are left out of the family
+    assert names == ["family-d8-L2", "family-d16-L2", "family-d24-L2", "family-d32-L2", "family-d40-L2",
                      "family-d48-L2"]
+    assert model_config(OmegaConf.merge(mc, {"d_model": 8, "min_layers": 1}), 256)[0] == "family-d8-L1"
     assert [g.d_model for _, g in family_members(mc, 256, 10, 30)] == [16, 24]  # rounds d_min up to the step
     assert family_members(mc, 256, 48, 8) == []
 
@@ -107,12 +109,16 @@ def test_demo_plan_brackets_the_prior_in_log_n() -> None:
         assert spread / 2 <= sizes[-1] / sizes[0] <= spread * 2
         log_n0 = prior_log_n(cfg, C)
         assert abs(sum(math.log(n) for n in sizes) / len(sizes) - log_n0) < math.log(2)
-        # each size is the family member nearest (in log N) to one of k log-spaced targets around N0
+        # k log-spaced targets around N0, each taking the nearest (in log N) family member not taken yet
         members = family_members(cfg.model, 256, int(cfg.sweep.d_model_min), int(cfg.sweep.d_model_max))
-        fam = [param_counts(g)["params_total"] for _, g in members]
-        targets = [log_n0 + math.log(spread) * (i / (k - 1) - 0.5) for i in range(k)]
-        nearest = {min(fam, key=lambda n, t=t: abs(math.log(n) - t)) for t in targets}
-        assert set(sizes) == nearest
+        free = [param_counts(g)["params_total"] for _, g in members]
+        nearest = set()
+        for i in range(k):
+            t = log_n0 + math.log(spread) * (i / (k - 1) - 0.5)
+            n = min(free, key=lambda n, t=t: abs(math.log(n) - t))
+            nearest.add(n)
+            free.remove(n)
+        assert set(sizes) == nearest and len(sizes) == k
         for pr in rb:
             _, g = model_config(OmegaConf.merge(cfg.model, {"d_model": pr.d_model}), 256)
             fpt = flops_per_token(g)
@@ -145,8 +151,8 @@ def test_small_plan_has_the_expected_runs() -> None:
     """The plan the sweep tests train: 2 budgets x 3 sizes, each a few hundred steps at most."""
     runs, notes = plan_sweep(sweep_cfg(*SMALL))
     assert len(runs) == 6 and notes == []
-    assert [pr.name for pr in runs] == ["family-d8-L1", "family-d16-L1", "family-d32-L1",
-                                        "family-d8-L1", "family-d16-L1", "family-d40-L1"]
+    assert [pr.name for pr in runs] == ["family-d8-L2", "family-d16-L2", "family-d24-L2",
+                                        "family-d8-L2", "family-d16-L2", "family-d32-L2"]
     assert all(5 <= pr.steps <= 200 for pr in runs)
 
 
@@ -223,6 +229,7 @@ def test_format_plan_has_a_row_per_run() -> None:
         (["sweep.budgets=[lots]"], "'lots'"),
         (["sweep.budgets=null"], "sweep.budgets is empty"),
         (["sweep.d_model_min=64", "sweep.d_model_max=32"], "no family size"),
+        (["sweep.d_model_min=8", "sweep.d_model_max=16"], "d_model_min/max"),  # only two sizes in range
         (["sweep.sizes_per_budget=2"], "at least 3"),
         (["sweep.budgets=[1e6]"], "keeps"),
     ],

@@ -117,9 +117,7 @@ def assert_complete(results: Path, planned: list[str]) -> None:
 
 def test_multirun_trains_each_planned_run_once_then_skips(args, planned, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    t0 = time.time()
     out = multirun(args, tmp_path / "cwd", "hydra.launcher.n_jobs=2")
-    first_s = time.time() - t0
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "n_jobs=2" in out.stdout + out.stderr  # it went through the joblib launcher
     assert_complete(results, planned)
@@ -146,7 +144,7 @@ def test_multirun_trains_each_planned_run_once_then_skips(args, planned, tmp_pat
     assert "resuming" not in again.stdout
     assert files(results) == before  # nothing retrained, results.csv byte-identical
     assert [int(m.group(2)) for m in PROGRESS.finditer(again.stdout)] == [N_RUNS] * N_RUNS
-    assert rerun_s < first_s + 5, (rerun_s, first_s)
+    assert rerun_s < 120, rerun_s  # no training: the time is process start-up (the bytes above prove it)
 
 
 # ---------------------------------------------------------------- SIGKILL mid-sweep, then resume

@@ -234,7 +234,7 @@ def test_budget_too_small_names_the_minimum(tiny_cfg, tmp_path: Path) -> None:
         (["data.path=SHORTFILE"], "fewer than one context window"),
         (["data.path=EMPTYDIR"], "no file matching"),
         (["data.val_fraction=0"], "val_fraction"),
-        (["model=family", "model.d_model=40"], "head_dim"),
+        (["model=family", "model.d_model=44"], "d_model_step"),
         (["model.n_head=3"], "n_head"),
     ],
 )
