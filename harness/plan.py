@@ -5,6 +5,7 @@ Everything here is arithmetic on configs (no torch training, no data), so plans 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -140,11 +141,12 @@ def _budgets(sc: DictConfig) -> list[float]:
 
 
 def estimate_seconds(steps: int, batch_tokens: int, fpt: int, sc: DictConfig) -> float:
-    """Rough wall time: matmul work at the sweep's assumed FLOP rate plus a fixed per-step overhead."""
+    """Rough wall time of one worker: matmul FLOPs at the sweep's FLOP rate plus a per-token cost for the
+    non-matmul work (norms, softmax, embeddings, optimizer), which dominates the smallest models."""
     est = sc.get("estimate", {}) or {}
-    rate = float(est.get("flops_per_second", 3e10))
-    overhead = float(est.get("step_overhead_s", 0.01))
-    return steps * (batch_tokens * fpt / rate + overhead)
+    rate = float(est.get("flops_per_second", 6.5e10))
+    per_token = float(est.get("token_overhead_s", 2e-6))
+    return steps * batch_tokens * (fpt / rate + per_token)
 
 
 def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun], list[str]]:
@@ -208,6 +210,9 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
             )
         if len(kept) < k:
             notes.append(f"budget {C:.3g}: {len(kept)} distinct sizes (asked {k}); the family is coarse here")
+    # Job order = longest first (LPT), so parallel workers finish together instead of one idling at the end.
+    order = sorted(runs, key=lambda pr: (-pr.est_seconds, pr.budget, pr.params, pr.seed))
+    runs = [dataclasses.replace(pr, index=i) for i, pr in enumerate(order)]
     return runs, notes
 
 
@@ -237,7 +242,7 @@ def format_plan(runs: list[PlannedRun], notes: list[str]) -> str:
     """The plan as a table a person reads before spending compute."""
     lines = [f"{'#':>3} {'budget':>9} {'model':<16} {'params':>9} {'tokens':>10} {'tok/param':>9} "
              f"{'steps':>6} {'seed':>4} {'est':>7}"]
-    for pr in runs:
+    for pr in sorted(runs, key=lambda pr: (pr.budget, pr.params, pr.seed)):
         lines.append(f"{pr.index:>3} {pr.budget:>9.3g} {pr.name:<16} {pr.params:>9,} {pr.tokens:>10,} "
                      f"{pr.tokens / pr.params:>9.1f} {pr.steps:>6} {pr.seed:>4} {pr.est_seconds:>6.0f}s")
     total = sum(pr.est_seconds for pr in runs)

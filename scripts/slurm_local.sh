@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --stop) mode=stop ;;
     --up) mode=up ;;
     --no-requeue) requeue=0 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -116,7 +116,8 @@ else
 
   # slurm.conf: one node (this machine, named localhost, 127.0.0.1), one partition, no cgroups, no
   # accounting database (so no sacct); finished jobs go to a text file (jobcomp) for timings.
-  # cred_expire=10: a requeued job may start again 11 s after the requeue (default 120 s + 1).
+  # cred_expire=10: a requeued job may start again 11 s after the requeue (default 120 s + 1);
+  # sched_interval/bf_interval=5: pending jobs that became eligible are started within 5 s (default 60/30 s).
   cpus=$(nproc)
   mem_mb=$(awk '/MemTotal/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
   mkdir -p "$(dirname "$CONF")" "$LOGDIR" "$SPOOL/ctld" "$SPOOL/d" "$(dirname "$CTLD_PID")"
@@ -143,6 +144,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=5,bf_interval=5
 MpiDefault=none
 ReturnToService=2
 JobAcctGatherType=jobacct_gather/none
@@ -205,6 +207,14 @@ EOF
 # 3. A tiny sweep through the launcher: 2 budgets x 3 sizes of nano-width models, a few seconds each.
 TINY=(sweep.budgets="[1e10,2e10]" sweep.sizes_per_budget=3 sweep.d_model_min=8 sweep.d_model_max=64
       model.seq_len=32 train.batch_size=32 train.eval_windows=16 train.progress=false train.threads=1)
+launcher="" current=""
+cleanup() {  # interrupted: stop the launcher we started and cancel its jobs
+  if [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then
+    kill "$launcher" 2>/dev/null || true
+    scancel --name "harness-$current" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
 watch_launcher() {  # watch_launcher PID NAME: wait for the launcher; fail if it waits on jobs SLURM forgot
   # Without an accounting database (sacct), submitit cannot see a job that ended without writing its result
   # (killed, failed to start) and would wait forever: give up once no job of the sweep has been queued for 30 s.
@@ -226,7 +236,8 @@ run_sweep() {  # run_sweep NAME OVERRIDES...: plan, then launch plan_index=range
   n=$(harness-sweep "${args[@]}" print=count | tail -n 1)
   log "sweep $name: $n planned runs -> $WORK/$name"
   harness-sweep --multirun hydra/launcher=slurm hydra.launcher.mem_gb=1 "${args[@]}" "plan_index=range(0,$n)" &
-  watch_launcher $! "$name"
+  launcher=$! current=$name
+  watch_launcher "$launcher" "$name"
 }
 check_sweep() {  # check_sweep NAME OVERRIDES...: every planned run has an ok row; print job overheads
   python - "$LOGDIR/jobcomp.log" sweep.name="$1" results_dir="$WORK/$1" "${@:2}" <<'EOF'
@@ -305,7 +316,7 @@ if [ "$requeue" = 1 ]; then
   harness-sweep --multirun hydra/launcher=slurm hydra.launcher.mem_gb=1 sweep.name="$name" \
     results_dir="$WORK/$name" hydra.launcher.max_num_timeout=3 "${RQ[@]}" "plan_index=range(0,1)" \
     > "$WORK/$name.out" 2>&1 &
-  launcher=$!
+  launcher=$! current=$name
   jid=""
   for _ in $(seq 240); do
     jid=$(squeue -h -n "harness-$name" -t RUNNING -o '%i' | head -n 1)

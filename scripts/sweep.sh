@@ -21,4 +21,5 @@ results_dir=$(harness-sweep "$@" print=results_dir | tail -n 1)
 harness-sweep --multirun "$@" "plan_index=range(0,${n})"
 
 # 3. Fit the scaling laws, 4. train the held-out run and compare, 5. write the report.
-harness-validate "$@"
+# HARNESS_VALIDATE_PREFIX runs it elsewhere, e.g. "srun -c 4 --mem=8G -t 120" off a SLURM login node.
+${HARNESS_VALIDATE_PREFIX:-} harness-validate "$@"

@@ -140,6 +140,14 @@ def test_prior_moves_the_grid() -> None:
     assert mean_log_n(5) > mean_log_n(20) + 0.5 > mean_log_n(80) + 1.0
 
 
+def test_jobs_run_longest_first() -> None:
+    """plan_index order is longest estimated run first, so parallel workers finish together."""
+    runs, _ = plan_sweep(sweep_cfg("sweep.budgets=[1e11,1e12]"))
+    est = [pr.est_seconds for pr in runs]
+    assert est == sorted(est, reverse=True) and [pr.index for pr in runs] == list(range(len(runs)))
+    assert runs[0].budget == 1e12 and runs[-1].budget == 1e11
+
+
 def test_seeds_repeat_each_size() -> None:
     runs, _ = plan_sweep(sweep_cfg(*SMALL, "sweep.seeds=[0,1]"))
     one, _ = plan_sweep(sweep_cfg(*SMALL))
@@ -151,7 +159,7 @@ def test_small_plan_has_the_expected_runs() -> None:
     """The plan the sweep tests train: 2 budgets x 3 sizes, each a few hundred steps at most."""
     runs, notes = plan_sweep(sweep_cfg(*SMALL))
     assert len(runs) == 6 and notes == []
-    assert [pr.name for pr in runs] == ["family-d8-L2", "family-d16-L2", "family-d24-L2",
+    assert [pr.name for pr in sorted(runs, key=lambda pr: (pr.budget, pr.params))] == ["family-d8-L2", "family-d16-L2", "family-d24-L2",
                                         "family-d8-L2", "family-d16-L2", "family-d32-L2"]
     assert all(5 <= pr.steps <= 200 for pr in runs)
 
@@ -208,7 +216,8 @@ def test_format_plan_has_a_row_per_run() -> None:
     text = format_plan(runs, notes)
     lines = text.splitlines()
     assert len(lines) == 1 + len(runs) + 1 + len(notes)
-    for pr, line in zip(runs, lines[1:]):
+    by_budget = sorted(runs, key=lambda pr: (pr.budget, pr.params, pr.seed))  # the table groups by budget
+    for pr, line in zip(by_budget, lines[1:]):
         fields = line.split()
         assert fields[0] == str(pr.index) and fields[2] == pr.name
         assert f"{pr.params:,}" in fields and str(pr.steps) in fields
