@@ -13,10 +13,15 @@ One process, one run:
 4. torch.compile off/on for one preset, in a child process under a timeout (skipped with a note if it fails).
 
 The load from other processes is sampled from /proc/stat during every timed window (cores busy outside this
-process) and printed beside each number, since this box is shared.
+process) and printed beside each number, since this box is shared; minor page faults per step are counted too.
+
+Candidate changes to the step (VARIANTS below: attention in fp32 under CPU bf16 autocast, fused AdamW, ...) can
+be measured without editing harness/: --variant applies one to the whole table, --ab times several side by side
+in alternating windows (robust to a drifting load), --malloc-tune applies a process-wide glibc setting.
 
     scripts/bench.sh                                   # all presets, fp32 + bf16, all cores
     scripts/bench.sh --presets mini --dtypes bf16 --profile   # plus a torch.profiler top-ops table
+    scripts/bench.sh --dtypes bf16 --ab base,attn_fp32,attn_fp32+fused_adamw@32
     python benchmarks/throughput.py --presets nano,family:96 --threads 1,2 --out results/bench/t.json
 """
 
@@ -98,6 +103,24 @@ def _trim_heap() -> None:
         _LIBC.malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def malloc_tune(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
+    """glibc only: stop returning freed blocks to the OS (M_TRIM_THRESHOLD) and serving big ones by fresh mmaps
+    (M_MMAP_THRESHOLD), so a step's activations are not page-faulted back in every step. Process-wide."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, mmap_threshold)) and bool(libc.mallopt(-1, trim_threshold))  # M_MMAP_/M_TRIM_
+    except (OSError, AttributeError):
+        return False
+
+
+def _rusage() -> tuple[int, float, float]:
+    """(minor page faults, system CPU s, total CPU s) of this process so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_minflt, r.ru_stime, r.ru_utime + r.ru_stime
 
 
 def _status_kb(field: str) -> int | None:
@@ -282,6 +305,7 @@ def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
     mem.start()
     t_build = time.perf_counter()
     tr = Trainer(gcfg, tc, device, dtype, B, tokens, compile=compile, seed=args.seed)
+    apply_variant(tr, getattr(args, "variant", ""))
     tr.step()  # first step (compile happens here)
     sync(device)
     first_step_s = time.perf_counter() - t_build
@@ -292,6 +316,7 @@ def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
     est = (time.perf_counter() - t) / max(1, args.warmup - 1) if args.warmup > 1 else first_step_s
     steps = args.steps or max(args.min_steps, min(200, math.ceil(args.window_s / max(est, 1e-6))))
     windows = []
+    ru0 = _rusage()
     for _ in range(args.repeats):
         meter = LoadMeter()
         meter.start()
@@ -301,6 +326,8 @@ def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
         sync(device)
         dt = time.perf_counter() - t
         windows.append({"seconds": dt, **meter.stop()})
+    ru1 = _rusage()
+    n_timed = steps * len(windows)
     loss_check = float(tr.window_sum) / max(1, tr.step_i - tr.last_log) if tr.step_i > tr.last_log else tr.last_loss
     memory = mem.stop()
     fpt = flops_per_token(gcfg)
@@ -313,17 +340,136 @@ def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
         "preset": name, "n_layer": gcfg.n_layer, "d_model": gcfg.d_model, "n_head": gcfg.n_head, "d_ff": gcfg.d_ff,
         "seq_len": gcfg.seq_len, "vocab_size": gcfg.vocab_size, **param_counts(gcfg), "flops_per_token": fpt,
         "dtype": dtype_name, "torch_dtype": str(dtype).removeprefix("torch."), "threads": threads if device.type == "cpu" else None,
-        "device": device.type, "batch_size": B, "compile": compile, "warmup_steps": args.warmup,
+        "device": device.type, "batch_size": B, "compile": compile, "variant": getattr(args, "variant", "") or "base",
+        "warmup_steps": args.warmup,
         "steps_per_window": steps, "windows": len(windows), "first_step_s": first_step_s,
         "step_ms": step_s * 1e3, "step_ms_windows": [w["seconds"] / steps * 1e3 for w in windows],
         "tokens_per_s": tok_per_step / step_s,
         "tokens_per_s_windows": [tok_per_step * steps / w["seconds"] for w in windows],
         "achieved_gflops": fpt * tok_per_step / step_s / 1e9,
         "sampler_ms": sampler_s * 1e3, "sampler_frac": sampler_s / step_s,
+        "minor_faults_per_step": (ru1[0] - ru0[0]) / n_timed, "sys_cpu_frac": (ru1[1] - ru0[1]) / max(1e-9, (ru1[2] - ru0[2])),
         **memory, "loss_check": loss_check, "own_cores": statistics.median(w["own_cores"] for w in windows),
         "other_cores": statistics.median(others) if others else None,
         "other_cores_max": max(others) if others else None, "loadavg_1m": loadavg(),
     }
+
+
+# ----------------------------------------------------------------------------------------------- A/B variants
+# Candidate changes to the training step, applied to one Trainer instance (the harness code is untouched), so
+# `--ab base,attn_fp32+fused_adamw` measures a proposed change before anyone edits harness/.
+def _attn_fp32_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """harness.model.CausalSelfAttention.forward with attention itself run in fp32 under CPU bf16 autocast."""
+    import torch.nn.functional as F
+
+    B, T, C = x.shape
+    q, k, v = self.qkv(x).split(C, dim=2)
+    q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+    if x.device.type == "cpu" and q.dtype == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    else:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+def _attn_math_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        return type(self).forward(self, x)
+
+
+def _gelu_tanh_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+def _rebuild_adamw(tr: Trainer, **kw: Any) -> None:
+    g = tr.opt.param_groups
+    tr.opt = torch.optim.AdamW([{"params": g[0]["params"], "weight_decay": g[0]["weight_decay"]},
+                                {"params": g[1]["params"], "weight_decay": g[1]["weight_decay"]}],
+                               lr=g[0]["lr"], betas=g[0]["betas"], **kw)
+
+
+def _patch_blocks(tr: Trainer, part: str, fn: Any) -> None:
+    import types
+
+    for b in tr.model.blocks:
+        mod = getattr(b, part)
+        mod.forward = types.MethodType(fn, mod)
+
+
+VARIANTS: dict[str, Any] = {
+    "base": lambda tr: None,
+    "attn_fp32": lambda tr: _patch_blocks(tr, "attn", _attn_fp32_forward),  # SDPA in fp32 when autocast is CPU bf16
+    "attn_math": lambda tr: _patch_blocks(tr, "attn", _attn_math_forward),  # SDPA math backend
+    "gelu_tanh": lambda tr: _patch_blocks(tr, "mlp", _gelu_tanh_forward),
+    "fused_adamw": lambda tr: _rebuild_adamw(tr, fused=True),
+    "plain_adamw": lambda tr: _rebuild_adamw(tr, foreach=False),
+    "compile": lambda tr: setattr(tr, "train_model", torch.compile(tr.model)),
+}
+
+
+def apply_variant(tr: Trainer, spec: str) -> None:
+    """Apply `a+b+...` from VARIANTS to one Trainer ('' or 'base': the step as harness/train.py runs it)."""
+    for p in (spec or "base").split("+"):
+        if p not in VARIANTS:
+            raise SystemExit(f"unknown variant {p!r}; choose from {', '.join(VARIANTS)}")
+        VARIANTS[p](tr)
+
+
+def ab_compare(preset: str, dtype_name: str, threads: int, spec: str, args: argparse.Namespace, tokens: np.ndarray,
+               vocab: int, device: torch.device, peak: float) -> list[dict[str, Any]]:
+    """Variants `a+b[@BATCH]` of one config, timed in alternating windows (ABCABC...) so that a drifting load
+    from other processes hits every variant alike; ratio = median over rounds of variant / first variant."""
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    tc = train_defaults()
+    name, gcfg = preset_config(preset, vocab, args.seq_len)
+    dtype = pick_dtype(dtype_name, device, gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
+    trainers = []
+    for v in spec.split(","):
+        parts, _, batch = v.partition("@")
+        B = int(batch) if batch else (args.batch_size or int(tc.batch_size))
+        tr = Trainer(gcfg, tc, device, dtype, B, tokens, seed=args.seed)
+        apply_variant(tr, parts)
+        for _ in range(max(2, args.warmup)):
+            tr.step()
+        trainers.append((v, tr))
+    sync(device)
+    est = []
+    for _, tr in trainers:
+        t = time.perf_counter()
+        tr.step()
+        sync(device)
+        est.append(time.perf_counter() - t)
+    steps = [args.steps or max(args.min_steps, min(200, math.ceil(args.window_s / max(e, 1e-6)))) for e in est]
+    tps: list[list[float]] = [[] for _ in trainers]
+    others: list[float] = []
+    for _ in range(args.repeats):
+        for i, (_, tr) in enumerate(trainers):
+            meter = LoadMeter()
+            meter.start()
+            t = time.perf_counter()
+            for _ in range(steps[i]):
+                tr.step()
+            sync(device)
+            tps[i].append(steps[i] * tr.B * gcfg.seq_len / (time.perf_counter() - t))
+            oc = meter.stop()["other_cores"]
+            if oc is not None:
+                others.append(oc)
+    fpt = flops_per_token(gcfg)
+    rows = []
+    for i, (v, tr) in enumerate(trainers):
+        med = statistics.median(tps[i])
+        rows.append({"preset": name, "dtype": dtype_name, "threads": threads, "variant": v, "batch_size": tr.B,
+                     "tokens_per_s": med, "tokens_per_s_windows": tps[i], "achieved_gflops": fpt * med / 1e9,
+                     "mfu": fpt * med / 1e9 / peak,
+                     "ratio": statistics.median(a / b for a, b in zip(tps[i], tps[0])),
+                     "other_cores": statistics.median(others) if others else None, "loadavg_1m": loadavg()})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------- profiling
@@ -339,6 +485,7 @@ def profile(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
     _, gcfg = preset_config(preset, vocab, args.seq_len)
     dtype = pick_dtype(dtype_name, device, gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
     tr = Trainer(gcfg, tc, device, dtype, args.batch_size or int(tc.batch_size), tokens, seed=args.seed)
+    apply_variant(tr, getattr(args, "variant", ""))
     for _ in range(max(2, args.warmup)):
         tr.step()
     sync(device)
@@ -365,6 +512,10 @@ def compile_probe(args: argparse.Namespace, threads: int) -> dict[str, Any]:
            "--dtypes", args.compile_dtype, "--threads", str(threads), "--repeats", str(args.repeats),
            "--warmup", str(max(args.warmup, 3)), "--window-s", str(args.window_s), "--min-steps", str(args.min_steps),
            "--data", args.data, "--device", args.device, "--seed", str(args.seed)]
+    if args.variant:
+        cmd += ["--variant", args.variant]
+    if args.malloc_tune:
+        cmd += ["--malloc-tune"]
     for flag, val in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
         if val:
             cmd += [flag, str(val)]
@@ -390,14 +541,14 @@ def compile_probe(args: argparse.Namespace, threads: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- output
 def fmt_table(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> str:
     head = ("preset", "params", "dtype", "thr", "B", "steps", "step ms", "tok/s", "GFLOP/s", "MFU", "sampler",
-            "peak MB", "+MB", "others", "load1")
+            "faults", "peak MB", "+MB", "others", "load1")
     out = [head]
     for r in rows:
         out.append((r["preset"], f"{r['params_total'] / 1e6:.2f}M", r["dtype"], str(r["threads"] or "-"),
                     str(r["batch_size"]), f"{r['windows']}x{r['steps_per_window']}", f"{r['step_ms']:.1f}",
                     f"{r['tokens_per_s']:,.0f}", f"{r['achieved_gflops']:.1f}",
                     f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-",
-                    f"{100 * r['sampler_frac']:.1f}%", f"{r['peak_mem_mb']:.0f}",
+                    f"{100 * r['sampler_frac']:.1f}%", f"{r['minor_faults_per_step']:,.0f}", f"{r['peak_mem_mb']:.0f}",
                     f"{r['peak_mem_delta_mb']:.0f}" if r.get("peak_mem_delta_mb") is not None else "-",
                     f"{r['other_cores']:.2f}" if r.get("other_cores") is not None else "-",
                     f"{r['loadavg_1m']:.2f}" if r.get("loadavg_1m") is not None else "-"))
@@ -430,10 +581,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile-timeout", type=float, default=300.0)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile probe")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler top ops per config")
+    ap.add_argument("--malloc-tune", action="store_true",
+                    help="process-wide: glibc mallopt so freed activations are reused, not page-faulted in each step")
+    ap.add_argument("--variant", default="",
+                    help="time the step with a candidate change applied (see --ab), e.g. attn_fp32+fused_adamw")
+    ap.add_argument("--ab", default="",
+                    help="instead of the sweep: compare variants of the step per preset x dtype x threads in alternating "
+                         "windows, e.g. base,attn_fp32,attn_fp32+fused_adamw@64 (variants: " + ", ".join(VARIANTS) + ")")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/bench/throughput.json")
     ap.add_argument("--_compile-child", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
+
+
+def machine_info(device: torch.device, ncores: int) -> dict[str, Any]:
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME",
+                                      "MKL_NUM_THREADS") if k in os.environ}
+    return {"torch": torch.__version__, "device": device.type, "cores": ncores,
+            "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "cpu_bf16_supported": cpu_bf16_supported(), "platform": platform.platform(),
+            "processor": platform.processor(), "python": platform.python_version(), "env": env}
+
+
+def write_json(out: Path, result: dict[str, Any]) -> None:
+    """Atomic write (temp file in the same folder + os.replace)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, out)
 
 
 def load_tokens(args: argparse.Namespace, vocab_hint: int = 256) -> tuple[np.ndarray, int, str]:
@@ -446,6 +621,8 @@ def load_tokens(args: argparse.Namespace, vocab_hint: int = 256) -> tuple[np.nda
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.malloc_tune and not malloc_tune():
+        print("# --malloc-tune: mallopt unavailable here (not glibc); ignored")
     device = pick_device(args.device)
     ncores = os.cpu_count() or 1
     threads_list = [int(t) or (ncores if device.type == "cpu" else 1) for t in args.threads.split(",")]
@@ -476,6 +653,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             oc = peaks[key]["other_cores"]
             print(f"# matmul peak {d:>4} {thr} thr: {peaks[key]['gflops']:.0f} GFLOP/s (by size {bs}); "
                   f"other cores busy {oc if oc is None else round(oc, 2)}", flush=True)
+
+    if args.ab:
+        ab_rows = []
+        for thr in threads_list:
+            for p in presets:
+                for d in dtypes:
+                    rows_ = ab_compare(p, d, thr, args.ab, args, tokens, vocab, device, peaks[f"{d}@{thr}"]["gflops"])
+                    for r in rows_:
+                        oc = r["other_cores"]
+                        print(f"# {r['preset']:>6} {d:>4} {thr} thr {r['variant']:<34} B={r['batch_size']:<4} "
+                              f"{r['tokens_per_s']:>10,.0f} tok/s  MFU {100 * r['mfu']:5.1f}%  x{r['ratio']:.3f}  "
+                              f"others {'-' if oc is None else f'{oc:.2f}'}", flush=True)
+                    ab_rows += rows_
+        result = {"machine": machine_info(device, ncores), "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+                  "matmul_peak": peaks, "ab": ab_rows, "wall_s": time.perf_counter() - t_all}
+        write_json(Path(args.out), result)
+        print(f"\nwrote {args.out} ({result['wall_s']:.0f} s)")
+        return result
 
     rows = []
     for thr in threads_list:
@@ -510,23 +705,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print()
     print(fmt_table(rows, peaks))
     print("\nthr: torch threads; steps: windows x steps per window; MFU: achieved / measured matmul peak of that "
-          "precision;\nsampler: sample_batch time / step time; peak MB: RSS high-water mark (+MB over the RSS before "
+          "precision;\nsampler: sample_batch time / step time; faults: minor page faults per step; peak MB: RSS high-water mark (+MB over the RSS before "
           "the model was built);\nothers: cores busy with other processes during the timed windows; load1: 1-min load "
           "average at the end.")
     result = {
-        "machine": {"torch": torch.__version__, "device": device.type, "cores": ncores,
-                    "cpu_bf16_supported": cpu_bf16_supported(), "platform": platform.platform(),
-                    "processor": platform.processor(), "python": platform.python_version()},
+        "machine": machine_info(device, ncores),
         "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
         "data_fingerprint": fingerprint, "matmul_peak": peaks, "rows": rows, "compile": compile_res,
         "wall_s": time.perf_counter() - t_all, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, out)
-    print(f"\nwrote {out} ({result['wall_s']:.0f} s)")
+    write_json(Path(args.out), result)
+    print(f"\nwrote {args.out} ({result['wall_s']:.0f} s)")
     return result
 
 

@@ -67,3 +67,23 @@ def test_bench_step_matches_train_loop(bench, tiny_cfg) -> None:
     for _ in range(32):
         tr.step()
     assert tr.last_loss == pytest.approx(rec["train_loss"], rel=1e-6)
+
+
+def test_ab_mode_compares_variants(bench, tmp_path: Path) -> None:
+    out = tmp_path / "ab.json"
+    res = bench.main(["--presets", "nano", "--dtypes", "bf16", "--threads", "1", "--seq-len", "32", "--batch-size", "4",
+                      "--steps", "2", "--repeats", "2", "--warmup", "1", "--matmul-sizes", "64", "--data", "random",
+                      "--ab", "base,attn_fp32+fused_adamw,base@8", "--out", str(out)])
+    rows = json.loads(out.read_text())["ab"]
+    assert rows == json.loads(json.dumps(res["ab"]))
+    assert [(r["variant"], r["batch_size"]) for r in rows] == [("base", 4), ("attn_fp32+fused_adamw", 4), ("base@8", 8)]
+    assert rows[0]["ratio"] == 1.0 and all(r["tokens_per_s"] > 0 and len(r["tokens_per_s_windows"]) == 2 for r in rows)
+    with pytest.raises(SystemExit, match="unknown variant"):
+        bench.main(["--presets", "nano", "--threads", "1", "--matmul-sizes", "64", "--data", "random", "--ab", "nope",
+                    "--out", str(out)])
+
+
+def test_compile_probe_is_bounded(bench) -> None:
+    args = bench.parse_args(["--presets", "nano", "--data", "random", "--compile-timeout", "0.5"])
+    res = bench.compile_probe(args, 1)
+    assert res["status"] == "skipped" and "0.5 s" in res["note"]
