@@ -86,17 +86,23 @@ def test_family_aspect_rule(compose_cfg) -> None:
 
 
 @pytest.mark.parametrize(
-    ("d_model", "layers", "heads"), [(16, 1, 1), (32, 1, 2), (64, 2, 4), (160, 5, 10), (256, 8, 16)]
+    ("d_model", "layers", "heads"), [(8, 2, 1), (16, 2, 1), (24, 2, 1), (32, 2, 2), (40, 2, 2), (64, 2, 4),
+                                     (160, 5, 10), (256, 8, 16)]
 )
 def test_family_sizes(compose_cfg, d_model: int, layers: int, heads: int) -> None:
     _, g = model_config(compose_cfg("model=family", f"model.d_model={d_model}").model, 256)
     assert (g.n_layer, g.n_head, g.d_ff) == (layers, heads, 4 * d_model)
 
 
-@pytest.mark.parametrize("d_model", [100, 8, 0, -16])
+def test_family_min_layers(compose_cfg) -> None:
+    cfg = compose_cfg("model=family", "model.d_model=16", "model.min_layers=1")
+    assert model_config(cfg.model, 256)[1].n_layer == 1
+
+
+@pytest.mark.parametrize("d_model", [100, 4, 0, -16])
 def test_family_bad_d_model(compose_cfg, d_model: int) -> None:
     cfg = compose_cfg("model=family", f"model.d_model={d_model}")
-    with pytest.raises(HarnessError, match="head_dim"):
+    with pytest.raises(HarnessError, match="d_model_step"):
         model_config(cfg.model, 256)
 
 

@@ -27,6 +27,7 @@ SMALL = [
     "sweep.d_model_max=48",
     "sweep.min_steps=5",
     "sweep.tokens_per_param=4",
+    "sweep.spread=16",
     "model.seq_len=32",
     "train.batch_size=16",
 ]
@@ -90,7 +91,9 @@ def test_family_members_cover_the_range() -> None:
 
 
 def test_demo_plan_brackets_the_prior_in_log_n() -> None:
-    cfg = sweep_cfg()  # the demo: 3 budgets x 5 sizes, 20 tokens/param, spread 16
+    # 3 budgets x 5 sizes, 20 tokens/param, spread 16, the prior optimum well inside the family at each budget
+    cfg = sweep_cfg("sweep.budgets=[3e11,1e12,3e12]", "sweep.tokens_per_param=20", "sweep.spread=16",
+                    "sweep.d_model_min=16", "sweep.d_model_max=256")
     runs, notes = plan_sweep(cfg)
     k, r, spread = int(cfg.sweep.sizes_per_budget), float(cfg.sweep.tokens_per_param), float(cfg.sweep.spread)
     B, T = int(cfg.train.batch_size), int(cfg.model.seq_len)
@@ -193,11 +196,21 @@ def test_budget_left_with_too_few_sizes_refused() -> None:
         plan_sweep(sweep_cfg(*DROP, f"sweep.min_steps={min_steps}"))
 
 
+def test_shipped_demo_plan() -> None:
+    """The default demo: 4 budgets x 5 distinct sizes, every run with at least min_steps steps."""
+    cfg = sweep_cfg()
+    runs, notes = plan_sweep(cfg)
+    assert notes == []
+    for C in (1e11, 3e11, 1e12, 3e12):
+        assert len({pr.params for pr in runs if pr.budget == C}) == 5
+    assert min(pr.steps for pr in runs) >= int(cfg.sweep.min_steps)
+
+
 def test_optimum_beyond_the_family_still_plans_at_the_edge() -> None:
     """At 1e12 FLOPs the 20 tokens/param optimum lies above d_model<=48, but the six sizes there all train for
     thousands of steps: the plan should take the largest sizes and say the grid sits at the edge, not refuse
     with a message blaming min_steps (nothing was dropped)."""
-    cfg = sweep_cfg("sweep.budgets=[1e12]", "sweep.sizes_per_budget=3", "sweep.d_model_min=8",
+    cfg = sweep_cfg("sweep.budgets=[1e12]", "sweep.tokens_per_param=20", "sweep.sizes_per_budget=3", "sweep.d_model_min=8",
                     "sweep.d_model_max=48", "sweep.min_steps=1", "model.seq_len=32", "train.batch_size=16")
     try:
         runs, notes = plan_sweep(cfg)
