@@ -17,7 +17,7 @@ process) and printed beside each number, since this box is shared; minor page fa
 
 Candidate changes to the step (VARIANTS below: attention in fp32 under CPU bf16 autocast, fused AdamW, ...) can
 be measured without editing harness/: --variant applies one to the whole table, --ab times several side by side
-in alternating windows (robust to a drifting load), --malloc-tune applies a process-wide glibc setting.
+in alternating windows (robust to a drifting load).
 
     scripts/bench.sh                                   # all presets, fp32 + bf16, all cores
     scripts/bench.sh --presets mini --dtypes bf16 --profile   # plus a torch.profiler top-ops table
@@ -50,7 +50,15 @@ from harness.counting import flops_per_token, param_counts
 from harness.data import load_corpus, sample_batch
 from harness.model import GPT, GPTConfig
 from harness.plan import learning_rate, model_config
-from harness.train import cpu_bf16_supported, lr_at, pick_device, pick_dtype
+from harness.train import (
+    cpu_bf16_supported,
+    keep_freed_memory,
+    lr_at,
+    make_optimizer,
+    pick_device,
+    pick_dtype,
+    train_step,
+)
 
 CONF_DIR = Path(getattr(harness, "CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
 DEFAULT_PRESETS = "nano,micro,mini,small"
@@ -103,16 +111,6 @@ def _trim_heap() -> None:
         _LIBC.malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def malloc_tune(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
-    """glibc only: stop returning freed blocks to the OS (M_TRIM_THRESHOLD) and serving big ones by fresh mmaps
-    (M_MMAP_THRESHOLD), so a step's activations are not page-faulted back in every step. Process-wide."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, mmap_threshold)) and bool(libc.mallopt(-1, trim_threshold))  # M_MMAP_/M_TRIM_
-    except (OSError, AttributeError):
-        return False
 
 
 def _rusage() -> tuple[int, float, float]:
@@ -237,13 +235,7 @@ class Trainer:
         self.use_amp = dtype != torch.float32
         torch.manual_seed(seed)
         self.model = GPT(gcfg).to(device)
-        decay = [p for p in self.model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": float(tc.weight_decay)}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.peak_lr, betas=(float(tc.beta1), float(tc.beta2)),
-            **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-        )
+        self.opt = make_optimizer(self.model, tc, self.peak_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=(dtype == torch.float16 and device.type == "cuda"))
         self.gen = torch.Generator().manual_seed(seed + 1)
         self.train_model = torch.compile(self.model) if compile else self.model
@@ -260,18 +252,8 @@ class Trainer:
         x, y = sample_batch(self.tokens, self.B, self.gcfg.seq_len, self.gen)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         lr = lr_at(self.step_i % self.steps, self.steps, self.peak_lr, float(tc.warmup_frac), float(tc.min_lr_ratio))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with self.amp():
-            _, loss = self.train_model(x, y)
-        scaler.scale(loss).backward()
-        if float(tc.grad_clip) > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(tc.grad_clip))
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        self.window_sum += loss.detach()
+        self.window_sum += train_step(self.train_model, self.model, opt, scaler, x, y, lr, self.amp,
+                                      float(tc.grad_clip))
         self.step_i += 1
         if self.step_i % self.log_every == 0:
             self.last_loss = float(self.window_sum) / (self.step_i - self.last_log)
@@ -514,8 +496,6 @@ def compile_probe(args: argparse.Namespace, threads: int) -> dict[str, Any]:
            "--data", args.data, "--device", args.device, "--seed", str(args.seed)]
     if args.variant:
         cmd += ["--variant", args.variant]
-    if args.malloc_tune:
-        cmd += ["--malloc-tune"]
     for flag, val in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
         if val:
             cmd += [flag, str(val)]
@@ -581,8 +561,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--compile-timeout", type=float, default=300.0)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile probe")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler top ops per config")
-    ap.add_argument("--malloc-tune", action="store_true",
-                    help="process-wide: glibc mallopt so freed activations are reused, not page-faulted in each step")
     ap.add_argument("--variant", default="",
                     help="time the step with a candidate change applied (see --ab), e.g. attn_fp32+fused_adamw")
     ap.add_argument("--ab", default="",
@@ -621,9 +599,9 @@ def load_tokens(args: argparse.Namespace, vocab_hint: int = 256) -> tuple[np.nda
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.malloc_tune and not malloc_tune():
-        print("# --malloc-tune: mallopt unavailable here (not glibc); ignored")
     device = pick_device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as harness.train.run does
     ncores = os.cpu_count() or 1
     threads_list = [int(t) or (ncores if device.type == "cpu" else 1) for t in args.threads.split(",")]
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
