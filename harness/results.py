@@ -124,16 +124,14 @@ def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, re
 
 
 def find_ok(results_dir: Path, rid: str) -> dict[str, Any] | None:
-    """The ok record of run rid, if one exists (so a resumed sweep skips it)."""
+    """The ok record of run rid written by a run into this directory (so a resumed sweep skips it).
+
+    Rows of results.csv without a runs/ record (a committed reference such as results/demo, or a hand-made
+    table) do not count as done: rerunning trains them and replaces their rows."""
     p = results_dir / "runs" / f"{rid}.json"
     if p.exists():
         rec = json.loads(p.read_text())
         return rec if rec.get("status") == "ok" else None
-    if (results_dir / "results.csv").exists():
-        with locked(results_dir, exclusive=False):
-            for r in read_csv_rows(results_dir / "results.csv"):
-                if r["run_id"] == rid and r["status"] == "ok":
-                    return dict(r)
     return None
 
 
