@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.plan import PlannedRun, format_plan, model_config, plan_sweep, run_spec
-from harness.results import check_compatible, check_results_dir, read_records, run_id
+from harness.results import check_compatible, check_results_dir, find_ok, run_id
 
 
 def job_config_for(cfg: DictConfig, d_model: int, budget: float, seed: int, role: str) -> DictConfig:
@@ -46,8 +46,8 @@ def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab
 
 def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> str:
     """Runs done / total, FLOPs done / total and an ETA from the plan's time estimates."""
-    records = read_records(Path(str(cfg.results_dir)))
-    done = [pr for pr, rid in zip(runs, ids) if records.get(rid, {}).get("status") == "ok"]
+    results_dir = Path(str(cfg.results_dir))
+    done = [pr for pr, rid in zip(runs, ids) if find_ok(results_dir, rid) is not None]
     flops_done = sum(pr.budget for pr in done)
     flops_all = sum(pr.budget for pr in runs)
     est_done = sum(pr.est_seconds for pr in done)
