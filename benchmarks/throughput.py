@@ -21,7 +21,7 @@ in alternating windows (robust to a drifting load).
 
     scripts/bench.sh                                   # all presets, fp32 + bf16, all cores
     scripts/bench.sh --presets mini --dtypes bf16 --profile   # plus a torch.profiler top-ops table
-    scripts/bench.sh --dtypes bf16 --ab base,attn_fp32,attn_fp32+fused_adamw@32
+    scripts/bench.sh --dtypes bf16 --ab base,attn_math,gelu_tanh@32
     python benchmarks/throughput.py --presets nano,family:96 --threads 1,2 --out results/bench/t.json
 """
 
@@ -339,22 +339,7 @@ def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
 
 # ----------------------------------------------------------------------------------------------- A/B variants
 # Candidate changes to the training step, applied to one Trainer instance (the harness code is untouched), so
-# `--ab base,attn_fp32+fused_adamw` measures a proposed change before anyone edits harness/.
-def _attn_fp32_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """harness.model.CausalSelfAttention.forward with attention itself run in fp32 under CPU bf16 autocast."""
-    import torch.nn.functional as F
-
-    B, T, C = x.shape
-    q, k, v = self.qkv(x).split(C, dim=2)
-    q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-    if x.device.type == "cpu" and q.dtype == torch.bfloat16:
-        with torch.autocast("cpu", enabled=False):
-            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
-    else:
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return self.proj(y.transpose(1, 2).contiguous().view(B, T, C))
-
-
+# `--ab base,attn_math+foreach_adamw` measures a proposed change before anyone edits harness/.
 def _attn_math_forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -385,10 +370,9 @@ def _patch_blocks(tr: Trainer, part: str, fn: Any) -> None:
 
 VARIANTS: dict[str, Any] = {
     "base": lambda tr: None,
-    "attn_fp32": lambda tr: _patch_blocks(tr, "attn", _attn_fp32_forward),  # SDPA in fp32 when autocast is CPU bf16
     "attn_math": lambda tr: _patch_blocks(tr, "attn", _attn_math_forward),  # SDPA math backend
     "gelu_tanh": lambda tr: _patch_blocks(tr, "mlp", _gelu_tanh_forward),
-    "fused_adamw": lambda tr: _rebuild_adamw(tr, fused=True),
+    "foreach_adamw": lambda tr: _rebuild_adamw(tr, foreach=True),  # the optimizer before fused AdamW on CPU
     "plain_adamw": lambda tr: _rebuild_adamw(tr, foreach=False),
     "compile": lambda tr: setattr(tr, "train_model", torch.compile(tr.model)),
 }
@@ -562,10 +546,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile probe")
     ap.add_argument("--profile", action="store_true", help="also print torch.profiler top ops per config")
     ap.add_argument("--variant", default="",
-                    help="time the step with a candidate change applied (see --ab), e.g. attn_fp32+fused_adamw")
+                    help="time the step with a candidate change applied (see --ab), e.g. attn_math+foreach_adamw")
     ap.add_argument("--ab", default="",
                     help="instead of the sweep: compare variants of the step per preset x dtype x threads in alternating "
-                         "windows, e.g. base,attn_fp32,attn_fp32+fused_adamw@64 (variants: " + ", ".join(VARIANTS) + ")")
+                         "windows, e.g. base,attn_math,gelu_tanh@64 (variants: " + ", ".join(VARIANTS) + ")")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/bench/throughput.json")
     ap.add_argument("--_compile-child", action="store_true", help=argparse.SUPPRESS)

@@ -25,6 +25,19 @@ TINY = [
     "train.threads=1",
     "train.checkpoint_every_s=0",
 ]
+# A tiny sweep: 2 budgets x 3 family sizes (d_model 8..48, 5K to 82K params) at context 32, batch 16; plans
+# print instantly and each of the six runs trains 15-200 steps in well under 3 s.
+SWEEP_SMALL = [
+    "sweep.budgets=[1e9,2e9]",
+    "sweep.sizes_per_budget=3",
+    "sweep.d_model_min=8",
+    "sweep.d_model_max=48",
+    "sweep.min_steps=5",
+    "sweep.tokens_per_param=4",
+    "sweep.spread=16",
+    "model.seq_len=32",
+    "train.batch_size=16",
+]
 # 3e9 FLOPs buy 127 sequences of nano at context 32 (737,280 FLOPs/token): 32 optimizer steps.
 BUDGET = 3e9
 

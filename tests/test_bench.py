@@ -73,10 +73,10 @@ def test_ab_mode_compares_variants(bench, tmp_path: Path) -> None:
     out = tmp_path / "ab.json"
     res = bench.main(["--presets", "nano", "--dtypes", "bf16", "--threads", "1", "--seq-len", "32", "--batch-size", "4",
                       "--steps", "2", "--repeats", "2", "--warmup", "1", "--matmul-sizes", "64", "--data", "random",
-                      "--ab", "base,attn_fp32+fused_adamw,base@8", "--out", str(out)])
+                      "--ab", "base,attn_math+foreach_adamw,base@8", "--out", str(out)])
     rows = json.loads(out.read_text())["ab"]
     assert rows == json.loads(json.dumps(res["ab"]))
-    assert [(r["variant"], r["batch_size"]) for r in rows] == [("base", 4), ("attn_fp32+fused_adamw", 4), ("base@8", 8)]
+    assert [(r["variant"], r["batch_size"]) for r in rows] == [("base", 4), ("attn_math+foreach_adamw", 4), ("base@8", 8)]
     assert rows[0]["ratio"] == 1.0 and all(r["tokens_per_s"] > 0 and len(r["tokens_per_s_windows"]) == 2 for r in rows)
     with pytest.raises(SystemExit, match="unknown variant"):
         bench.main(["--presets", "nano", "--threads", "1", "--matmul-sizes", "64", "--data", "random", "--ab", "nope",

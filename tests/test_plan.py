@@ -18,19 +18,9 @@ from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
 from harness.plan import family_members, format_plan, model_config, plan_sweep
 from harness.results import COLUMNS, write_record
+from tests.conftest import SWEEP_SMALL
 
-# A tiny family (d_model 8..48: six sizes from 5K to 82K params) at context 32, batch 16: plans print instantly.
-SMALL = [
-    "sweep.budgets=[1e9,2e9]",
-    "sweep.sizes_per_budget=3",
-    "sweep.d_model_min=8",
-    "sweep.d_model_max=48",
-    "sweep.min_steps=5",
-    "sweep.tokens_per_param=4",
-    "sweep.spread=16",
-    "model.seq_len=32",
-    "train.batch_size=16",
-]
+SMALL = SWEEP_SMALL
 
 
 def sweep_cfg(*overrides: str):

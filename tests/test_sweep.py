@@ -23,22 +23,11 @@ from harness.data import load_corpus
 from harness.plan import plan_sweep
 from harness.results import COLUMNS, _csv_text, read_records, write_record
 from harness.sweep import planned_ids, progress_line, sweep
+from tests.conftest import SWEEP_SMALL
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
-# 2 budgets x 3 family sizes (d_model 8..40) at context 32, batch 16: six runs of 15-200 steps, < 3 s each.
-SMALL = [
-    "sweep.budgets=[1e9,2e9]",
-    "sweep.sizes_per_budget=3",
-    "sweep.d_model_min=8",
-    "sweep.d_model_max=48",
-    "sweep.min_steps=5",
-    "sweep.tokens_per_param=4",
-    "model.seq_len=32",
-    "train.batch_size=16",
-    "train.eval_windows=8",
-    "train.progress=false",
-]
+SMALL = [*SWEEP_SMALL, "train.eval_windows=8", "train.progress=false"]
 N_RUNS = 6
 PROGRESS = re.compile(r"^\[sweep (\S+)\] (\d+)/(\d+) runs ok \| ", re.M)
 
