@@ -17,7 +17,6 @@ import json
 import math
 import os
 import sysconfig
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessError
+from harness.fsutil import atomic_write
 
 _CHUNK = 1 << 24
 
@@ -45,22 +45,6 @@ class Corpus:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "harness"))
-
-
-def _atomic_write_bytes(path: Path, chunks: Any) -> None:
-    """Write an iterable of byte chunks to path via a temp file + fsync + rename (never a torn file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _is_val_file(rel: str, val_fraction: float) -> bool:
@@ -137,8 +121,8 @@ def _build_files_cache(root: Path, files: list[Path], val_fraction: float, key_d
         "val_fraction": val_fraction,
     }
     for split, chunks in parts.items():
-        _atomic_write_bytes(key_dir / f"{split}.bin", chunks)
-    _atomic_write_bytes(key_dir / "meta.json", [json.dumps(meta).encode()])
+        atomic_write(key_dir / f"{split}.bin", chunks)
+    atomic_write(key_dir / "meta.json", [json.dumps(meta).encode()])
     return meta
 
 
@@ -153,7 +137,7 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
-    _atomic_write_bytes(memo, [h.hexdigest().encode()])
+    atomic_write(memo, [h.hexdigest().encode()])
     return h.hexdigest()
 
 

@@ -15,14 +15,13 @@ import fcntl
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.fsutil import atomic_write
 
 COLUMNS = [
     "run_id", "model", "n_layer", "n_head", "d_model", "d_ff", "seq_len", "vocab_size",
@@ -31,8 +30,6 @@ COLUMNS = [
     "status", "role", "seed", "data_fingerprint", "device", "dtype", "compile", "threads", "world_size",
     "wall_seconds", "tokens_per_second", "harness_version", "error",
 ]
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 REQUIRED = {"run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb"}
 STATUSES = ("ok", "diverged", "failed")
 
@@ -44,19 +41,8 @@ def run_id(spec: dict[str, Any]) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace path with text in one step: temp file in the same directory, fsync, os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are for everyone the umask allows
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace path with text in one step (see harness.fsutil.atomic_write)."""
+    atomic_write(path, [text.encode()])
 
 
 @contextmanager

@@ -75,7 +75,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(runs) - 1}); rerun the dry run")
     from harness.train import run
 
-    record = run(job_config(cfg, runs[idx]))
-    corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
-    print(progress_line(cfg, runs, planned_ids(cfg, runs, corpus.fingerprint, corpus.vocab_size)), flush=True)
+    record = run(job_config(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
+    ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
+    print(progress_line(cfg, runs, ids), flush=True)
     return {"runs": runs, "notes": notes, "record": record}
