@@ -33,8 +33,8 @@ def main() -> None:
     a2, a3 = fits.approach2["a"], fits.approach3["a"]
     print(f"runs={len(df)} budgets={args.budgets} bootstrap={args.bootstrap} jobs={args.jobs}")
     print(f"fit_all wall time: {wall:.1f} s (bootstrap part {fits.bootstrap['seconds']:.1f} s)")
-    print(f"a: truth {law.a:.4f}; approach2 {a2['value']:.4f} [{a2['lo']:.4f}, {a2['hi']:.4f}]; "
-          f"approach3 {a3['value']:.4f} [{a3['lo']:.4f}, {a3['hi']:.4f}]")
+    print(f"a: truth {law.a:.4f}; approach2 {a2.value:.4f} [{a2.lo:.4f}, {a2.hi:.4f}]; "
+          f"approach3 {a3.value:.4f} [{a3.lo:.4f}, {a3.hi:.4f}]")
     print(f"valid resamples: {fits.bootstrap['valid']}")
     print("PASS" if wall < 30.0 else "SLOWER THAN THE 30 s TARGET")
 

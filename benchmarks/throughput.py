@@ -3,9 +3,9 @@
 One process, one run:
 1. the machine's matmul peak for each precision (square matmuls, median of timed repeats, best size wins),
    on the threads in use;
-2. for each preset x precision (x thread count): the training step of harness/train.py (same model, AdamW
-   groups, autocast, grad clip, set_to_none, loss read back every log_every steps, a fresh sample_batch from
-   the memmap every step), warmup then --repeats timed windows, median reported. Achieved FLOP/s uses the exact
+2. for each preset x precision (x thread count): harness.train.Trainer.step itself (the model, AdamW groups,
+   autocast, grad clip, set_to_none, loss read back every log_every steps, a fresh sample_batch from the
+   memmap every step), warmup then --repeats timed windows, median reported. Achieved FLOP/s uses the exact
    count harness.counting.flops_per_token; MFU = achieved / measured peak of that precision. Peak memory is
    the RSS high-water mark of the config (reset through /proc/self/clear_refs on Linux) or, on CUDA,
    torch.cuda.max_memory_allocated;
@@ -37,7 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +47,11 @@ from omegaconf import OmegaConf
 
 import harness
 from harness.counting import flops_per_token, param_counts
-from harness.data import load_corpus, sample_batch
-from harness.model import GPT, GPTConfig
-from harness.plan import learning_rate, model_config
-from harness.train import (
-    cpu_bf16_supported,
-    keep_freed_memory,
-    lr_at,
-    make_optimizer,
-    pick_device,
-    pick_dtype,
-    train_step,
-)
+from harness.data import Corpus, load_corpus, sample_batch
+from harness.model import GPTConfig
+from harness.plan import RunContext, RunPlan, learning_rate, model_config
+from harness.runtime import cpu_bf16_supported, keep_freed_memory, pick_device, pick_dtype
+from harness.train import Trainer
 
 CONF_DIR = Path(getattr(harness, "CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
 DEFAULT_PRESETS = "nano,micro,mini,small"
@@ -100,17 +93,10 @@ def loadavg() -> float | None:
         return None
 
 
-_LIBC = None
-
-
 def _trim_heap() -> None:
     """Give freed heap back to the OS so the next config's RSS high-water mark starts clean (glibc only)."""
-    global _LIBC
-    try:
-        _LIBC = _LIBC or ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _rusage() -> tuple[int, float, float]:
@@ -224,41 +210,17 @@ def preset_config(name: str, vocab_size: int, seq_len: int | None) -> tuple[str,
     return model_config(mc, vocab_size)
 
 
-class Trainer:
-    """The training step of harness/train.py's loop, statement for statement (keep in sync with run())."""
-
-    def __init__(self, gcfg: GPTConfig, tc: Any, device: torch.device, dtype: torch.dtype, batch_size: int,
-                 tokens: np.ndarray, compile: bool = False, seed: int = 0, total_steps: int = 1000) -> None:
-        self.gcfg, self.tc, self.device, self.dtype, self.B = gcfg, tc, device, dtype, batch_size
-        self.tokens, self.steps = tokens, total_steps
-        self.peak_lr = learning_rate(tc, gcfg.d_model)
-        self.use_amp = dtype != torch.float32
-        torch.manual_seed(seed)
-        self.model = GPT(gcfg).to(device)
-        self.opt = make_optimizer(self.model, tc, self.peak_lr)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=(dtype == torch.float16 and device.type == "cuda"))
-        self.gen = torch.Generator().manual_seed(seed + 1)
-        self.train_model = torch.compile(self.model) if compile else self.model
-        self.window_sum = torch.zeros((), device=device)
-        self.step_i, self.last_log = 0, 0
-        self.log_every = max(1, int(tc.log_every))
-        self.last_loss = float("nan")
-
-    def amp(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.dtype) if self.use_amp else nullcontext()
-
-    def step(self) -> None:
-        tc, opt, scaler, device = self.tc, self.opt, self.scaler, self.device
-        x, y = sample_batch(self.tokens, self.B, self.gcfg.seq_len, self.gen)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        lr = lr_at(self.step_i % self.steps, self.steps, self.peak_lr, float(tc.warmup_frac), float(tc.min_lr_ratio))
-        self.window_sum += train_step(self.train_model, self.model, opt, scaler, x, y, lr, self.amp,
-                                      float(tc.grad_clip))
-        self.step_i += 1
-        if self.step_i % self.log_every == 0:
-            self.last_loss = float(self.window_sum) / (self.step_i - self.last_log)
-            self.last_log = self.step_i
-            self.window_sum.zero_()
+def make_trainer(gcfg: GPTConfig, tc: Any, device: torch.device, dtype: torch.dtype, batch_size: int,
+                 tokens: np.ndarray, compile: bool = False, seed: int = 0, total_steps: int = 1000) -> Trainer:
+    """harness.train.Trainer for this model, batch and precision on `tokens`, with an LR schedule of total_steps
+    steps (past them it stays at the final LR): the benchmark times Trainer.step, the trainer's own step."""
+    tc = OmegaConf.merge(tc, {"batch_size": batch_size, "compile": compile})
+    fpt = flops_per_token(gcfg)
+    plan = RunPlan(fpt, total_steps * batch_size, total_steps, batch_size)
+    ctx = RunContext(float(plan.sequences * gcfg.seq_len * fpt), Path("."), gcfg.vocab_size, "bench", gcfg, plan,
+                     learning_rate(tc, gcfg, plan.sequences * gcfg.seq_len)[0])
+    corpus = Corpus(tokens, tokens, gcfg.vocab_size, 1.0, "bench", "benchmark tokens")
+    return Trainer(ctx, tc, corpus, seed, device, dtype, resume=False)
 
 
 def time_sampler(tokens: np.ndarray, B: int, T: int, calls: int = 50) -> float:
@@ -274,20 +236,48 @@ def time_sampler(tokens: np.ndarray, B: int, T: int, calls: int = 50) -> float:
     return statistics.median(ts)
 
 
+def build(preset: str, dtype_name: str, args: argparse.Namespace, tokens: np.ndarray, vocab: int,
+          device: torch.device, variant: str = "", batch_size: int = 0,
+          compile: bool = False) -> tuple[str, GPTConfig, Trainer]:
+    """The preset's (name, GPTConfig) and a Trainer for it at this precision, with `variant` applied."""
+    tc = train_defaults()
+    name, gcfg = preset_config(preset, vocab, args.seq_len)
+    dtype = pick_dtype(dtype_name, device, gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
+    B = batch_size or args.batch_size or int(tc.batch_size)
+    tr = make_trainer(gcfg, tc, device, dtype, B, tokens, compile=compile, seed=args.seed)
+    apply_variant(tr, variant)
+    return name, gcfg, tr
+
+
+def steps_per_window(args: argparse.Namespace, step_s: float) -> int:
+    """--steps, or enough steps for about --window-s seconds (at least --min-steps, at most 200)."""
+    return args.steps or max(args.min_steps, min(200, math.ceil(args.window_s / max(step_s, 1e-6))))
+
+
+def timed_windows(tr: Trainer, steps: int, repeats: int, device: torch.device) -> list[dict[str, Any]]:
+    """`repeats` windows of `steps` Trainer steps: seconds and the load from other processes during each."""
+    windows = []
+    for _ in range(repeats):
+        meter = LoadMeter()
+        meter.start()
+        t = time.perf_counter()
+        for _ in range(steps):
+            tr.step()
+        sync(device)
+        windows.append({"seconds": time.perf_counter() - t, **meter.stop()})
+    return windows
+
+
 def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace, tokens: np.ndarray,
             vocab: int, device: torch.device, compile: bool = False) -> dict[str, Any]:
     """Warm up, then args.repeats timed windows of the real training step; medians and per-window values."""
     if device.type == "cpu":
         torch.set_num_threads(threads)
-    tc = train_defaults()
-    name, gcfg = preset_config(preset, vocab, args.seq_len)
-    dtype = pick_dtype(dtype_name, device, gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
-    B = args.batch_size or int(tc.batch_size)
     mem = MemMeter(device)
     mem.start()
     t_build = time.perf_counter()
-    tr = Trainer(gcfg, tc, device, dtype, B, tokens, compile=compile, seed=args.seed)
-    apply_variant(tr, getattr(args, "variant", ""))
+    name, gcfg, tr = build(preset, dtype_name, args, tokens, vocab, device, getattr(args, "variant", ""),
+                           compile=compile)
     tr.step()  # first step (compile happens here)
     sync(device)
     first_step_s = time.perf_counter() - t_build
@@ -296,23 +286,16 @@ def measure(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
         tr.step()
     sync(device)
     est = (time.perf_counter() - t) / max(1, args.warmup - 1) if args.warmup > 1 else first_step_s
-    steps = args.steps or max(args.min_steps, min(200, math.ceil(args.window_s / max(est, 1e-6))))
-    windows = []
+    steps = steps_per_window(args, est)
     ru0 = _rusage()
-    for _ in range(args.repeats):
-        meter = LoadMeter()
-        meter.start()
-        t = time.perf_counter()
-        for _ in range(steps):
-            tr.step()
-        sync(device)
-        dt = time.perf_counter() - t
-        windows.append({"seconds": dt, **meter.stop()})
+    windows = timed_windows(tr, steps, args.repeats, device)
     ru1 = _rusage()
     n_timed = steps * len(windows)
-    loss_check = float(tr.window_sum) / max(1, tr.step_i - tr.last_log) if tr.step_i > tr.last_log else tr.last_loss
+    open_window = tr.step_n - tr.last_log  # steps since the last read-back
+    loss_check = float(tr.window_sum) / open_window if open_window > 0 else tr.train_loss
     memory = mem.stop()
     fpt = flops_per_token(gcfg)
+    B, dtype = tr.batch_size, tr.dtype
     tok_per_step = B * gcfg.seq_len
     step_s = statistics.median(w["seconds"] for w in windows) / steps
     sampler_s = time_sampler(tokens, B, gcfg.seq_len)
@@ -392,15 +375,10 @@ def ab_compare(preset: str, dtype_name: str, threads: int, spec: str, args: argp
     from other processes hits every variant alike; ratio = median over rounds of variant / first variant."""
     if device.type == "cpu":
         torch.set_num_threads(threads)
-    tc = train_defaults()
-    name, gcfg = preset_config(preset, vocab, args.seq_len)
-    dtype = pick_dtype(dtype_name, device, gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
     trainers = []
     for v in spec.split(","):
         parts, _, batch = v.partition("@")
-        B = int(batch) if batch else (args.batch_size or int(tc.batch_size))
-        tr = Trainer(gcfg, tc, device, dtype, B, tokens, seed=args.seed)
-        apply_variant(tr, parts)
+        name, gcfg, tr = build(preset, dtype_name, args, tokens, vocab, device, parts, int(batch or 0))
         for _ in range(max(2, args.warmup)):
             tr.step()
         trainers.append((v, tr))
@@ -411,28 +389,22 @@ def ab_compare(preset: str, dtype_name: str, threads: int, spec: str, args: argp
         tr.step()
         sync(device)
         est.append(time.perf_counter() - t)
-    steps = [args.steps or max(args.min_steps, min(200, math.ceil(args.window_s / max(e, 1e-6)))) for e in est]
+    steps = [steps_per_window(args, e) for e in est]
     tps: list[list[float]] = [[] for _ in trainers]
     others: list[float] = []
     for _ in range(args.repeats):
         for i, (_, tr) in enumerate(trainers):
-            meter = LoadMeter()
-            meter.start()
-            t = time.perf_counter()
-            for _ in range(steps[i]):
-                tr.step()
-            sync(device)
-            tps[i].append(steps[i] * tr.B * gcfg.seq_len / (time.perf_counter() - t))
-            oc = meter.stop()["other_cores"]
-            if oc is not None:
-                others.append(oc)
+            (w,) = timed_windows(tr, steps[i], 1, device)
+            tps[i].append(steps[i] * tr.batch_size * gcfg.seq_len / w["seconds"])
+            if w["other_cores"] is not None:
+                others.append(w["other_cores"])
     fpt = flops_per_token(gcfg)
     rows = []
     for i, (v, tr) in enumerate(trainers):
         med = statistics.median(tps[i])
-        rows.append({"preset": name, "dtype": dtype_name, "threads": threads, "variant": v, "batch_size": tr.B,
-                     "tokens_per_s": med, "tokens_per_s_windows": tps[i], "achieved_gflops": fpt * med / 1e9,
-                     "mfu": fpt * med / 1e9 / peak,
+        rows.append({"preset": name, "dtype": dtype_name, "threads": threads, "variant": v,
+                     "batch_size": tr.batch_size, "tokens_per_s": med, "tokens_per_s_windows": tps[i],
+                     "achieved_gflops": fpt * med / 1e9, "mfu": fpt * med / 1e9 / peak,
                      "ratio": statistics.median(a / b for a, b in zip(tps[i], tps[0])),
                      "other_cores": statistics.median(others) if others else None, "loadavg_1m": loadavg()})
     return rows
@@ -447,11 +419,7 @@ def profile(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
 
     if device.type == "cpu":
         torch.set_num_threads(threads)
-    tc = train_defaults()
-    _, gcfg = preset_config(preset, vocab, args.seq_len)
-    dtype = pick_dtype(dtype_name, device, gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
-    tr = Trainer(gcfg, tc, device, dtype, args.batch_size or int(tc.batch_size), tokens, seed=args.seed)
-    apply_variant(tr, getattr(args, "variant", ""))
+    _, _, tr = build(preset, dtype_name, args, tokens, vocab, device, getattr(args, "variant", ""))
     for _ in range(max(2, args.warmup)):
         tr.step()
     sync(device)
@@ -464,11 +432,8 @@ def profile(preset: str, dtype_name: str, threads: int, args: argparse.Namespace
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)
     total = sum(getattr(e, key, 0) for e in events) or 1
-    rows = []
-    for e in events[:top]:
-        rows.append({"op": e.key, "calls_per_step": e.count / n, "self_ms_per_step": getattr(e, key) / 1e3 / n,
-                     "self_frac": getattr(e, key) / total})
-    return rows
+    return [{"op": e.key, "calls_per_step": e.count / n, "self_ms_per_step": getattr(e, key) / 1e3 / n,
+             "self_frac": getattr(e, key) / total} for e in events[:top]]
 
 
 # ----------------------------------------------------------------------------------------------- compile child
@@ -506,20 +471,23 @@ def compile_probe(args: argparse.Namespace, threads: int) -> dict[str, Any]:
 def fmt_table(rows: list[dict[str, Any]], peaks: dict[str, dict[str, Any]]) -> str:
     head = ("preset", "params", "dtype", "thr", "B", "steps", "step ms", "tok/s", "GFLOP/s", "MFU", "sampler",
             "faults", "peak MB", "+MB", "others", "load1")
-    out = [head]
-    for r in rows:
-        out.append((r["preset"], f"{r['params_total'] / 1e6:.2f}M", r["dtype"], str(r["threads"] or "-"),
+    out = [head, *(_cells(r) for r in rows)]
+    widths = [max(len(row[i]) for row in out) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) if i > 0 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in out]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _cells(r: dict[str, Any]) -> tuple[str, ...]:
+    """One row of fmt_table's table as text ('-' for what was not measured)."""
+    return (r["preset"], f"{r['params_total'] / 1e6:.2f}M", r["dtype"], str(r["threads"] or "-"),
                     str(r["batch_size"]), f"{r['windows']}x{r['steps_per_window']}", f"{r['step_ms']:.1f}",
                     f"{r['tokens_per_s']:,.0f}", f"{r['achieved_gflops']:.1f}",
                     f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-",
                     f"{100 * r['sampler_frac']:.1f}%", f"{r['minor_faults_per_step']:,.0f}", f"{r['peak_mem_mb']:.0f}",
                     f"{r['peak_mem_delta_mb']:.0f}" if r.get("peak_mem_delta_mb") is not None else "-",
                     f"{r['other_cores']:.2f}" if r.get("other_cores") is not None else "-",
-                    f"{r['loadavg_1m']:.2f}" if r.get("loadavg_1m") is not None else "-"))
-    widths = [max(len(row[i]) for row in out) for i in range(len(head))]
-    lines = ["  ".join(c.rjust(w) if i > 0 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in out]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+                    f"{r['loadavg_1m']:.2f}" if r.get("loadavg_1m") is not None else "-")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -581,104 +549,127 @@ def load_tokens(args: argparse.Namespace, vocab_hint: int = 256) -> tuple[np.nda
     return corpus.train, corpus.vocab_size, corpus.fingerprint
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    device = pick_device(args.device)
-    if device.type == "cpu":
-        keep_freed_memory()  # as harness.train.run does
-    ncores = os.cpu_count() or 1
-    threads_list = [int(t) or (ncores if device.type == "cpu" else 1) for t in args.threads.split(",")]
-    presets = [p.strip() for p in args.presets.split(",") if p.strip()]
-    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
-    tokens, vocab, fingerprint = load_tokens(args)
-
-    if args._compile_child:  # internal: compile off/on for one config, one JSON line on stdout
-        off = measure(presets[0], dtypes[0], threads_list[0], args, tokens, vocab, device, compile=False)
-        on = measure(presets[0], dtypes[0], threads_list[0], args, tokens, vocab, device, compile=True)
-        print(json.dumps({"off": off, "on": on}))
-        return {"off": off, "on": on}
-
-    t_all = time.perf_counter()
+def matmul_peaks(args: argparse.Namespace, device: torch.device, threads_list: list[int],
+                 dtypes: list[str]) -> dict[str, dict[str, Any]]:
+    """The matmul peak of every precision at every thread count, keyed 'dtype@threads', printed as measured."""
     sizes = [int(s) for s in args.matmul_sizes.split(",")]
-    print(f"# torch {torch.__version__} on {device.type} ({platform.processor() or platform.machine()}, "
-          f"{ncores} cores, cpu_bf16_supported={cpu_bf16_supported()}); load avg 1m at start {loadavg()}",
-          flush=True)
     peaks: dict[str, dict[str, Any]] = {}
     for thr in threads_list:
         if device.type == "cpu":
             torch.set_num_threads(thr)
         for d in dtypes:
-            dt = pick_dtype(d, device)
             key = f"{d}@{thr}"
-            peaks[key] = {"dtype": d, "threads": thr, **matmul_peak(device, dt, sizes, 5), "loadavg_1m": loadavg()}
+            peaks[key] = {"dtype": d, "threads": thr, **matmul_peak(device, pick_dtype(d, device), sizes, 5),
+                          "loadavg_1m": loadavg()}
             bs = ", ".join(f"{n}: {g:.0f}" for n, g in peaks[key]["by_size"].items())
             oc = peaks[key]["other_cores"]
             print(f"# matmul peak {d:>4} {thr} thr: {peaks[key]['gflops']:.0f} GFLOP/s (by size {bs}); "
                   f"other cores busy {oc if oc is None else round(oc, 2)}", flush=True)
+    return peaks
 
-    if args.ab:
-        ab_rows = []
-        for thr in threads_list:
-            for p in presets:
-                for d in dtypes:
-                    rows_ = ab_compare(p, d, thr, args.ab, args, tokens, vocab, device, peaks[f"{d}@{thr}"]["gflops"])
-                    for r in rows_:
-                        oc = r["other_cores"]
-                        print(f"# {r['preset']:>6} {d:>4} {thr} thr {r['variant']:<34} B={r['batch_size']:<4} "
-                              f"{r['tokens_per_s']:>10,.0f} tok/s  MFU {100 * r['mfu']:5.1f}%  x{r['ratio']:.3f}  "
-                              f"others {'-' if oc is None else f'{oc:.2f}'}", flush=True)
-                    ab_rows += rows_
-        result = {"machine": machine_info(device, ncores), "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-                  "matmul_peak": peaks, "ab": ab_rows, "wall_s": time.perf_counter() - t_all}
-        write_json(Path(args.out), result)
-        print(f"\nwrote {args.out} ({result['wall_s']:.0f} s)")
-        return result
 
+def ab_rows(args: argparse.Namespace, configs: list[tuple[int, str, str]], tokens: np.ndarray, vocab: int,
+            device: torch.device, peaks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """--ab: the variants of every (threads, preset, dtype) config, printed as measured."""
     rows = []
-    for thr in threads_list:
-        for p in presets:
-            for d in dtypes:
-                r = measure(p, d, thr, args, tokens, vocab, device)
-                peak = peaks[f"{d}@{thr}"]["gflops"]
-                r["peak_gflops"] = peak
-                r["mfu"] = r["achieved_gflops"] / peak
-                if args.profile:
-                    r["profile"] = profile(p, d, thr, args, tokens, vocab, device)
-                rows.append(r)
-                print(f"# {r['preset']:>6} {d:>4} {thr} thr: {r['tokens_per_s']:,.0f} tok/s, "
-                      f"{r['achieved_gflops']:.1f} GFLOP/s, MFU {100 * r['mfu']:.1f}%, "
-                      f"windows {[round(x) for x in r['tokens_per_s_windows']]}, others {r['other_cores']}", flush=True)
-                if args.profile:
-                    for e in r["profile"]:
-                        print(f"#     {e['op'][:48]:<48} {e['self_ms_per_step']:8.2f} ms/step {100 * e['self_frac']:5.1f}% "
-                              f"x{e['calls_per_step']:.0f}")
+    for thr, p, d in configs:
+        for r in ab_compare(p, d, thr, args.ab, args, tokens, vocab, device, peaks[f"{d}@{thr}"]["gflops"]):
+            oc = r["other_cores"]
+            print(f"# {r['preset']:>6} {d:>4} {thr} thr {r['variant']:<34} B={r['batch_size']:<4} "
+                  f"{r['tokens_per_s']:>10,.0f} tok/s  MFU {100 * r['mfu']:5.1f}%  x{r['ratio']:.3f}  "
+                  f"others {'-' if oc is None else f'{oc:.2f}'}", flush=True)
+            rows.append(r)
+    return rows
 
-    compile_res: dict[str, Any] | None = None
-    if not args.no_compile:
-        compile_res = compile_probe(args, threads_list[-1])
-        if compile_res["status"] == "ok":
-            print(f"# torch.compile {compile_res['preset']} {compile_res['dtype']}: "
-                  f"{compile_res['tokens_per_s_off']:,.0f} -> {compile_res['tokens_per_s_on']:,.0f} tok/s "
-                  f"(x{compile_res['speedup']:.2f}); first step {compile_res['compile_first_step_s']:.1f} s compiled "
-                  f"vs {compile_res['eager_first_step_s']:.2f} s eager", flush=True)
-        else:
-            print(f"# torch.compile probe {compile_res['status']}: {compile_res['note']}", flush=True)
 
+def table_rows(args: argparse.Namespace, configs: list[tuple[int, str, str]], tokens: np.ndarray, vocab: int,
+               device: torch.device, peaks: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The main table: measure() of every (threads, preset, dtype) config with its MFU, printed as measured."""
+    rows = []
+    for thr, p, d in configs:
+        r = measure(p, d, thr, args, tokens, vocab, device)
+        r["peak_gflops"] = peaks[f"{d}@{thr}"]["gflops"]
+        r["mfu"] = r["achieved_gflops"] / r["peak_gflops"]
+        if args.profile:
+            r["profile"] = profile(p, d, thr, args, tokens, vocab, device)
+        rows.append(r)
+        print(f"# {r['preset']:>6} {d:>4} {thr} thr: {r['tokens_per_s']:,.0f} tok/s, "
+              f"{r['achieved_gflops']:.1f} GFLOP/s, MFU {100 * r['mfu']:.1f}%, "
+              f"windows {[round(x) for x in r['tokens_per_s_windows']]}, others {r['other_cores']}", flush=True)
+        for e in r.get("profile", []):
+            print(f"#     {e['op'][:48]:<48} {e['self_ms_per_step']:8.2f} ms/step {100 * e['self_frac']:5.1f}% "
+                  f"x{e['calls_per_step']:.0f}")
+    return rows
+
+
+def compile_summary(args: argparse.Namespace, threads: int) -> dict[str, Any] | None:
+    """The torch.compile probe (None with --no-compile), printed."""
+    if args.no_compile:
+        return None
+    res = compile_probe(args, threads)
+    if res["status"] == "ok":
+        print(f"# torch.compile {res['preset']} {res['dtype']}: {res['tokens_per_s_off']:,.0f} -> "
+              f"{res['tokens_per_s_on']:,.0f} tok/s (x{res['speedup']:.2f}); first step "
+              f"{res['compile_first_step_s']:.1f} s compiled vs {res['eager_first_step_s']:.2f} s eager", flush=True)
+    else:
+        print(f"# torch.compile probe {res['status']}: {res['note']}", flush=True)
+    return res
+
+
+def finish(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
+    """Write the result JSON to --out and say where."""
+    write_json(Path(args.out), result)
+    print(f"\nwrote {args.out} ({result['wall_s']:.0f} s)")
+    return result
+
+
+def _names(csv: str) -> list[str]:
+    """A comma list of names without blanks."""
+    return [x.strip() for x in csv.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Peaks, then the --ab comparison or the table (plus the compile probe); writes --out."""
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory()  # as harness.train.Trainer does
+    ncores = os.cpu_count() or 1
+    threads_list = [int(t) or (ncores if device.type == "cpu" else 1) for t in args.threads.split(",")]
+    presets, dtypes = _names(args.presets), _names(args.dtypes)
+    tokens, vocab, fingerprint = load_tokens(args)
+
+    if args._compile_child:  # internal: compile off/on for one config, one JSON line on stdout
+        off, on = (measure(presets[0], dtypes[0], threads_list[0], args, tokens, vocab, device, compile=c)
+                   for c in (False, True))
+        print(json.dumps({"off": off, "on": on}))
+        return {"off": off, "on": on}
+
+    t_all = time.perf_counter()
+    print(f"# torch {torch.__version__} on {device.type} ({platform.processor() or platform.machine()}, "
+          f"{ncores} cores, cpu_bf16_supported={cpu_bf16_supported()}); load avg 1m at start {loadavg()}",
+          flush=True)
+    peaks = matmul_peaks(args, device, threads_list, dtypes)
+    configs = [(thr, p, d) for thr in threads_list for p in presets for d in dtypes]
+    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+    if args.ab:
+        ab = ab_rows(args, configs, tokens, vocab, device, peaks)
+        return finish(args, {"machine": machine_info(device, ncores), "settings": settings, "matmul_peak": peaks,
+                             "ab": ab, "wall_s": time.perf_counter() - t_all})
+
+    rows = table_rows(args, configs, tokens, vocab, device, peaks)
+    compile_res = compile_summary(args, threads_list[-1])
     print()
     print(fmt_table(rows, peaks))
     print("\nthr: torch threads; steps: windows x steps per window; MFU: achieved / measured matmul peak of that "
           "precision;\nsampler: sample_batch time / step time; faults: minor page faults per step; peak MB: RSS high-water mark (+MB over the RSS before "
           "the model was built);\nothers: cores busy with other processes during the timed windows; load1: 1-min load "
           "average at the end.")
-    result = {
-        "machine": machine_info(device, ncores),
-        "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+    return finish(args, {
+        "machine": machine_info(device, ncores), "settings": settings,
         "data_fingerprint": fingerprint, "matmul_peak": peaks, "rows": rows, "compile": compile_res,
         "wall_s": time.perf_counter() - t_all, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json(Path(args.out), result)
-    print(f"\nwrote {args.out} ({result['wall_s']:.0f} s)")
-    return result
+    })
 
 
 if __name__ == "__main__":

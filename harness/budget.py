@@ -9,9 +9,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from harness.analysis.fits import load_fits
+from harness.analysis import Estimate, load_fits, predict_at_budget, predict_loss
 from harness.analysis.load import cfg_get
-from harness.analysis.predict import predict_at_budget, predict_loss
 from harness.errors import HarnessError
 
 
@@ -37,18 +36,20 @@ def gpu_cost(flops: float, peak_tflops: float, utilization: float, price_per_hou
             "effective_tflops": rate / 1e12}
 
 
-def plan_budget(cfg: Any) -> dict[str, Any]:
-    """Pure function behind harness-plan-budget: FLOPs, GPU-hours, cost and (with fits=) the optimum at C."""
+def _flops(cfg: Any) -> tuple[float, str, float | None, float | None]:
+    """(FLOPs, where they came from, N, D): C= as given, or N= D= as 6ND (or flops= when given exactly)."""
     C, N, D, exact = _pos(cfg, "C"), _pos(cfg, "N"), _pos(cfg, "D"), _pos(cfg, "flops")
     if C is None and (N is None or D is None):
         raise HarnessError("give a target budget C=<FLOPs>, or a model size and token count N=<params> D=<tokens>")
     if C is not None and N is not None and D is not None:
         raise HarnessError("give either C=<FLOPs> or N= and D=, not both")
     if N is not None and D is not None:
-        flops, source = (exact, "given") if exact is not None else (6.0 * N * D, "6ND")
-    else:
-        flops, source = float(C), "C"
+        return (exact, "given", N, D) if exact is not None else (6.0 * N * D, "6ND", N, D)
+    return float(C), "C", N, D
 
+
+def _hardware(cfg: Any) -> dict[str, Any]:
+    """gpu, peak_tflops, utilization, price_per_hour and n_gpus from cfg (a named gpu or explicit peak/price)."""
     gpus = cfg_get(cfg, "gpus", {}) or {}
     gpu = str(cfg_get(cfg, "gpu", "h100-sxm"))
     spec = gpus.get(gpu) if isinstance(gpus, Mapping) or hasattr(gpus, "get") else None
@@ -66,12 +67,17 @@ def plan_budget(cfg: Any) -> dict[str, Any]:
     n_gpus = int(cfg_get(cfg, "n_gpus", 1))
     if n_gpus < 1:
         raise HarnessError(f"n_gpus={n_gpus} must be >= 1")
+    return {"gpu": gpu, "peak_tflops": peak, "utilization": util, "price_per_hour": price, "n_gpus": n_gpus}
 
+
+def plan_budget(cfg: Any) -> dict[str, Any]:
+    """Pure function behind harness-plan-budget: FLOPs, GPU-hours, cost and (with fits=) the optimum at C."""
+    flops, source, N, D = _flops(cfg)
+    hw = _hardware(cfg)
     out: dict[str, Any] = {
         "flops": flops, "flops_source": source, "N": N, "D": D,
-        "tokens_per_param": (D / N) if (N and D) else None,
-        "gpu": gpu, "peak_tflops": peak, "utilization": util, "price_per_hour": price, "n_gpus": n_gpus,
-        **gpu_cost(flops, peak, util, price, n_gpus),
+        "tokens_per_param": (D / N) if (N and D) else None, **hw,
+        **gpu_cost(flops, hw["peak_tflops"], hw["utilization"], hw["price_per_hour"], hw["n_gpus"]),
     }
     fits_path = cfg_get(cfg, "fits")
     if fits_path:
@@ -82,12 +88,19 @@ def plan_budget(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def _g(x: Any) -> str:
+    """A number with 4 significant digits, '-' when missing."""
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _est(e: Estimate) -> str:
+    """'value [lo, hi]' with 4 significant digits."""
+    return f"{_g(e.value)} [{_g(e.lo)}, {_g(e.hi)}]"
+
+
 def format_plan(plan: Mapping[str, Any]) -> str:
     """Human-readable summary printed by harness-plan-budget."""
-
-    def g(x: Any) -> str:
-        return "-" if x is None else f"{x:.4g}"
-
+    g = _g
     lines = [f"compute: {g(plan['flops'])} FLOPs ({plan['flops_source']})"]
     if plan.get("N"):
         lines.append(f"model: N={g(plan['N'])} params, D={g(plan['D'])} tokens ({g(plan['tokens_per_param'])} "
@@ -101,10 +114,7 @@ def format_plan(plan: Mapping[str, Any]) -> str:
         lines.append(f"compute-optimal at C={g(opt['C'])} ({g(opt['extrapolation'])}x the largest fitted budget):")
         for name in ("approach2", "approach3"):
             q = opt[name]
-            lines.append(f"  {name}: N*={g(q['N'])} [{g(q['N_lo'])}, {g(q['N_hi'])}]  D*={g(q['D'])} "
-                         f"[{g(q['D_lo'])}, {g(q['D_hi'])}]  loss={g(q['loss'])} [{g(q['loss_lo'])}, "
-                         f"{g(q['loss_hi'])}]")
+            lines.append(f"  {name}: N*={_est(q['N'])}  D*={_est(q['D'])}  loss={_est(q['loss'])}")
     if plan.get("loss_at_N_D"):
-        q = plan["loss_at_N_D"]
-        lines.append(f"predicted loss at (N, D) (Approach 3): {g(q['loss'])} [{g(q['lo'])}, {g(q['hi'])}]")
+        lines.append(f"predicted loss at (N, D) (Approach 3): {_est(plan['loss_at_N_D'])}")
     return "\n".join(lines)

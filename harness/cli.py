@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from harness import CONF_DIR
+from harness.analysis.estimate import Estimate
 from harness.errors import HarnessError
 
 
@@ -37,10 +38,9 @@ def guarded(fn: Callable[[DictConfig], int | None]) -> Callable[[DictConfig], in
 def count(cfg: DictConfig) -> dict[str, Any]:
     """Parameter and FLOP counts of cfg.model (exact, 6N and measured by FlopCounterMode)."""
     from harness.counting import count_report
-    from harness.train import model_config
+    from harness.plan import model_config, vocab_hint
 
-    vocab = int(cfg.data.vocab_size) if cfg.data.get("vocab_size") else 256
-    name, gcfg = model_config(cfg.model, vocab)
+    name, gcfg = model_config(cfg.model, vocab_hint(cfg))
     return {"model": name, **gcfg.__dict__, **count_report(gcfg, measure=bool(cfg.get("measure", True)))}
 
 
@@ -56,6 +56,7 @@ def count_main(cfg: DictConfig) -> int:
 @guarded
 def train_main(cfg: DictConfig) -> int:
     """harness-train model=NAME budget=FLOPS results_dir=DIR: train one run; exit 1 if it diverged."""
+    from harness.plan import results_dir
     from harness.train import run
 
     rec = run(cfg)
@@ -64,7 +65,7 @@ def train_main(cfg: DictConfig) -> int:
     print(
         f"[harness] {rec['model']}: status={rec['status']} val_bpb={float(rec['val_bpb']):.4f} "
         f"flops={float(rec['flops']):.4g} tokens={rec['tokens']} wall={float(rec['wall_seconds']):.1f}s "
-        f"-> {Path(str(cfg.results_dir)) / 'results.csv'}"
+        f"-> {results_dir(cfg) / 'results.csv'}"
     )
     if rec["status"] != "ok":
         print(f"error: run {rec['run_id']} {rec['status']}: {rec.get('error')}", file=sys.stderr)
@@ -75,24 +76,29 @@ def train_main(cfg: DictConfig) -> int:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sweep_run")
 @guarded
 def sweep_main(cfg: DictConfig) -> int:
-    """harness-sweep sweep=NAME: print the plan; with plan_index=i (set by scripts/sweep.sh) train run i.
+    """harness-sweep sweep=NAME [print=table|count|results_dir|plan]: print the plan; with plan_index=i (set by
+    scripts/sweep.sh) train run i.
 
     A diverged run is recorded and the job returns normally, so one bad run never stops the sweep."""
-    from harness.sweep import sweep
+    from harness.sweep import dry_run_text, sweep
+    from harness.tune import tune
 
-    out = sweep(cfg)
+    out = tune(cfg) if cfg.sweep.get("kind") == "lr" else sweep(cfg)
     if cfg.get("plan_index") is None:
-        what = str(cfg.print)
-        print({"count": len(out["runs"]), "results_dir": cfg.results_dir}.get(what, out["table"]))
+        print(dry_run_text(cfg, out))
     return 0
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sweep_run")
 @guarded
 def validate_main(cfg: DictConfig) -> int:
-    """harness-validate sweep=NAME: fit the sweep, train the held-out run, compare, write the report."""
+    """harness-validate sweep=NAME: fit the sweep, train the held-out run, compare, write the report (an LR
+    sweep: fit each point's optimum and the LR rule, write lr_rule.json and the report)."""
     from harness.report import fmt_est
     from harness.validate import validate
+
+    if cfg.sweep.get("kind") == "lr":
+        return _fit_lr_sweep(cfg)
 
     res = validate(cfg)
     v, fits = res["validation"], res["fits"]
@@ -102,14 +108,66 @@ def validate_main(cfg: DictConfig) -> int:
         print(f"{name}: a (N_opt ~ C^a) = {fmt_est(f['a'])}, b (D_opt ~ C^b) = {fmt_est(f['b'])}")
     print(f"held-out {v['model']} at {v['budget']:.3g} FLOPs: actual {v['metric']} = {v['actual']:.4f} ({v['status']})")
     for name, c in v["comparison"].items():
-        if c["loss"] is None:
-            print(f"  {name}: no prediction")
-            continue
-        inside = "n/a" if c["inside"] is None else ("inside" if c["inside"] else "OUTSIDE")
-        rel = "n/a" if c["rel_error"] is None else f"{c['rel_error']:+.2%}"
-        print(f"  {name}: predicted {c['loss']:.4f} [{c['lo'] or float('nan'):.4f}, {c['hi'] or float('nan'):.4f}] "
-              f"-> error {rel}, {inside} the interval")
+        print(f"  {name}: {_comparison_line(c)}")
     for w in fits.warnings:
         print(f"warning: {w}")
     print(f"report: {res['files'].get('report.md', Path(str(cfg.results_dir)) / 'report.md')}")
     return 0 if v["status"] == "ok" else 1
+
+
+def _fit_lr_sweep(cfg: DictConfig) -> int:
+    """The last step of an LR sweep: the rule and report, summarised on the terminal."""
+    from harness.tune import fit_tune
+
+    res = fit_tune(cfg)
+    doc = res["doc"]
+    rule = {k: Estimate.from_dict(v) for k, v in doc["rule"].items()}
+    print(f"\n=== LR rule: lr* = c N^p D^q (N = {doc['params']} parameters, D = tokens) ===")
+    print("  " + ", ".join(f"{k} = {rule[k].format(4)}" for k in ("c", "p", "q")))
+    for p in doc["points"]:
+        o = Estimate.from_dict(p["lr_opt"])
+        print(f"  {p['model']:<16} {p['budget']:>8.3g} FLOPs: lr* = {o.format(3)} ({p['status']})")
+    flagged = [p for p in doc["points"] if p["status"] != "ok"]
+    if flagged:
+        print(f"warning: {len(flagged)} point(s) not bracketed after the refinement rounds; left out of the rule")
+    print(f"rule: {res['files'][0]}\nreport: {res['files'][1]}")
+    return 0
+
+
+def _comparison_line(c: dict[str, Any]) -> str:
+    """'predicted 1.9918 [1.9205, 2.0592] -> error +0.36%, inside the interval' for one held-out comparison."""
+    p = c["predicted"]
+    if p.value is None:
+        return "no prediction"
+    inside = "n/a" if c["inside"] is None else ("inside" if c["inside"] else "OUTSIDE")
+    rel = "n/a" if c["rel_error"] is None else f"{c['rel_error']:+.2%}"
+    lo, hi = (float("nan") if x is None else x for x in (p.lo, p.hi))
+    return f"predicted {p.value:.4f} [{lo:.4f}, {hi:.4f}] -> error {rel}, {inside} the interval"
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="analyze")
+@guarded
+def analyze_main(cfg: DictConfig) -> int:
+    """harness-analyze results=PATH [out=DIR] [overrides]: fit a results CSV, write fits.json, report.md, PNGs."""
+    from harness.analyze import run_analysis
+    from harness.report import fmt_est
+
+    res = run_analysis(cfg)
+    s = res["summary"]
+    print(f"fitted {s['n_used']} runs -> {res['out']}")
+    print(f"a (N_opt ~ C^a): approach 2 {fmt_est(s['a_approach2'])}; approach 3 {fmt_est(s['a_approach3'])}")
+    fr = s["frontier"]
+    print(f"frontier L = E + K C^-k: E {fmt_est(fr['E'])}, k {fmt_est(fr['k'])}")
+    for w in s["warnings"]:
+        print(f"warning: {w}")
+    return 0
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="budget")
+@guarded
+def plan_budget_main(cfg: DictConfig) -> int:
+    """harness-plan-budget C=<FLOPs> | N=<params> D=<tokens> [fits=fits.json] [gpu=...]: cost and optimum."""
+    from harness.budget import format_plan, plan_budget
+
+    print(format_plan(plan_budget(cfg)))
+    return 0

@@ -62,13 +62,18 @@ def stdlib_files() -> tuple[Path, list[Path]]:
     return root, files
 
 
+def _glob_files(pattern: str) -> tuple[Path, list[Path]]:
+    """The files a glob matches and their deepest common directory (the root their names are taken from)."""
+    files = sorted(Path(p) for p in globlib.glob(pattern, recursive=True) if Path(p).is_file())
+    if not files:
+        raise HarnessError(f"data.path glob {pattern!r} matches no file; check the pattern")
+    return Path(os.path.commonpath([str(f.parent) for f in files])), files
+
+
 def _text_files(path: str, pattern: str) -> tuple[Path, list[Path]]:
+    """data.path as (root, files): a glob, one file, or a directory's files matching data.pattern."""
     if any(ch in path for ch in "*?["):
-        files = sorted(Path(p) for p in globlib.glob(path, recursive=True) if Path(p).is_file())
-        root = Path(os.path.commonpath([str(f.parent) for f in files])) if files else Path(".")
-        if not files:
-            raise HarnessError(f"data.path glob {path!r} matches no file; check the pattern")
-        return root, files
+        return _glob_files(path)
     p = Path(path).expanduser()
     if not p.exists():
         raise HarnessError(f"data.path {str(p)!r} does not exist; point data.path at a text file or directory")
@@ -103,7 +108,7 @@ def _build_files_cache(root: Path, files: list[Path], val_fraction: float, key_d
     if len(files) == 1:  # one file: split by a contiguous tail
         data = files[0].read_bytes()
         digest.update(data)
-        cut = len(data) - int(math.ceil(len(data) * val_fraction))
+        cut = len(data) - math.ceil(len(data) * val_fraction)
         parts = {"train": [data[:cut]], "val": [data[cut:]]}
     else:
         parts = {"train": [], "val": []}
@@ -151,13 +156,8 @@ def _check_token_range(arr: np.ndarray, vocab_size: int, path: Path) -> None:
             )
 
 
-def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
-    p = Path(str(dc.path)).expanduser()
-    if not p.exists():
-        raise HarnessError(f"data.path {str(p)!r} does not exist; point it at a token .bin file or a directory")
-    dtype = np.dtype(str(dc.token_dtype))
-    if dtype not in (np.uint16, np.uint32):
-        raise HarnessError(f"data.token_dtype={dc.token_dtype!r} is not supported; use uint16 or uint32")
+def _token_meta(dc: Any, p: Path) -> tuple[int, float]:
+    """(vocab size, mean bytes per token) of token data: data.* settings, else meta.json beside the .bin."""
     meta_file = (p if p.is_dir() else p.parent) / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     vocab = int(dc.vocab_size if dc.vocab_size is not None else meta.get("vocab_size", 0))
@@ -169,23 +169,41 @@ def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
             "token data needs the mean bytes per token to report bits per byte; set "
             "data.bytes_per_token=<x> (or write {\"bytes_per_token\": x} to meta.json beside the .bin)"
         )
+    return vocab, float(bpt)
+
+
+def _token_files(p: Path, dtype: np.dtype) -> list[Path]:
+    """[train.bin, val.bin] of a token directory or [the file], each checked to hold whole tokens."""
     files = [p / "train.bin", p / "val.bin"] if p.is_dir() else [p]
     for f in files:
         if not f.exists():
             raise HarnessError(f"{str(f)!r} does not exist; a token directory needs train.bin and val.bin")
         if f.stat().st_size % dtype.itemsize:
             raise HarnessError(f"{str(f)!r} is not a whole number of {dtype.name} tokens; check data.token_dtype")
+    return files
+
+
+def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
+    """A pre-tokenized corpus, memory-mapped; one file is split by a contiguous tail of val_fraction."""
+    p = Path(str(dc.path)).expanduser()
+    if not p.exists():
+        raise HarnessError(f"data.path {str(p)!r} does not exist; point it at a token .bin file or a directory")
+    dtype = np.dtype(str(dc.token_dtype))
+    if dtype not in (np.uint16, np.uint32):
+        raise HarnessError(f"data.token_dtype={dc.token_dtype!r} is not supported; use uint16 or uint32")
+    vocab, bpt = _token_meta(dc, p)
+    files = _token_files(p, dtype)
     arrays = [np.memmap(f, dtype=dtype, mode="r") if f.stat().st_size else np.zeros(0, dtype) for f in files]
     for f, a in zip(files, arrays):
         _check_token_range(a, vocab, f)
     if len(arrays) == 2:
         train, val = arrays
     else:
-        cut = len(arrays[0]) - int(math.ceil(len(arrays[0]) * float(dc.val_fraction)))
+        cut = len(arrays[0]) - math.ceil(len(arrays[0]) * float(dc.val_fraction))
         train, val = arrays[0][:cut], arrays[0][cut:]
     digest = hashlib.sha256("".join(_file_digest(f, cache_dir) for f in files).encode()).hexdigest()[:16]
     nbytes = sum(f.stat().st_size for f in files)
-    return Corpus(train, val, vocab, float(bpt), f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})")
+    return Corpus(train, val, vocab, bpt, f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})")
 
 
 def load_corpus(dc: Any, seq_len: int) -> Corpus:

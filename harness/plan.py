@@ -6,15 +6,29 @@ Everything here is arithmetic on configs (no torch training, no data), so plans 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from harness.counting import flops_per_token
+from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
+from harness.lr_rule import load_rule, mismatches
 from harness.model import GPTConfig
+
+
+def vocab_hint(cfg: DictConfig) -> int:
+    """The vocabulary to plan with before the corpus is opened: data.vocab_size if set, else 256 (bytes)."""
+    return int(cfg.data.vocab_size) if cfg.data.get("vocab_size") else 256
+
+
+def results_dir(cfg: DictConfig) -> Path:
+    """cfg.results_dir with ~ expanded: the one path every command reads and writes."""
+    return Path(str(cfg.results_dir)).expanduser()
 
 
 def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig]:
@@ -37,15 +51,23 @@ def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig
     return str(mc.name), cfg
 
 
-def learning_rate(tc: DictConfig, d_model: int) -> float:
-    """The LR-vs-size rule: lr = lr_base * (lr_ref_width / d_model) ** lr_width_exponent (1/sqrt(width) by
-    default, in the spirit of muP, Yang et al. 2022), unless train.lr is a number. Check it with the lr sweep."""
-    if str(tc.lr) != "auto":
-        try:
-            return float(tc.lr)
-        except ValueError:
-            raise HarnessError(f"train.lr={tc.lr!r} must be auto or a number like 1e-3") from None
-    return float(tc.lr_base) * (float(tc.lr_ref_width) / d_model) ** float(tc.lr_width_exponent)
+def learning_rate(tc: DictConfig, gcfg: GPTConfig, tokens: float) -> tuple[float, str]:
+    """Peak LR and where it came from: a number (fixed); auto = lr_base * (lr_ref_width / d_model) **
+    lr_width_exponent (1/sqrt(width), after muP, Yang et al. 2022); rule = the fitted lr = c N^p D^q of
+    train.lr_rule (harness.lr_rule, written by the LR sweep), tagged with the rule file's name and hash."""
+    text = str(tc.lr)
+    if text == "auto":
+        return float(tc.lr_base) * (float(tc.lr_ref_width) / gcfg.d_model) ** float(tc.lr_width_exponent), "auto"
+    if text == "rule":
+        rule = load_rule(tc.get("lr_rule"))
+        return rule.lr(param_counts(gcfg)[f"params_{rule.params}"], tokens), rule.tag
+    try:
+        lr = float(text)
+    except ValueError:
+        raise HarnessError(f"train.lr={tc.lr!r} must be auto, rule or a number like 1e-3") from None
+    if not math.isfinite(lr) or lr <= 0:
+        raise HarnessError(f"train.lr={tc.lr!r} must be a positive learning rate like 1e-3 (or auto, rule)")
+    return lr, "fixed"
 
 
 @dataclass
@@ -85,10 +107,95 @@ def run_spec(cfg: DictConfig, name: str, gcfg: GPTConfig, fingerprint: str) -> d
         "model": name, "arch": gcfg.__dict__, "budget": float(cfg.budget), "seed": int(cfg.seed),
         "data": fingerprint, "split": {k: str(cfg.data.get(k)) for k in data_keys},
         "train": {k: str(tc[k]) for k in keys}, "role": str(cfg.role),
+        **({"lr_rule": load_rule(tc.get("lr_rule")).sha256} if str(tc.lr) == "rule" else {}),
     }
 
 
+def run_id(spec: dict[str, Any]) -> str:
+    """A short stable hash of everything that determines a run's numbers (not where or how fast it ran)."""
+    blob = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_id_of(cfg: DictConfig, fingerprint: str, vocab_size: int) -> str:
+    """The run_id a run config gets on the corpus with this fingerprint and vocabulary."""
+    name, gcfg = model_config(cfg.model, vocab_size)
+    return run_id(run_spec(cfg, name, gcfg, fingerprint))
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything one run derives from its config, resolved once and passed on (train, sweep, validate, cli).
+
+    Two stages, since the corpus decides the vocabulary and the run_id: `RunContext.resolve(cfg, world)` checks
+    the config without touching data (a bad budget or model is refused instantly), and
+    `ctx.with_corpus(fingerprint, vocab_size)` completes it once the corpus is open."""
+
+    budget: float
+    results_dir: Path
+    vocab_size: int
+    name: str
+    gcfg: GPTConfig
+    plan: RunPlan
+    peak_lr: float
+    lr_source: str = ""  # fixed | auto | the rule file's tag (recorded in every result row)
+    world: int = 1
+    fingerprint: str = ""  # set by with_corpus, as is run_id
+    run_id: str = ""
+    warnings: tuple[str, ...] = ()  # e.g. an LR rule fitted on another corpus; train prints them
+    cfg: DictConfig | None = field(default=None, repr=False, compare=False)  # the run config it came from
+
+    @classmethod
+    def resolve(cls, cfg: DictConfig, world: int = 1) -> RunContext:
+        """Stage 1, no data: budget, model, step plan for `world` processes and peak LR, or a HarnessError."""
+        budget = parse_budget(cfg.budget)
+        tc = cfg.train
+        name, gcfg = model_config(cfg.model, vocab_hint(cfg))
+        if int(tc.batch_size) % world:
+            raise HarnessError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes ({world})")
+        plan = plan_steps(budget, gcfg, int(tc.batch_size), int(tc.min_steps), world)
+        lr, source = learning_rate(tc, gcfg, plan.sequences * gcfg.seq_len)
+        return cls(budget, results_dir(cfg), gcfg.vocab_size, name, gcfg, plan, lr, source, world=world, cfg=cfg)
+
+    def with_corpus(self, fingerprint: str, vocab_size: int) -> RunContext:
+        """Stage 2: the model and plan for the corpus' vocabulary, and the run_id on this corpus."""
+        if self.cfg is None:
+            raise ValueError("with_corpus needs a context made by RunContext.resolve(cfg)")
+        ctx = self
+        if vocab_size != self.gcfg.vocab_size:
+            name, gcfg = model_config(self.cfg.model, vocab_size)
+            tc = self.cfg.train
+            plan = plan_steps(self.budget, gcfg, int(tc.batch_size), int(tc.min_steps), self.world)
+            lr, _ = learning_rate(tc, gcfg, plan.sequences * gcfg.seq_len)
+            ctx = dataclasses.replace(self, vocab_size=vocab_size, name=name, gcfg=gcfg, plan=plan, peak_lr=lr)
+        rid = run_id(run_spec(self.cfg, ctx.name, ctx.gcfg, fingerprint))
+        rule = str(self.cfg.train.lr) == "rule"
+        warn = tuple(mismatches(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model)) if rule else ()
+        return dataclasses.replace(ctx, fingerprint=fingerprint, run_id=rid, warnings=warn)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where this run's resumable checkpoint lives while it trains (removed once it is recorded)."""
+        return self.results_dir / "checkpoints" / f"{self.run_id}.pt"
+
+
+def resolve_run(cfg: DictConfig, fingerprint: str, vocab_size: int, world: int = 1) -> RunContext:
+    """Both stages at once for a corpus already open: the context (and run_id) harness.train.run would use."""
+    return RunContext.resolve(cfg, world).with_corpus(fingerprint, vocab_size)
+
+
+def job_config_for(cfg: DictConfig, d_model: int, budget: float, seed: int, role: str) -> DictConfig:
+    """The harness-train config of one run of a sweep: the sweep's config with this size, budget, seed, role."""
+    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    job.model.d_model = d_model
+    job.budget = budget
+    job.seed = seed
+    job.role = role
+    return job
+
+
 def parse_budget(value: Any) -> float:
+    """A budget in FLOPs as a positive finite float, or a HarnessError saying how to write one."""
     try:
         budget = float(value)
     except (TypeError, ValueError):
@@ -113,31 +220,36 @@ class PlannedRun:
     est_seconds: float
 
 
+def job_config(cfg: DictConfig, pr: PlannedRun) -> DictConfig:
+    """The harness-train config of one planned run of a sweep."""
+    return job_config_for(cfg, pr.d_model, pr.budget, pr.seed, "sweep")
+
+
 def family_members(mc: DictConfig, vocab_size: int, d_min: int, d_max: int) -> list[tuple[str, GPTConfig]]:
     """Every size of the family with d_min <= d_model <= d_max (d_model steps by model.d_model_step)."""
     step = int(mc.d_model_step)
     start = max(step, math.ceil(d_min / step) * step)
-    out = []
-    for d in range(start, int(d_max) + 1, step):
-        out.append(model_config(OmegaConf.merge(mc, {"d_model": d}), vocab_size))
-    return out
+    return [model_config(OmegaConf.merge(mc, {"d_model": d}), vocab_size) for d in range(start, int(d_max) + 1, step)]
+
+
+def _sweep_budget(b: Any) -> float:
+    """One entry of sweep.budgets as FLOPs, or a HarnessError naming the sweep setting."""
+    try:
+        return parse_budget(b)
+    except HarnessError:
+        raise HarnessError(
+            f"sweep.budgets holds {b!r}, not a positive number of FLOPs; use e.g. sweep.budgets=[1e12,3e12]"
+        ) from None
 
 
 def _budgets(sc: DictConfig) -> list[float]:
+    """sweep.budgets, sorted and deduplicated; a single value counts as a list of one."""
     raw = sc.get("budgets")
     if raw is not None and not isinstance(raw, (list, tuple, ListConfig)):
         raw = [raw]  # a single budget (sweep.budgets=1e12) or a typo (sweep.budgets=abc), not its characters
     if raw is None or len(raw) == 0:
         raise HarnessError("sweep.budgets is empty; give FLOP budgets like sweep.budgets=[1e12,3e12,1e13]")
-    out = []
-    for b in raw:
-        try:
-            out.append(parse_budget(b))
-        except HarnessError:
-            raise HarnessError(
-                f"sweep.budgets holds {b!r}, not a positive number of FLOPs; use e.g. sweep.budgets=[1e12,3e12]"
-            ) from None
-    return sorted(set(out))
+    return sorted({_sweep_budget(b) for b in raw})
 
 
 def estimate_seconds(steps: int, batch_tokens: int, fpt: int, sc: DictConfig) -> float:
@@ -147,6 +259,79 @@ def estimate_seconds(steps: int, batch_tokens: int, fpt: int, sc: DictConfig) ->
     rate = float(est.get("flops_per_second", 6.5e10))
     per_token = float(est.get("token_overhead_s", 2e-6))
     return steps * batch_tokens * (fpt / rate + per_token)
+
+
+@dataclass
+class _Family:
+    """The family sizes a sweep picks from, with their parameter counts and FLOPs per token."""
+
+    members: list[tuple[str, GPTConfig]]
+    params: list[int]
+    fpts: list[int]
+
+
+def _sizes_per_budget(sc: DictConfig) -> int:
+    """sweep.sizes_per_budget, refused below 3 (a parabola needs three points)."""
+    try:
+        k = int(sc.sizes_per_budget)
+    except (TypeError, ValueError):
+        raise HarnessError(f"sweep.sizes_per_budget={sc.sizes_per_budget!r} must be an integer >= 3") from None
+    if k < 3:
+        raise HarnessError(f"sweep.sizes_per_budget={k}; an IsoFLOP parabola needs at least 3 sizes per budget")
+    return k
+
+
+def _family(cfg: DictConfig, vocab_size: int) -> _Family:
+    """The family members inside sweep.d_model_min..d_model_max, refusing an empty range."""
+    sc = cfg.sweep
+    members = family_members(cfg.model, vocab_size, int(sc.d_model_min), int(sc.d_model_max))
+    if not members:
+        raise HarnessError(
+            f"no family size has {sc.d_model_min} <= d_model <= {sc.d_model_max}; widen sweep.d_model_min/max"
+        )
+    return _Family(members, [param_counts(g)["params_total"] for _, g in members],
+                   [flops_per_token(g) for _, g in members])
+
+
+def _grid(C: float, fam: _Family, k: int, sc: DictConfig, notes: list[str]) -> list[int]:
+    """Indices of the k family members spaced evenly in log N over sweep.spread around the prior optimum."""
+    r = float(sc.tokens_per_param)
+    ratio = [C / f / p for f, p in zip(fam.fpts, fam.params)]  # tokens per param at this budget, falls with N
+    log_n0 = _interp_log_n(fam.params, ratio, r)
+    if log_n0 is None:
+        notes.append(f"budget {C:.3g}: the prior optimum ({r:g} tokens/param) lies outside the family range "
+                     f"{fam.params[0]}..{fam.params[-1]} params; the grid sits at the edge (widen d_model_min/max)")
+        log_n0 = math.log(fam.params[0]) if ratio[0] < r else math.log(fam.params[-1])
+    targets = [log_n0 + math.log(float(sc.spread)) * (i / (k - 1) - 0.5) for i in range(k)]
+    return _nearest_unique(fam.params, targets)
+
+
+def _budget_runs(cfg: DictConfig, C: float, fam: _Family, chosen: list[int], seeds: list[int],
+                 notes: list[str]) -> list[PlannedRun]:
+    """The runs of one budget: each chosen size x seed, dropping sizes under sweep.min_steps steps."""
+    sc = cfg.sweep
+    B, T, min_steps = int(cfg.train.batch_size), fam.members[0][1].seq_len, int(sc.min_steps)
+    runs: list[PlannedRun] = []
+    dropped = []
+    for j in chosen:
+        name, g = fam.members[j]
+        seqs = round(C / (fam.fpts[j] * T))
+        steps = math.ceil(seqs / B)
+        if steps < min_steps:
+            dropped.append(f"{name} ({steps} steps)")
+            continue
+        runs.extend(PlannedRun(0, C, s, g.d_model, name, fam.params[j], seqs * T, steps,
+                               estimate_seconds(steps, B * T, fam.fpts[j], sc)) for s in seeds)
+    if dropped:
+        notes.append(f"budget {C:.3g}: dropped {len(dropped)} size(s) with fewer than {min_steps} steps: "
+                     + ", ".join(dropped))
+    kept = len({pr.params for pr in runs})
+    if kept < 3:
+        raise HarnessError(
+            f"budget {C:.3g} keeps {kept} size(s) after dropping those with < {min_steps} steps; "
+            "raise the budget, lower sweep.min_steps or widen sweep.d_model_min/max"
+        )
+    return runs
 
 
 def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun], list[str]]:
@@ -159,61 +344,20 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
     the schedule than about N), and budgets left with < 3 sizes are refused."""
     sc = cfg.sweep
     budgets = _budgets(sc)
-    try:
-        k = int(sc.sizes_per_budget)
-    except (TypeError, ValueError):
-        raise HarnessError(f"sweep.sizes_per_budget={sc.sizes_per_budget!r} must be an integer >= 3") from None
-    if k < 3:
-        raise HarnessError(f"sweep.sizes_per_budget={k}; an IsoFLOP parabola needs at least 3 sizes per budget")
-    members = family_members(cfg.model, vocab_size, int(sc.d_model_min), int(sc.d_model_max))
-    if not members:
-        raise HarnessError(
-            f"no family size has {sc.d_model_min} <= d_model <= {sc.d_model_max}; widen sweep.d_model_min/max"
-        )
-    from harness.counting import param_counts
-
-    params = [param_counts(g)["params_total"] for _, g in members]
-    fpts = [flops_per_token(g) for _, g in members]
-    B, T = int(cfg.train.batch_size), members[0][1].seq_len
-    r, spread, min_steps = float(sc.tokens_per_param), float(sc.spread), int(sc.min_steps)
+    k = _sizes_per_budget(sc)
+    fam = _family(cfg, vocab_size)
     seeds = [int(s) for s in (sc.get("seeds") or [int(cfg.seed)])]
     runs: list[PlannedRun] = []
     notes: list[str] = []
     for C in budgets:
-        ratio = [C / f / p for f, p in zip(fpts, params)]  # tokens per param at this budget, falls with N
-        log_n0 = _interp_log_n(params, ratio, r)
-        if log_n0 is None:
-            notes.append(f"budget {C:.3g}: the prior optimum ({r:g} tokens/param) lies outside the family range "
-                         f"{params[0]}..{params[-1]} params; the grid sits at the edge (widen d_model_min/max)")
-            log_n0 = math.log(params[0]) if ratio[0] < r else math.log(params[-1])
-        targets = [log_n0 + math.log(spread) * (i / (k - 1) - 0.5) for i in range(k)]
-        chosen = _nearest_unique(params, targets)
-        dropped = []
-        for j in chosen:
-            name, g = members[j]
-            seqs = round(C / (fpts[j] * T))
-            steps = math.ceil(seqs / B)
-            if steps < min_steps:
-                dropped.append(f"{name} ({steps} steps)")
-                continue
-            for s in seeds:
-                runs.append(PlannedRun(len(runs), C, s, g.d_model, name, params[j], seqs * T, steps,
-                                       estimate_seconds(steps, B * T, fpts[j], sc)))
-        if dropped:
-            notes.append(f"budget {C:.3g}: dropped {len(dropped)} size(s) with fewer than {min_steps} steps: "
-                         + ", ".join(dropped))
-        kept = sorted({pr.params for pr in runs if pr.budget == C})
-        if len(kept) < 3:
-            raise HarnessError(
-                f"budget {C:.3g} keeps {len(kept)} size(s) after dropping those with < {min_steps} steps; "
-                "raise the budget, lower sweep.min_steps or widen sweep.d_model_min/max"
-            )
-        if len(kept) < k:
-            notes.append(f"budget {C:.3g}: {len(kept)} distinct sizes (asked {k}); the family is coarse here")
+        budget_runs = _budget_runs(cfg, C, fam, _grid(C, fam, k, sc, notes), seeds, notes)
+        kept = len({pr.params for pr in budget_runs})
+        if kept < k:
+            notes.append(f"budget {C:.3g}: {kept} distinct sizes (asked {k}); the family is coarse here")
+        runs += budget_runs
     # Job order = longest first (LPT), so parallel workers finish together instead of one idling at the end.
     order = sorted(runs, key=lambda pr: (-pr.est_seconds, pr.budget, pr.params, pr.seed))
-    runs = [dataclasses.replace(pr, index=i) for i, pr in enumerate(order)]
-    return runs, notes
+    return [dataclasses.replace(pr, index=i) for i, pr in enumerate(order)], notes
 
 
 def _nearest_unique(params: list[int], targets: list[float]) -> list[int]:
@@ -242,9 +386,9 @@ def format_plan(runs: list[PlannedRun], notes: list[str]) -> str:
     """The plan as a table a person reads before spending compute."""
     lines = [f"{'#':>3} {'budget':>9} {'model':<16} {'params':>9} {'tokens':>10} {'tok/param':>9} "
              f"{'steps':>6} {'seed':>4} {'est':>7}"]
-    for pr in sorted(runs, key=lambda pr: (pr.budget, pr.params, pr.seed)):
-        lines.append(f"{pr.index:>3} {pr.budget:>9.3g} {pr.name:<16} {pr.params:>9,} {pr.tokens:>10,} "
-                     f"{pr.tokens / pr.params:>9.1f} {pr.steps:>6} {pr.seed:>4} {pr.est_seconds:>6.0f}s")
+    lines.extend(f"{pr.index:>3} {pr.budget:>9.3g} {pr.name:<16} {pr.params:>9,} {pr.tokens:>10,} "
+                 f"{pr.tokens / pr.params:>9.1f} {pr.steps:>6} {pr.seed:>4} {pr.est_seconds:>6.0f}s"
+                 for pr in sorted(runs, key=lambda pr: (pr.budget, pr.params, pr.seed)))
     total = sum(pr.est_seconds for pr in runs)
     lines.append(f"{len(runs)} runs, {sum(pr.budget for pr in runs):.3g} FLOPs, est. {total / 60:.1f} min "
                  "of one worker")

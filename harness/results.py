@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -28,16 +27,10 @@ COLUMNS = [
     "params_total", "params_nonembedding", "params_scaling", "flops_per_token", "flops_per_token_6n",
     "budget_flops", "flops", "tokens", "steps", "batch_size", "lr", "train_loss", "val_loss", "val_bpb",
     "status", "role", "seed", "data_fingerprint", "device", "dtype", "compile", "threads", "world_size",
-    "wall_seconds", "tokens_per_second", "harness_version", "error",
+    "wall_seconds", "tokens_per_second", "harness_version", "error", "lr_rule",
 ]
 REQUIRED = {"run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb"}
 STATUSES = ("ok", "diverged", "failed")
-
-
-def run_id(spec: dict[str, Any]) -> str:
-    """A short stable hash of everything that determines a run's numbers (not where or how fast it ran)."""
-    blob = json.dumps(spec, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def atomic_write_text(path: Path, text: str) -> None:

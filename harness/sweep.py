@@ -9,45 +9,28 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness.data import load_corpus
 from harness.errors import HarnessError
-from harness.plan import PlannedRun, format_plan, model_config, plan_sweep, run_spec
-from harness.results import check_compatible, check_results_dir, find_ok, run_id
+from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
+from harness.results import check_compatible, check_results_dir, find_ok
 
-
-def job_config_for(cfg: DictConfig, d_model: int, budget: float, seed: int, role: str) -> DictConfig:
-    """The harness-train config of one run of the sweep: the sweep's config with this size, budget, seed."""
-    job = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    job.model.d_model = d_model
-    job.budget = budget
-    job.seed = seed
-    job.role = role
-    return job
-
-
-def job_config(cfg: DictConfig, pr: PlannedRun) -> DictConfig:
-    """The harness-train config of one planned run."""
-    return job_config_for(cfg, pr.d_model, pr.budget, pr.seed, "sweep")
+# What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
+PRINT_MODES = ("table", "count", "results_dir", "plan")
 
 
 def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab: int) -> list[str]:
-    ids = []
-    for pr in runs:
-        job = job_config(cfg, pr)
-        name, g = model_config(job.model, vocab)
-        ids.append(run_id(run_spec(job, name, g, fingerprint)))
-    return ids
+    """The run_id each planned run records on this corpus (the same derivation as harness.train.run)."""
+    return [run_id_of(job_config(cfg, pr), fingerprint, vocab) for pr in runs]
 
 
 def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> str:
     """Runs done / total, FLOPs done / total and an ETA from the plan's time estimates."""
-    results_dir = Path(str(cfg.results_dir))
-    done = [pr for pr, rid in zip(runs, ids) if find_ok(results_dir, rid) is not None]
+    out_dir = results_dir(cfg)
+    done = [pr for pr, rid in zip(runs, ids) if find_ok(out_dir, rid) is not None]
     flops_done = sum(pr.budget for pr in done)
     flops_all = sum(pr.budget for pr in runs)
     est_done = sum(pr.est_seconds for pr in done)
@@ -60,15 +43,31 @@ def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> st
             f"({100 * flops_done / flops_all:.0f}%){eta}")
 
 
+def print_mode(cfg: DictConfig) -> str:
+    """cfg.print, refused unless it is one of PRINT_MODES (a typo must not silently print the table)."""
+    mode = str(cfg.get("print", "table"))
+    if mode not in PRINT_MODES:
+        raise HarnessError(f"unknown print={mode!r}; use one of {', '.join(PRINT_MODES)}")
+    return mode
+
+
+def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
+    """What `harness-sweep print=MODE` prints: the plan table, the run count, the results directory, or (plan)
+    the table then `count=N`, `results_dir=DIR` and `rounds=R` lines (R > 1: an LR sweep trained in rounds), so scripts/sweep.sh plans once and parses them."""
+    count, where, rounds = len(out["runs"]), results_dir(cfg), out.get("rounds", 1)
+    return {"table": out["table"], "count": str(count), "results_dir": str(where),
+            "plan": f"{out['table']}\ncount={count}\nresults_dir={where}\nrounds={rounds}"}[print_mode(cfg)]
+
+
 def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train run i."""
-    check_results_dir(Path(str(cfg.results_dir)))
-    vocab = int(cfg.data.vocab_size) if cfg.data.get("vocab_size") else 256
-    runs, notes = plan_sweep(cfg, vocab)
+    check_results_dir(results_dir(cfg))
+    runs, notes = plan_sweep(cfg, vocab_hint(cfg))
     idx = cfg.get("plan_index")
     if idx is None:
+        print_mode(cfg)  # before the corpus is read
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
-        check_compatible(Path(str(cfg.results_dir)), corpus.fingerprint)
+        check_compatible(results_dir(cfg), corpus.fingerprint)
         return {"runs": runs, "notes": notes, "table": format_plan(runs, notes)}
     idx = int(idx)
     if not 0 <= idx < len(runs):

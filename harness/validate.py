@@ -13,10 +13,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
+from harness.analysis.estimate import Estimate
 from harness.counting import param_counts
 from harness.errors import HarnessError
-from harness.plan import family_members, parse_budget, plan_steps
-from harness.sweep import job_config_for
+from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
 
 APPROACHES = ("approach2", "approach3")
 
@@ -27,8 +27,8 @@ def analysis_config(cfg: DictConfig) -> DictConfig:
     for key in ("defaults", "hydra"):
         base.pop(key, None)
     acfg = OmegaConf.merge(base, cfg.get("analysis") or {})
-    acfg.results = str(Path(str(cfg.results_dir)) / "results.csv")
-    acfg.out = str(cfg.results_dir)
+    acfg.results = str(results_dir(cfg) / "results.csv")
+    acfg.out = str(results_dir(cfg))
     return acfg
 
 
@@ -61,21 +61,27 @@ def choose_size(cfg: DictConfig, n_star: float, budget: float, convention: str, 
     return best[1], best[2]
 
 
-def compare(actual: float, predicted: dict[str, Any]) -> dict[str, Any]:
+# What each approach's held-out prediction is (the report and fits.json say so beside the numbers).
+PREDICTION_SOURCES = {
+    "approach2": "frontier L_opt(C) at the held-out budget",
+    "approach3": "L(N, D) at the trained (N, D)",
+}
+
+
+def compare(actual: float, predicted: Estimate) -> dict[str, Any]:
     """Predicted vs actual: absolute and relative error, and whether the interval covers the actual value."""
-    p, lo, hi = predicted.get("loss"), predicted.get("lo"), predicted.get("hi")
+    p = predicted.value
     if p is None or not math.isfinite(actual):
-        return {**predicted, "actual": actual, "abs_error": None, "rel_error": None, "inside": None}
-    inside = None if lo is None or hi is None else bool(lo <= actual <= hi)
-    return {**predicted, "actual": actual, "abs_error": actual - p, "rel_error": (actual - p) / actual,
-            "inside": inside}
+        return {"predicted": predicted, "actual": actual, "abs_error": None, "rel_error": None, "inside": None}
+    return {"predicted": predicted, "actual": actual, "abs_error": actual - p, "rel_error": (actual - p) / actual,
+            "inside": predicted.contains(actual)}
 
 
 def validate(cfg: DictConfig) -> dict[str, Any]:
     """Fit the sweep's results, predict and train the held-out run, and write report.md / fits.json / plots
     into the results directory. Returns the validation block (also stored in fits.json)."""
-    from harness.analysis import fit_all, load_results
-    from harness.analysis.predict import predict_at_budget, predict_loss
+    from harness.analysis import fit_all, load_results, predict_at_budget, predict_loss, predict_many
+    from harness.plots import render_plots
     from harness.report import write_report
     from harness.train import run
 
@@ -84,15 +90,15 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         raise HarnessError(f"{acfg.results} does not exist; run the sweep first (scripts/sweep.sh)")
     df = load_results(acfg.results, acfg)
     fits = fit_all(df, acfg)
+    fits.predictions = predict_many(fits)
     C = target_budget(cfg)
     pred = predict_at_budget(fits, C)
-    stars = [pred[a]["N"] for a in APPROACHES if pred[a].get("N")]
+    stars = [pred[a]["N"].value for a in APPROACHES if pred[a]["N"].value]
     if not stars:
         raise HarnessError("neither approach gives N* at the held-out budget; see the warnings in the analysis")
     n_star = math.exp(sum(math.log(n) for n in stars) / len(stars))  # geometric mean of the approaches' N*
     convention = str(acfg.params)
-    vocab = int(cfg.data.vocab_size) if cfg.data.get("vocab_size") else 256
-    name, g = choose_size(cfg, n_star, C, convention, vocab)
+    name, g = choose_size(cfg, n_star, C, convention, vocab_hint(cfg))
     job = job_config_for(cfg, d_model=g.d_model, budget=C, seed=int(cfg.seed), role="holdout")
     job.train.threads = int(cfg.sweep.holdout.threads)
     print(f"[validate] held-out run: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ {n_star:,.0f}) "
@@ -100,24 +106,18 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     record = run(job)
     N, D = float(record[f"params_{convention}"]), float(record["tokens"])
     actual = float(record[str(acfg.metric)]) if record["status"] == "ok" else float("nan")
-    at_nd = predict_loss(fits, N, D)
-    predictions = {
-        "approach2": {"loss": pred["approach2"]["loss"], "lo": pred["approach2"]["loss_lo"],
-                      "hi": pred["approach2"]["loss_hi"], "source": "frontier L_opt(C) at the held-out budget"},
-        "approach3": {**at_nd, "source": "L(N, D) at the trained (N, D)"},
-    }
+    predictions = {"approach2": pred["approach2"]["loss"], "approach3": predict_loss(fits, N, D)}
     validation = {
         "budget": C, "multiple_of_largest": pred["extrapolation"], "model": name, "run_id": record["run_id"],
         "status": record["status"], "N": N, "D": D, "N_star": {a: pred[a]["N"] for a in APPROACHES},
         "D_star": {a: pred[a]["D"] for a in APPROACHES}, "metric": str(acfg.metric), "actual": actual,
-        "approach3_at_optimum": {"loss": pred["approach3"]["loss"], "lo": pred["approach3"]["loss_lo"],
-                                 "hi": pred["approach3"]["loss_hi"]},
-        "comparison": {a: compare(actual, predictions[a]) for a in APPROACHES},
+        "approach3_at_optimum": pred["approach3"]["loss"],
+        "comparison": {a: {"source": PREDICTION_SOURCES[a], **compare(actual, predictions[a])} for a in APPROACHES},
     }
     fits.validation = validation
     holdout = {"flops": float(record["flops"]), "loss": actual if math.isfinite(actual) else None,
                "label": f"held-out {name}", "predicted": predictions}
-    files = write_report(fits, df, acfg.out, extra_sections=[validation_markdown(validation)], holdout=holdout)
+    files = write_report(fits, render_plots(fits, df, holdout), acfg.out, [validation_markdown(validation)])
     return {"validation": validation, "fits": fits, "files": files, "record": record}
 
 
@@ -134,15 +134,18 @@ def validation_markdown(v: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for a, c in v["comparison"].items():
-        def f(x: Any, spec: str = ".4f") -> str:
-            return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
-
-        lines.append(f"| {a} ({c['source']}) | {f(c['loss'])} | [{f(c['lo'])}, {f(c['hi'])}] | {f(c['actual'])} "
-                     f"| {f(c['abs_error'], '+.4f')} | {f(c['rel_error'], '+.2%')} | "
+        p = c["predicted"]
+        lines.append(f"| {a} ({c['source']}) | {_cell(p.value)} | [{_cell(p.lo)}, {_cell(p.hi)}] | "
+                     f"{_cell(c['actual'])} | {_cell(c['abs_error'], '+.4f')} | {_cell(c['rel_error'], '+.2%')} | "
                      f"{'-' if c['inside'] is None else ('yes' if c['inside'] else 'no')} |")
-    ns = ", ".join(f"{a}: {x:,.0f}" for a, x in v["N_star"].items() if x)
+    ns = ", ".join(f"{a}: {x.value:,.0f}" for a, x in v["N_star"].items() if x.value)
     lines += ["", f"N* at this budget: {ns}; the family member nearest their geometric mean was trained, and "
               "Approach 3 re-predicted the loss for its exact (N, D)."]
     if v["status"] != "ok":
         lines += ["", f"**The held-out run {v['status']}**: rerun the same command to resume it."]
     return "\n".join(lines)
+
+
+def _cell(x: Any, spec: str = ".4f") -> str:
+    """A table cell: the number formatted, or '-' when missing or not finite."""
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)

@@ -27,4 +27,4 @@ if command -v harness-analyze >/dev/null 2>&1; then
     exec harness-analyze "${args[@]}" "$@"
 fi
 here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
-exec env PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" -m harness.analysis.cli "${args[@]}" "$@"
+exec env PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" -c "from harness.cli import analyze_main; analyze_main()" "${args[@]}" "$@"

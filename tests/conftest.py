@@ -41,10 +41,7 @@ SWEEP_SMALL = [
 # 3e9 FLOPs buy 127 sequences of nano at context 32 (737,280 FLOPs/token): 32 optimizer steps.
 BUDGET = 3e9
 
-_WORDS = (
-    "the of and to in is for that with as on by scaling law model token loss budget compute data train "
-    "val curve fit power exponent layer head width depth optimum frontier parabola python def return"
-).split()
+_WORDS = ["the", "of", "and", "to", "in", "is", "for", "that", "with", "as", "on", "by", "scaling", "law", "model", "token", "loss", "budget", "compute", "data", "train", "val", "curve", "fit", "power", "exponent", "layer", "head", "width", "depth", "optimum", "frontier", "parabola", "python", "def", "return"]
 
 
 def _text(rng: random.Random, n_words: int) -> str:

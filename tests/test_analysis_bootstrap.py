@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.analysis import canonicalize, fit_all, predict_at_budget
-from harness.analysis.bootstrap import estimate, interval, stratified_weights
+from harness.analysis.bootstrap import interval, stratified_weights
 from harness.analysis.synthetic import Law, isoflop_sweep
 
 LAW = Law()
@@ -22,13 +22,10 @@ def test_weights_are_seeded_and_stratified() -> None:
     assert 0.28 < (W == 0).mean() < 0.38  # a run is left out of a resample with probability (1 - 1/n)^n
 
 
-def test_interval_and_estimate() -> None:
+def test_interval() -> None:
     s = np.concatenate([np.linspace(0, 1, 1001), [np.nan] * 5])
     lo, hi = interval(s)
     assert abs(lo - 0.025) < 1e-9 and abs(hi - 0.975) < 1e-9
-    e = estimate(0.5, s)
-    assert e == {"value": 0.5, "lo": lo, "hi": hi, "n_boot": 1001}
-    assert estimate(1.0, None)["lo"] is None
     assert np.isnan(interval(np.array([1.0, 2.0]))[0])  # too few samples for an interval
 
 
@@ -38,7 +35,7 @@ def test_same_seed_same_numbers() -> None:
     f2 = fit_all(df, {"bootstrap": 30, "seed": 5})
     f3 = fit_all(df, {"bootstrap": 30, "seed": 6})
     assert f1.approach2["a"] == f2.approach2["a"] and f1.approach3["a"] == f2.approach3["a"]
-    assert f1.approach3["a"]["lo"] != f3.approach3["a"]["lo"]
+    assert f1.approach3["a"].lo != f3.approach3["a"].lo
     assert f1.samples["approach3"].shape == (30, 5) and f1.samples["approach2"].shape == (30, 4)
 
 
@@ -54,10 +51,10 @@ def test_intervals_cover_the_truth_in_most_seeds() -> None:
         p = predict_at_budget(f, C)
         a2, a3 = f.approach2["a"], f.approach3["a"]
         covered += [
-            a2["lo"] <= LAW.a <= a2["hi"],
-            a3["lo"] <= LAW.a <= a3["hi"],
-            p["approach2"]["loss_lo"] <= LAW.frontier(C) <= p["approach2"]["loss_hi"],
-            p["approach3"]["loss_lo"] <= LAW.frontier(C) <= p["approach3"]["loss_hi"],
+            a2.lo <= LAW.a <= a2.hi,
+            a3.lo <= LAW.a <= a3.hi,
+            p["approach2"]["loss"].lo <= LAW.frontier(C) <= p["approach2"]["loss"].hi,
+            p["approach3"]["loss"].lo <= LAW.frontier(C) <= p["approach3"]["loss"].hi,
         ]
     assert np.all(covered >= 7), covered
 

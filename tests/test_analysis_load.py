@@ -83,7 +83,7 @@ def test_bad_tables_raise_one_line_errors(tmp_path: Path, mutate, match: str) ->
 
 def test_explicit_mapping_to_missing_column(tmp_path: Path) -> None:
     path = write(tmp_path, sweep())
-    with pytest.raises(HarnessError, match="columns.tokens='Tokens' is not a column"):
+    with pytest.raises(HarnessError, match=r"columns\.tokens='Tokens' is not a column"):
         load_results(path, {"columns": {"tokens": "Tokens"}})
     with pytest.raises(HarnessError, match="params convention"):
         load_results(path, {"params": "embedding"})
@@ -128,7 +128,7 @@ def test_mixed_corpora_refused_unless_one_is_selected(tmp_path: Path) -> None:
     raw = sweep()
     raw.loc[raw.index[:4], "data_fingerprint"] = "other"
     path = write(tmp_path, raw)
-    with pytest.raises(HarnessError, match="2 different corpora.*fingerprint="):
+    with pytest.raises(HarnessError, match=r"2 different corpora.*fingerprint="):
         load_results(path)
     df = load_results(path, {"fingerprint": "synthetic"})
     assert (df["fingerprint"] == "synthetic").all() and len(df) == len(raw) - 4
@@ -146,7 +146,7 @@ def test_columns_none_forces_derivation_and_grouping(tmp_path: Path) -> None:
     raw["flops"] *= 1.0 + 0.01 * np.sin(np.arange(len(raw)))  # actual FLOPs jitter around the budget
     df = load_results(write(tmp_path, raw), {"columns": {"tokens": "none", "budget": "none"}})
     assert df["tokens_derived"].all() and df.attrs["budget_inferred"] and df["budget"].nunique() == 3
-    with pytest.raises(HarnessError, match="columns.params"):
+    with pytest.raises(HarnessError, match=r"columns\.params"):
         load_results(write(tmp_path, raw), {"columns": {"params": "none"}})
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/throughput.py: a tiny end-to-end run, and its step staying identical to harness/train.py's."""
+"""benchmarks/throughput.py: a tiny end-to-end run, and it timing harness.train.Trainer's own step."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.plan import model_config
-from harness.train import pick_device, pick_dtype, run
+from harness.runtime import pick_device, pick_dtype
+from harness.train import Trainer, run
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
@@ -53,20 +54,21 @@ def test_tiny_benchmark_writes_table_and_json(bench, tmp_path: Path, capsys) -> 
 
 
 def test_bench_step_matches_train_loop(bench, tiny_cfg) -> None:
-    """The benchmark times harness/train.py's step: same seed -> the same training loss as run()."""
+    """The benchmark times harness.train.Trainer.step: same seed -> the same training loss as run()."""
     cfg = tiny_cfg("train.log_every=8", f"budget={128 * 32 * 737_280}")  # 128 sequences: 32 full steps of 4
     rec = run(cfg)
     assert rec["steps"] == 32 and rec["tokens"] == 128 * 32
-    name, gcfg = model_config(cfg.model, 256)
+    _, gcfg = model_config(cfg.model, 256)
     assert flops_per_token(gcfg) == 737_280
     corpus = load_corpus(cfg.data, gcfg.seq_len)
     device = pick_device("cpu")
     dtype = pick_dtype(str(cfg.train.dtype), device, gcfg.d_model, int(cfg.train.cpu_bf16_min_width))
     torch.set_num_threads(1)
-    tr = bench.Trainer(gcfg, cfg.train, device, dtype, 4, corpus.train, seed=int(cfg.seed), total_steps=32)
+    tr = bench.make_trainer(gcfg, cfg.train, device, dtype, 4, corpus.train, seed=int(cfg.seed), total_steps=32)
+    assert isinstance(tr, Trainer)
     for _ in range(32):
         tr.step()
-    assert tr.last_loss == pytest.approx(rec["train_loss"], rel=1e-6)
+    assert tr.train_loss == pytest.approx(rec["train_loss"], rel=1e-6)
 
 
 def test_ab_mode_compares_variants(bench, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from harness import CONF_DIR
 from harness.analysis import canonicalize, fit_all
-from harness.analysis.cli import CONF_DIR
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.budget import format_plan, gpu_cost, plan_budget
 from harness.errors import HarnessError
@@ -45,11 +45,12 @@ def test_budget_with_fits_gives_the_optimum(tmp_path: Path) -> None:
     plan = plan_budget(cfg("C=1e22", f"fits={tmp_path / 'fits.json'}", "gpu=a100-80gb"))
     for name in ("approach2", "approach3"):
         q = plan["optimum"][name]
-        assert abs(q["N"] / LAW.n_opt(1e22) - 1) < 0.3 and q["N_lo"] < q["N"] < q["N_hi"]
+        assert abs(q["N"].value / LAW.n_opt(1e22) - 1) < 0.3 and q["N"].lo < q["N"].value < q["N"].hi
     text = format_plan(plan)
     assert "a100-80gb" in text and "approach3: N*=" in text
     nd = plan_budget(cfg("N=1e9", "D=2e10", f"fits={tmp_path}"))
-    assert abs(nd["loss_at_N_D"]["loss"] / LAW.loss(1e9, 2e10) - 1) < 0.02
+    assert abs(nd["loss_at_N_D"].value / LAW.loss(1e9, 2e10) - 1) < 0.02
+    assert "predicted loss at (N, D) (Approach 3): " in format_plan(nd)
 
 
 @pytest.mark.parametrize(

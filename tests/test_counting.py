@@ -12,7 +12,7 @@ from harness.counting import (
     param_counts,
 )
 from harness.model import GPT, GPTConfig
-from harness.train import model_config
+from harness.plan import model_config
 
 PRESETS = ["nano", "micro", "mini", "small"]
 

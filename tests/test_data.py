@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -159,7 +160,7 @@ def test_token_file_memmapped_and_split_by_tail(tmp_path: Path, dtype, vocab: in
     np.testing.assert_array_equal(np.asarray(c.val), toks[-n_val:])
     np.testing.assert_array_equal(np.asarray(c.train), toks[:-n_val])
     assert c.fingerprint == load_corpus(dc, 64).fingerprint
-    x, y = sample_batch(c.train, 4, 64, torch.Generator().manual_seed(0))
+    x, _ = sample_batch(c.train, 4, 64, torch.Generator().manual_seed(0))
     assert x.dtype == torch.int64 and int(x.max()) < vocab
 
 
@@ -186,7 +187,7 @@ def test_token_errors(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     path = tmp_path / "t.bin"
     np.arange(1000, dtype=np.uint16).tofile(path)
-    with pytest.raises(HarnessError, match="token id 999 >= data.vocab_size=500"):
+    with pytest.raises(HarnessError, match=r"token id 999 >= data.vocab_size=500"):
         load_corpus(tokens_dc(path, cache, vocab_size=500, bytes_per_token=1.0), 32)
     with pytest.raises(HarnessError, match="vocabulary size"):
         load_corpus(tokens_dc(path, cache, bytes_per_token=1.0), 32)
@@ -203,7 +204,7 @@ def test_token_errors(tmp_path: Path) -> None:
     d = tmp_path / "dir"
     d.mkdir()
     np.arange(100, dtype=np.uint16).tofile(d / "train.bin")
-    with pytest.raises(HarnessError, match="train.bin and val.bin"):
+    with pytest.raises(HarnessError, match=r"train.bin and val.bin"):
         load_corpus(tokens_dc(d, cache, vocab_size=1000, bytes_per_token=1.0), 32)
     assert not (cache / "digests").exists() or not any((cache / "digests").iterdir())
 
@@ -246,7 +247,7 @@ def test_eval_windows_deterministic_and_spread() -> None:
     torch.testing.assert_close(a, b)
     starts = a[:, 0].tolist()
     assert starts[0] == 0 and int(a[-1, -1]) == 9_999  # first and last token of the split covered
-    assert all(0 < b_ - a_ for a_, b_ in zip(starts, starts[1:]))  # distinct, increasing
+    assert all(b_ - a_ > 0 for a_, b_ in itertools.pairwise(starts))  # distinct, increasing
     assert (a[:, 1:] - a[:, :-1] == 1).all()  # contiguous windows
     few = eval_windows(np.arange(100, dtype=np.int64), 50, 32)
     assert few.shape == (3, 33)  # capped by how many windows fit

@@ -1,4 +1,4 @@
-"""harness.model.GPT: shapes, causality, loss at init; the size family's aspect rule (harness.train.model_config)."""
+"""harness.model.GPT: shapes, causality, loss at init; the size family's aspect rule (harness.plan.model_config)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.model import GPT, GPTConfig
-from harness.train import model_config
+from harness.plan import model_config
 
 SMALL = GPTConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, seq_len=16, vocab_size=256)
 

@@ -3,6 +3,7 @@ the printed plan, and bad sweep input refused with one clear message (in-process
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -16,7 +17,20 @@ from omegaconf import OmegaConf
 from harness import CONF_DIR
 from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
-from harness.plan import family_members, format_plan, model_config, plan_sweep
+from harness.plan import (
+    RunContext,
+    family_members,
+    format_plan,
+    job_config,
+    model_config,
+    plan_sweep,
+    resolve_run,
+    results_dir,
+    run_id,
+    run_id_of,
+    run_spec,
+    vocab_hint,
+)
 from harness.results import COLUMNS, write_record
 from tests.conftest import SWEEP_SMALL
 
@@ -34,7 +48,7 @@ def prior_log_n(cfg, budget: float) -> float:
     members = family_members(cfg.model, 256, int(cfg.sweep.d_model_min), int(cfg.sweep.d_model_max))
     pts = [(param_counts(g)["params_total"], flops_per_token(g)) for _, g in members]
     r = float(cfg.sweep.tokens_per_param)
-    for (n1, f1), (n2, f2) in zip(pts, pts[1:]):
+    for (n1, f1), (n2, f2) in itertools.pairwise(pts):
         a, b = budget / f1 / n1, budget / f2 / n2
         if a >= r >= b:
             w = math.log(a / r) / math.log(a / b)
@@ -62,7 +76,7 @@ def test_family_rule_d96_and_heads_divide_width() -> None:
 
 def test_family_rejects_width_off_the_step() -> None:
     mc = sweep_cfg().model
-    with pytest.raises(HarnessError, match="multiple of model.d_model_step"):
+    with pytest.raises(HarnessError, match=r"multiple of model.d_model_step"):
         model_config(OmegaConf.merge(mc, {"d_model": 44}), 256)
 
 
@@ -268,7 +282,7 @@ def test_non_list_budgets_give_a_clear_error() -> None:
 
 
 def test_non_numeric_sizes_per_budget_is_a_harness_error() -> None:
-    with pytest.raises(HarnessError, match="sweep.sizes_per_budget"):
+    with pytest.raises(HarnessError, match=r"sweep.sizes_per_budget"):
         plan_sweep(sweep_cfg("sweep.sizes_per_budget=many"))
 
 
@@ -356,7 +370,7 @@ def test_results_csv_of_another_schema_refused(cli_args: list[str], tmp_path: Pa
     (results / "results.csv").write_text("epoch,acc\n1,0.5\n")
     before = snapshot(results)
     extra = [] if plan_index is None else [f"plan_index={plan_index}"]
-    with pytest.raises(HarnessError, match="not a harness results.csv"):
+    with pytest.raises(HarnessError, match=r"not a harness results.csv"):
         sweep(sweep_cfg(*cli_args, *extra))
     assert snapshot(results) == before
 
@@ -367,3 +381,55 @@ def test_plan_index_outside_the_plan_refused(cli_args: list[str], tmp_path: Path
     with pytest.raises(HarnessError, match=r"plan_index=6 is outside the plan \(0\.\.5\)"):
         sweep(sweep_cfg(*cli_args, "plan_index=6"))
     assert not (tmp_path / "results").exists()
+
+
+def test_unknown_print_mode_refused_and_plan_mode_prints_table_then_lines(cli_args: list[str], tmp_path: Path) -> None:
+    from harness.sweep import dry_run_text, sweep
+
+    with pytest.raises(HarnessError, match=r"unknown print='tabel'; use one of table, count, results_dir, plan"):
+        sweep(sweep_cfg(*cli_args, "print=tabel"))
+    cfg = sweep_cfg(*cli_args, "print=plan")
+    out = sweep(cfg)
+    lines = dry_run_text(cfg, out).splitlines()
+    assert lines[:-3] == out["table"].splitlines()
+    assert lines[-3:] == ["count=6", f"results_dir={tmp_path / 'results'}", "rounds=1"]
+    for mode, want in (("table", out["table"]), ("count", "6"), ("results_dir", str(tmp_path / "results"))):
+        assert dry_run_text(sweep_cfg(*cli_args, f"print={mode}"), out) == want
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- the run context and run ids
+
+
+def test_run_id_stable_and_sensitive() -> None:
+    spec = {"model": "nano", "budget": 1e9, "seed": 0, "train": {"lr": "auto"}}
+    assert run_id(spec) == run_id(dict(reversed(list(spec.items()))))
+    assert len(run_id(spec)) == 12
+    assert run_id(spec) != run_id({**spec, "seed": 1})
+    assert run_id(spec) != run_id({**spec, "train": {"lr": "0.001"}})
+
+
+def test_run_context_resolves_once_then_completes_with_the_corpus() -> None:
+    cfg = sweep_cfg(*SMALL, "results_dir='~/somewhere'")
+    job = job_config(cfg, plan_sweep(cfg)[0][0])
+    assert results_dir(job) == Path.home() / "somewhere" and vocab_hint(job) == 256
+    ctx = RunContext.resolve(job, world=2)
+    assert ctx.results_dir == Path.home() / "somewhere" and ctx.run_id == "" and ctx.world == 2
+    name, gcfg = model_config(job.model, 256)
+    assert (ctx.name, ctx.gcfg, ctx.vocab_size) == (name, gcfg, 256)
+    assert ctx.plan.sequences % 2 == 0 and ctx.peak_lr > 0
+    same = ctx.with_corpus("fp-1", 256)
+    assert same.run_id == run_id(run_spec(job, name, gcfg, "fp-1")) == run_id_of(job, "fp-1", 256)
+    assert same.gcfg == ctx.gcfg and same.fingerprint == "fp-1"
+    assert same.checkpoint_path == Path.home() / "somewhere" / "checkpoints" / f"{same.run_id}.pt"
+    assert resolve_run(job, "fp-1", 256, world=2) == same
+    wider = ctx.with_corpus("fp-1", 300)  # the corpus' vocabulary wins over the hint
+    assert wider.gcfg.vocab_size == wider.vocab_size == 300 and wider.plan.flops_per_token > ctx.plan.flops_per_token
+    assert wider.run_id == run_id_of(job, "fp-1", 300) != same.run_id
+
+
+def test_run_context_refuses_bad_input_before_data() -> None:
+    with pytest.raises(HarnessError, match="divisible by the number of processes"):
+        RunContext.resolve(sweep_cfg(*SMALL, "+budget=2e9", "train.batch_size=3"), world=2)
+    with pytest.raises(HarnessError, match="not a number"):
+        RunContext.resolve(sweep_cfg(*SMALL, "+budget=abc"))

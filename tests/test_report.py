@@ -1,4 +1,4 @@
-"""report.write_report: plots, report.md, fits.json, extra sections and the held-out point."""
+"""report.write_report: report.md, fits.json, the samples, extra sections and the plots, written atomically."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from harness.analysis import canonicalize, fit_all, predict_at_budget
+import harness.fsutil
+import harness.report
+from harness.analysis import Estimate, canonicalize, fit_all, predict_at_budget, predict_many
 from harness.analysis.synthetic import Law, isoflop_sweep
-from harness.report import PLOTS, fmt, fmt_est, plot_frontier, render_markdown, write_report
+from harness.plots import PLOT_FILES, render_plots
+from harness.report import fmt, fmt_est, render_markdown, write_report
 
 LAW = Law()
 
@@ -20,14 +23,15 @@ LAW = Law()
 def fitted():
     df = canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=6, noise=0.005, seed=9))
     df.loc[2, "loss"] = np.nan  # one NaN run: excluded with a warning that must reach the report
-    return fit_all(df, {"bootstrap": 40}), df
+    fits = fit_all(df, {"bootstrap": 40})
+    fits.predictions = predict_many(fits)
+    return fits, df
 
 
 def holdout(fits) -> dict:
     p = predict_at_budget(fits, 1e22)
     return {"flops": 1e22, "loss": float(LAW.frontier(1e22)), "label": "held-out 1e22",
-            "predicted": {k: {"loss": p[k]["loss"], "lo": p[k]["loss_lo"], "hi": p[k]["loss_hi"]}
-                          for k in ("approach2", "approach3")}}
+            "predicted": {k: p[k]["loss"] for k in ("approach2", "approach3")}}
 
 
 def test_write_report_outputs(fitted, tmp_path: Path) -> None:
@@ -38,30 +42,20 @@ def test_write_report_outputs(fitted, tmp_path: Path) -> None:
     fig.savefig(png)
     extra = ["## Plain section\n\nraw markdown", {"title": "Held-out check", "body": "predicted vs measured",
                                                    "image": fig}, {"title": "LR sweep", "body": "", "image": str(png)}]
-    files = write_report(fits, df, tmp_path / "out", extra_sections=extra, holdout=holdout(fits))
+    files = write_report(fits, render_plots(fits, df, holdout(fits)), tmp_path / "out", extra_sections=extra)
     out = tmp_path / "out"
-    assert set(files) >= {"report.md", "fits.json", "bootstrap_samples.npz", *PLOTS.values(), "held_out_check.png"}
+    assert set(files) >= {"report.md", "fits.json", "bootstrap_samples.npz", *PLOT_FILES, "held_out_check.png"}
     report = (out / "report.md").read_text()
     assert "## Plain section" in report and "## Held-out check" in report and "](held_out_check.png)" in report
     assert "excluded" in report and "NaN" in report  # the warning reaches the report
     assert report.index("## Limitations") < report.index("## Held-out check")
     assert "![LR sweep](lr_sweep.png)" in report and (out / "lr_sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "and the held-out run](frontier.png)" in report
     d = json.loads((out / "fits.json").read_text())
     assert d["data"]["excluded"] == {"nan_loss": 1}
-    for name in PLOTS.values():
+    for name in PLOT_FILES:
         assert (out / name).stat().st_size > 10_000
-
-
-def test_frontier_plot_draws_holdout_and_bands(fitted, tmp_path: Path) -> None:
-    fits, df = fitted
-    fig = plot_frontier(fits, df, tmp_path / "f.png", holdout(fits))
-    ax = fig.axes[0]
-    labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "held-out 1e22" in labels and "approach2 prediction" in labels
-    assert len(ax.collections) >= 3  # runs + two bootstrap bands
-    assert ax.get_xlim()[1] >= 2e22  # the axis extends to the held-out budget
-    plain = plot_frontier(fits, df, tmp_path / "g.png")
-    assert "held-out 1e22" not in [t.get_text() for t in plain.axes[0].get_legend().get_texts()]
+        assert f"]({name})" in report
 
 
 def test_rewrite_replaces_previous_outputs(fitted, tmp_path: Path) -> None:
@@ -70,14 +64,31 @@ def test_rewrite_replaces_previous_outputs(fitted, tmp_path: Path) -> None:
     out.mkdir()
     (out / "fits.json").write_text("stale")
     (out / "user_notes.txt").write_text("keep me")
-    write_report(fits, df, out)
-    assert json.loads((out / "fits.json").read_text())["schema_version"] == 1
+    write_report(fits, render_plots(fits, df), out)
+    assert json.loads((out / "fits.json").read_text())["schema_version"] == 2
     assert (out / "user_notes.txt").read_text() == "keep me"
+
+
+def test_files_go_through_atomic_write_with_fits_json_last(fitted, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    fits, _ = fitted
+    order: list[str] = []
+    real = harness.fsutil.atomic_write
+
+    def spy(path: Path, chunks) -> None:
+        order.append(path.name)
+        real(path, chunks)
+
+    monkeypatch.setattr(harness.report, "atomic_write", spy)
+    write_report(fits, [], tmp_path / "out")
+    assert order[-1] == "fits.json" and set(order) == {"report.md", "bootstrap_samples.npz", "fits.json"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(order)  # no temp files left
 
 
 def test_markdown_tables_and_formatting(fitted) -> None:
     fits, _ = fitted
     md = render_markdown(fits)
     assert "| a (N_opt ∝ C^a) |" in md and "## Budgets" in md and "## Predictions" in md
+    assert fmt_est(fits.predictions[0]["approach2"]["N"], 3) in md  # predictions print as Estimates
     assert fmt(1.23456e21) == "1.235e+21" and fmt(None) == "-" and fmt(0.4516) == "0.4516"
-    assert fmt_est({"value": 0.45, "lo": 0.4, "hi": 0.5}) == "0.45 [0.4, 0.5]"
+    assert fmt_est(Estimate(0.45, 0.4, 0.5)) == "0.45 [0.4, 0.5]" and fmt_est(None) == "-"

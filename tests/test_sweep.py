@@ -4,6 +4,7 @@ plan, and the progress line counts ok runs."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -159,10 +160,8 @@ def test_sigkilled_sweep_resumes_to_exactly_the_plan(args, planned, tmp_path: Pa
             assert proc.poll() is None, "the sweep finished before it could be killed"
             assert 1 <= done < N_RUNS
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)  # the launcher and every joblib worker
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=30)
     for _ in range(100):  # wait until no process of the group is left writing
         try:

@@ -17,8 +17,9 @@ import harness.train
 from harness.counting import flops_per_token
 from harness.errors import HarnessError
 from harness.model import GPTConfig
+from harness.plan import plan_steps
 from harness.results import COLUMNS, find_ok, write_record
-from harness.train import plan_steps, run
+from harness.train import run
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
@@ -293,7 +294,7 @@ def test_results_csv_of_another_schema_refused(tiny_cfg, tmp_path: Path) -> None
     results.mkdir()
     (results / "results.csv").write_text("epoch,acc\n1,0.5\n")
     before = snapshot(results)
-    with pytest.raises(HarnessError, match="not a harness results.csv"):
+    with pytest.raises(HarnessError, match=r"not a harness results.csv"):
         run(tiny_cfg())
     after = snapshot(results)
     assert {k: v for k, v in after.items() if k != ".lock"} == before

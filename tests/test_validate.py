@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import harness.cli
+from harness.analysis.estimate import Estimate
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.data import load_corpus
 from harness.errors import HarnessError
@@ -48,11 +49,14 @@ def test_target_budget_multiple_and_absolute(text_corpus: Path, tmp_path: Path) 
 
 
 def test_compare_errors_and_interval() -> None:
-    c = compare(2.0, {"loss": 2.1, "lo": 1.9, "hi": 2.2})
+    c = compare(2.0, Estimate(2.1, 1.9, 2.2, 50))
     assert c["abs_error"] == pytest.approx(-0.1)
     assert c["rel_error"] == pytest.approx(-0.05)
     assert c["inside"] is True
-    assert compare(2.5, {"loss": 2.1, "lo": 1.9, "hi": 2.2})["inside"] is False
+    assert compare(2.5, Estimate(2.1, 1.9, 2.2, 50))["inside"] is False
+    assert c["predicted"] == Estimate(2.1, 1.9, 2.2, 50)
+    missing = compare(2.0, Estimate(None))
+    assert missing["abs_error"] is None and missing["inside"] is None
 
 
 def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, tmp_path: Path,
@@ -72,9 +76,12 @@ def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, t
     assert out["fits"].data["n_used"] == 15
     for name in ("approach2", "approach3"):
         c = v["comparison"][name]
-        assert c["loss"] is not None and c["rel_error"] == pytest.approx((c["actual"] - c["loss"]) / c["actual"])
+        p = c["predicted"]
+        assert p.value is not None and c["rel_error"] == pytest.approx((c["actual"] - p.value) / c["actual"])
     fits_json = json.loads((res / "fits.json").read_text())
     assert fits_json["validation"]["run_id"] == v["run_id"]
+    assert set(fits_json["validation"]["comparison"]["approach2"]["predicted"]) == {"value", "lo", "hi", "n"}
+    assert len(fits_json["predictions"]) == 2  # the default 10x and 100x targets, attached by validate
     report = (res / "report.md").read_text()
     assert "## Held-out validation" in report and v["model"] in report
     assert (res / "frontier.png").stat().st_size > 0

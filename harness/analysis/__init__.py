@@ -3,14 +3,20 @@
     df = load_results("results/results.csv", cfg)   # canonical columns, validated
     fits = fit_all(df, cfg)                           # Approach 2, frontier, Approach 3 (Hoffmann et al. 2022;
                                                       # Besiroglu et al. 2024), bootstrap intervals
-    predict_at_budget(fits, 1e21); predict_loss(fits, N=1e8, D=2e9)
+    fits.predictions = predict_many(fits)             # 10x and 100x the largest budget (or settings.predict)
+    predict_at_budget(fits, 1e21); predict_loss(fits, N=1e8, D=2e9)   # Estimates (value, lo, hi, n)
+
+This package imports nothing above it (harness.report, harness.budget, harness.train, ...): only harness.errors,
+harness.fsutil and its own modules.
 """
 
-from harness.analysis.fits import Fits, Settings, fit_all, load_fits
+from harness.analysis.context import Settings
+from harness.analysis.estimate import Estimate
+from harness.analysis.fits import Fits, fit_all, load_fits
 from harness.analysis.load import canonicalize, load_results, select_fit_rows
-from harness.analysis.predict import predict_at_budget, predict_loss
+from harness.analysis.predict import predict_at_budget, predict_loss, predict_many, prediction_targets
 
 __all__ = [
-    "Fits", "Settings", "canonicalize", "fit_all", "load_fits", "load_results", "predict_at_budget", "predict_loss",
-    "select_fit_rows",
+    "Estimate", "Fits", "Settings", "canonicalize", "fit_all", "load_fits", "load_results", "predict_at_budget",
+    "predict_loss", "predict_many", "prediction_targets", "select_fit_rows",
 ]

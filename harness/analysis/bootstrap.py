@@ -41,15 +41,3 @@ def interval(samples: np.ndarray | None, level: float = 0.95, axis: int = 0) -> 
         lo, hi = np.nanpercentile(s, q, axis=axis)
     few = finite < 10
     return np.where(few, np.nan, lo), np.where(few, np.nan, hi)
-
-
-def estimate(value: float, samples: np.ndarray | None, level: float = 0.95) -> dict[str, float | int | None]:
-    """{"value", "lo", "hi", "n_boot"}: a point estimate with its bootstrap percentile interval."""
-    lo, hi = interval(samples, level)
-    n = 0 if samples is None else int(np.isfinite(np.asarray(samples, float)).sum())
-    return {"value": _num(value), "lo": _num(lo), "hi": _num(hi), "n_boot": n}
-
-
-def _num(x: Any) -> float | None:
-    x = float(np.asarray(x))
-    return x if np.isfinite(x) else None

@@ -111,7 +111,7 @@ def _irls(x: np.ndarray, y: np.ndarray, W: np.ndarray, good: np.ndarray, huber_k
     floor = 1e-6 * np.maximum(1e-12, np.abs(y).max(axis=1))[:, None, None]
     w = Wt
     hub = np.ones_like(Wt)
-    coef = np.zeros(Wt.shape[:2] + (3,))
+    coef = np.zeros((*Wt.shape[:2], 3))
     inv = None
     for it in range(iters):
         M = np.matmul(w, P)  # (J, B, 8)
@@ -172,7 +172,7 @@ def _fit_chunk(layout: BudgetLayout, weights: np.ndarray, huber_k: float, iters:
     W = np.where(mask, weights[:, idx], 0.0).astype(float)  # (B, J, n)
     pos = W > 0
     # distinct sizes present in each resample (runs are sorted by size, so a size is a contiguous slice)
-    csum = np.concatenate([np.zeros(W.shape[:2] + (1,)), np.cumsum(W, axis=2)], axis=2)
+    csum = np.concatenate([np.zeros((*W.shape[:2], 1)), np.cumsum(W, axis=2)], axis=2)
     start = np.broadcast_to(layout.slot_start, W.shape[:2] + layout.slot_start.shape[1:])
     end = np.broadcast_to(layout.slot_end, start.shape)
     slot_w = np.take_along_axis(csum, end + 1, axis=2) - np.take_along_axis(csum, start, axis=2)

@@ -179,13 +179,11 @@ def group_budgets(flops: np.ndarray, tolerance: float = DEFAULT_BUDGET_TOLERANCE
     return out
 
 
-def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
-    """Map a raw results table onto the canonical columns and validate it (Hoffmann et al. 2022's C = 6ND is
-    used to derive D when the table has no tokens column, and that is flagged per row)."""
-    cmap = ColumnMap.from_cfg(cfg)
+def _source_columns(raw: pd.DataFrame, cmap: ColumnMap) -> dict[str, str | None]:
+    """Canonical name -> column of raw: params, loss, flops are required, the rest may be absent (None)."""
     cols = list(raw.columns)
-
-    def need(name: str, what: str) -> str:
+    out: dict[str, str | None] = {}
+    for name, what in (("params", "parameter count N"), ("loss", "the loss metric"), ("flops", "training compute C")):
         col = getattr(cmap, name)
         if col is None or col not in cols:
             how = {
@@ -193,49 +191,57 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
                 "loss": "choose metric=<column> or map it with columns.loss=<column>",
             }.get(name, f"map it with columns.{name}=<column>")
             raise HarnessError(f"no column {col!r} for {what} in the results table; {how} (columns: {cols})")
-        return col
-
-    def optional(name: str) -> str | None:
+        out[name] = col
+    for name in ("tokens", "budget", "status", "role", "run_id", "fingerprint"):
         col = getattr(cmap, name)
-        if col is None or col in cols:
-            return col
-        if name in cmap.explicit:
-            raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
-        return None
+        if col is not None and col not in cols:
+            if name in cmap.explicit:
+                raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
+            col = None
+        out[name] = col
+    return out
 
-    params_col = need("params", "parameter count N")
-    loss_col = need("loss", "the loss metric")
-    flops_col = need("flops", "training compute C")
-    tokens_col, budget_col = optional("tokens"), optional("budget")
-    status_col, role_col = optional("status"), optional("role")
-    run_col, fp_col = optional("run_id"), optional("fingerprint")
 
-    n = len(raw)
-    if n == 0:
-        raise HarnessError("the results table has a header but no rows; train some runs or point results= elsewhere")
-    status = raw[status_col].astype(str).str.strip().str.lower() if status_col else pd.Series(["ok"] * n)
-    status = status.where(~status.isin(["nan", "none", ""]), "ok")
-    role = raw[role_col].astype(str).str.strip().str.lower() if role_col else pd.Series(["sweep"] * n)
-    role = role.where(~role.isin(["nan", "none", ""]), "sweep")
-    status.index = raw.index
-    role.index = raw.index
-    ok = status == "ok"
+def _labels(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
+    """A lower-cased text column (status, role), `default` where absent or empty."""
+    values = raw[col].astype(str).str.strip().str.lower() if col else pd.Series([default] * len(raw))
+    values = values.where(~values.isin(["nan", "none", ""]), default)
+    values.index = raw.index
+    return values
 
-    params = _numeric(raw, params_col, "parameter count N", ok, allow_nan=False)
-    flops = _numeric(raw, flops_col, "training compute C", ok, allow_nan=False)
-    loss = _numeric(raw, loss_col, "loss", ok, allow_nan=True)
-    if tokens_col:
-        tokens = _numeric(raw, tokens_col, "training tokens D", ok, allow_nan=False)
+
+def _tokens_and_budget(raw: pd.DataFrame, src: dict[str, str | None], params: pd.Series, flops: pd.Series,
+                       ok: pd.Series, cfg: Any) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(tokens, tokens_derived, budget): D from its column or C/(6N); budget from its column or grouped by C."""
+    if src["tokens"]:
+        tokens = _numeric(raw, src["tokens"], "training tokens D", ok, allow_nan=False)
         derived = pd.Series(False, index=raw.index)
     else:
         tokens = flops / (6.0 * params)
         derived = pd.Series(True, index=raw.index)
-    if budget_col:
-        budget = _numeric(raw, budget_col, "FLOP budget", ok, allow_nan=False)
+    if src["budget"]:
+        budget = _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False)
     else:
         tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
         budget = pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol), index=raw.index)
+    return tokens, derived, budget
 
+
+def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
+    """Map a raw results table onto the canonical columns and validate it (Hoffmann et al. 2022's C = 6ND is
+    used to derive D when the table has no tokens column, and that is flagged per row)."""
+    cmap = ColumnMap.from_cfg(cfg)
+    src = _source_columns(raw, cmap)
+    n = len(raw)
+    if n == 0:
+        raise HarnessError("the results table has a header but no rows; train some runs or point results= elsewhere")
+    status, role = _labels(raw, src["status"], "ok"), _labels(raw, src["role"], "sweep")
+    ok = status == "ok"
+    params = _numeric(raw, src["params"], "parameter count N", ok, allow_nan=False)
+    flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False)
+    loss = _numeric(raw, src["loss"], "loss", ok, allow_nan=True)
+    tokens, derived, budget = _tokens_and_budget(raw, src, params, flops, ok, cfg)
+    run_col, fp_col = src["run_id"], src["fingerprint"]
     run_id = raw[run_col].astype(str) if run_col else pd.Series([f"row{i + 1}" for i in range(n)], index=raw.index)
     fingerprint = raw[fp_col].astype(str).str.strip() if fp_col else pd.Series([""] * n, index=raw.index)
     df = pd.DataFrame({
@@ -245,8 +251,8 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     df = _select_fingerprint(df, cfg_get(cfg, "fingerprint"))
     df.attrs.update(raw.attrs)
     df.attrs["columns"] = cmap.as_dict()
-    df.attrs["tokens_derived"] = tokens_col is None
-    df.attrs["budget_inferred"] = budget_col is None
+    df.attrs["tokens_derived"] = src["tokens"] is None
+    df.attrs["budget_inferred"] = src["budget"] is None
     df.attrs["budget_tolerance"] = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
     return df
 
@@ -285,22 +291,25 @@ class Selection:
     warnings: list[str]
 
 
-def select_fit_rows(df: pd.DataFrame) -> Selection:
-    """Rows with status ok, role != holdout and a finite loss; counts and warnings for everything else."""
+def _with_defaults(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the optional canonical columns filled in (status ok, role sweep, row ids, measured D)."""
     missing = [c for c in ("params", "tokens", "flops", "loss", "budget") if c not in df.columns]
     if missing:
         raise HarnessError(
             f"DataFrame lacks canonical columns {missing}; load it with harness.analysis.load_results or canonicalize"
         )
     df = df.copy()
-    if "status" not in df.columns:
-        df["status"] = "ok"
-    if "role" not in df.columns:
-        df["role"] = "sweep"
-    if "run_id" not in df.columns:
-        df["run_id"] = [f"row{i + 1}" for i in range(len(df))]
-    if "tokens_derived" not in df.columns:
-        df["tokens_derived"] = False
+    defaults = {"status": "ok", "role": "sweep", "run_id": [f"row{i + 1}" for i in range(len(df))],
+                "tokens_derived": False}
+    for col, value in defaults.items():
+        if col not in df.columns:
+            df[col] = value
+    return df
+
+
+def select_fit_rows(df: pd.DataFrame) -> Selection:
+    """Rows with status ok, role != holdout and a finite loss; counts and warnings for everything else."""
+    df = _with_defaults(df)
     excluded: dict[str, int] = {}
     warnings: list[str] = []
     bad_status = df["status"] != "ok"
@@ -309,8 +318,7 @@ def select_fit_rows(df: pd.DataFrame) -> Selection:
     holdout = ~bad_status & (df["role"] == "holdout")
     if holdout.any():
         excluded["holdout"] = int(holdout.sum())
-    loss = df["loss"].astype(float)
-    nan_loss = ~bad_status & ~holdout & ~np.isfinite(loss)
+    nan_loss = ~bad_status & ~holdout & ~np.isfinite(df["loss"].astype(float))
     if nan_loss.any():
         excluded["nan_loss"] = int(nan_loss.sum())
         ids = ", ".join(df.loc[nan_loss, "run_id"].astype(str).head(5))

@@ -236,7 +236,7 @@ def compute_optimal(theta: np.ndarray, C: np.ndarray | float,
     """Compute-optimal (N, D, L) at budget C under C = kappa N D (Hoffmann et al. 2022, Approach 3 closed form).
     theta may be (5,) or (B, 5); results broadcast over theta rows and C."""
     th = np.asarray(theta, float)
-    a, b, e, al, be = (th[..., i] for i in range(5))
+    a, b, _e, al, be = (th[..., i] for i in range(5))
     with np.errstate(all="ignore"):
         s = al + be
         lnG = (np.log(al) + a - np.log(be) - b) / s

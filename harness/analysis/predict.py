@@ -1,4 +1,4 @@
-"""Predictions from a Fits object, each with a bootstrap percentile interval.
+"""Predictions from a Fits object, each an Estimate with a bootstrap percentile interval.
 
 At a target budget C: Approach 2 gives N_opt = k_N C^a, D_opt = k_D C^b (Hoffmann et al. 2022) and the loss
 from the frontier L_opt(C) = E + K C^-k; Approach 3 gives the closed-form compute-optimal N, D under
@@ -8,22 +8,25 @@ loss comes from Approach 3. Evaluating a fitted formula is all that happens here
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from harness.analysis.bootstrap import interval
+from harness.analysis.estimate import Estimate
+from harness.analysis.fits import Fits
 from harness.analysis.parametric import compute_optimal, predict_log_loss
 from harness.analysis.powerlaw import frontier_value
 from harness.errors import HarnessError
 
-if TYPE_CHECKING:
-    from harness.analysis.fits import Fits
+# Default prediction targets, as multiples of the largest fitted budget (when settings.predict is empty).
+DEFAULT_MULTIPLES = (10.0, 100.0)
 
 
 def _val(d: dict[str, Any], key: str) -> float:
+    """Point value of d[key] (an Estimate or a plain number) as a float, NaN when missing."""
     v = d[key]
-    v = v["value"] if isinstance(v, dict) else v
+    v = v.value if isinstance(v, Estimate) else v
     return float("nan") if v is None else float(v)
 
 
@@ -34,14 +37,18 @@ def _positive(name: str, x: Any) -> np.ndarray:
     return arr
 
 
+def _level(fits: Fits) -> float:
+    return float(fits.bootstrap.get("level", 0.95))
+
+
 def approach2_curves(fits: Fits, C: np.ndarray) -> dict[str, np.ndarray]:
     """Point estimates and bootstrap samples of N_opt, D_opt and the frontier loss at budgets C (1-D)."""
     lnC = np.log(_positive("C", C))
     a2, fr = fits.approach2, fits.frontier
     lnC_ref = float(np.log(fr["C_ref"]))
     out = {
-        "N": np.exp(fits.approach2["ln_k_N"] + _val(a2, "a") * lnC),
-        "D": np.exp(fits.approach2["ln_k_D"] + _val(a2, "b") * lnC),
+        "N": np.exp(a2["ln_k_N"] + _val(a2, "a") * lnC),
+        "D": np.exp(a2["ln_k_D"] + _val(a2, "b") * lnC),
         "loss": frontier_value(_val(fr, "E"), float(fr["lnK_ref"]), _val(fr, "k"), lnC, lnC_ref),
     }
     s2, sf = fits.samples.get("approach2"), fits.samples.get("frontier")
@@ -65,41 +72,46 @@ def approach3_curves(fits: Fits, C: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _summary(cur: dict[str, np.ndarray], level: float) -> dict[str, float | None]:
-    res: dict[str, float | None] = {}
+def _at_first_budget(curves: dict[str, np.ndarray], level: float) -> dict[str, Estimate]:
+    """{N, D, loss} Estimates at the first budget of a curves dict."""
+    out = {}
     for key in ("N", "D", "loss"):
-        res[key] = _f(cur[key][0])
-        lo, hi = interval(cur.get(f"{key}_samples"), level) if f"{key}_samples" in cur else (np.nan, np.nan)
-        res[f"{key}_lo"] = _f(np.atleast_1d(lo)[0])
-        res[f"{key}_hi"] = _f(np.atleast_1d(hi)[0])
-    return res
-
-
-def _f(x: Any) -> float | None:
-    x = float(x)
-    return x if np.isfinite(x) else None
+        samples = curves.get(f"{key}_samples")
+        out[key] = Estimate.from_samples(curves[key][0], None if samples is None else samples[:, 0], level)
+    return out
 
 
 def predict_at_budget(fits: Fits, C: float) -> dict[str, Any]:
-    """N*, D* and loss at budget C from Approach 2 (+ frontier) and Approach 3, each with lo/hi bounds."""
+    """N*, D* and loss at budget C from Approach 2 (+ frontier) and Approach 3, each an Estimate:
+    {"C", "extrapolation", "approach2": {"N", "D", "loss"}, "approach3": {"N", "D", "loss"}}."""
     C_arr = np.atleast_1d(_positive("C", C)).astype(float)[:1]
-    level = float(fits.bootstrap.get("level", 0.95))
+    level = _level(fits)
     largest = max(b["C"] for b in fits.budgets)
     return {
         "C": float(C_arr[0]),
         "extrapolation": float(C_arr[0] / largest),
-        "approach2": _summary(approach2_curves(fits, C_arr), level),
-        "approach3": _summary(approach3_curves(fits, C_arr), level),
+        "approach2": _at_first_budget(approach2_curves(fits, C_arr), level),
+        "approach3": _at_first_budget(approach3_curves(fits, C_arr), level),
     }
 
 
-def predict_loss(fits: Fits, N: float, D: float) -> dict[str, float | None]:
-    """Approach-3 loss L(N, D) with its bootstrap interval: {loss, lo, hi}."""
+def prediction_targets(fits: Fits) -> list[float]:
+    """The budgets to tabulate: settings.predict, else 10x and 100x the largest fitted budget."""
+    asked = [float(c) for c in fits.settings.get("predict") or ()]
+    largest = max(b["C"] for b in fits.budgets)
+    return asked or [largest * m for m in DEFAULT_MULTIPLES]
+
+
+def predict_many(fits: Fits, budgets: Sequence[float] | None = None) -> list[dict[str, Any]]:
+    """predict_at_budget at each budget (default: prediction_targets), for Fits.predictions."""
+    return [predict_at_budget(fits, c) for c in (prediction_targets(fits) if budgets is None else budgets)]
+
+
+def predict_loss(fits: Fits, N: float, D: float) -> Estimate:
+    """Approach-3 loss L(N, D) with its bootstrap interval."""
     lnN = np.log(_positive("N", N))
     lnD = np.log(_positive("D", D))
     loss = float(np.exp(predict_log_loss(np.asarray(fits.approach3["theta"], float), lnN, lnD)))
     s3 = fits.samples.get("approach3")
-    lo = hi = np.nan
-    if s3 is not None:
-        lo, hi = interval(np.exp(predict_log_loss(s3, lnN, lnD)), float(fits.bootstrap.get("level", 0.95)))
-    return {"loss": _f(loss), "lo": _f(lo), "hi": _f(hi)}
+    samples = None if s3 is None else np.exp(predict_log_loss(s3, lnN, lnD))
+    return Estimate.from_samples(loss, samples, _level(fits))

@@ -66,11 +66,10 @@ def isoflop_sweep(
         N = centre * np.exp(np.linspace(-0.5, 0.5, sizes_per_budget) * np.log(span))
         D = C / (kappa * N)
         L = law.loss(N, D) * np.exp(noise * rng.standard_normal(N.size))
-        for i in range(N.size):
-            rows.append({
-                "run_id": f"c{C:.0e}-n{i}", "params_total": float(N[i]), "params_nonembedding": float(N[i]) * 0.9,
-                "params_scaling": float(N[i]) * 0.95, "budget_flops": float(C), "flops": float(C),
-                "tokens": float(D[i]), "val_bpb": float(L[i]), "val_loss": float(L[i]) * np.log(2.0),
-                "status": "ok", "role": "sweep", "data_fingerprint": "synthetic",
-            })
+        rows.extend({
+            "run_id": f"c{C:.0e}-n{i}", "params_total": float(N[i]), "params_nonembedding": float(N[i]) * 0.9,
+            "params_scaling": float(N[i]) * 0.95, "budget_flops": float(C), "flops": float(C),
+            "tokens": float(D[i]), "val_bpb": float(L[i]), "val_loss": float(L[i]) * np.log(2.0),
+            "status": "ok", "role": "sweep", "data_fingerprint": "synthetic",
+        } for i in range(N.size))
     return pd.DataFrame(rows)

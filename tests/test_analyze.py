@@ -1,5 +1,5 @@
-"""harness-analyze end to end: composed config -> run_analysis, the console wrapper's exit codes, atomic outputs,
-and scripts/analyze.sh."""
+"""harness.analyze (harness-analyze) end to end: composed config -> run_analysis, the console wrapper's exit codes,
+atomic outputs, scripts/analyze.sh, and the analysis package's purity."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-import harness.report
-from harness.analysis.cli import CONF_DIR, default_out, run_analysis
+import harness.plots
+from harness import CONF_DIR
 from harness.analysis.synthetic import isoflop_sweep
+from harness.analyze import OUTPUT_NAMES, default_out, run_analysis
 from harness.errors import HarnessError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def results_csv(tmp_path: Path, **kw) -> Path:
 
 def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    code = "from harness.analysis.cli import analyze_main; analyze_main()"
+    code = "from harness.cli import analyze_main; analyze_main()"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
 
@@ -47,12 +48,13 @@ def test_run_analysis_writes_complete_outputs(tmp_path: Path) -> None:
     res = run_analysis(cfg(f"results={path}", "bootstrap=40"))
     out = default_out(path)
     assert Path(res["out"]) == out == tmp_path / "sweep" / "analysis"
-    assert set(res["files"]) == set(harness.report.OUTPUT_NAMES)
+    assert set(res["files"]) == set(OUTPUT_NAMES)
     fits = json.loads((out / "fits.json").read_text())
     assert fits["bootstrap"]["n"] == 40 and fits["inputs"]["sha256"]
     assert abs(fits["approach2"]["a"]["value"] - 0.4516) < 0.05
+    assert [p["extrapolation"] for p in fits["predictions"]] == [10.0, 100.0]  # attached by run_analysis
     report = (out / "report.md").read_text()
-    for png in harness.report.PLOTS.values():
+    for png in harness.plots.PLOT_FILES:
         assert (out / png).read_bytes()[:8] == PNG and f"]({png})" in report
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".analysis.tmp")]
 
@@ -86,7 +88,7 @@ def test_crash_while_writing_leaves_no_outputs(tmp_path: Path, monkeypatch: pyte
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(harness.report, "plot_approach3", boom)
+    monkeypatch.setattr(harness.plots, "plot_approach3", boom)
     with pytest.raises(RuntimeError):
         run_analysis(cfg(f"results={path}", f"out={out}", "bootstrap=0"))
     assert not out.exists()
@@ -117,3 +119,23 @@ def test_analyze_script_end_to_end(tmp_path: Path) -> None:
     assert (path.parent / "analysis" / "fits.json").exists() and list(cwd.iterdir()) == []
     usage = subprocess.run(["bash", str(REPO / "scripts" / "analyze.sh")], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr
+
+
+def test_plan_budget_console_wrapper(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    code = "from harness.cli import plan_budget_main; plan_budget_main()"
+    ok = subprocess.run([sys.executable, "-c", code, "C=1e21"], cwd=tmp_path, env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0 and "compute: 1e+21 FLOPs" in ok.stdout, ok.stderr
+    bad = subprocess.run([sys.executable, "-c", code, "C=-1"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_analysis_package_imports_nothing_above_it() -> None:
+    code = ("import sys, harness.analysis, harness.analysis.predict, harness.analysis.synthetic; "
+            "print([m for m in ('harness.report', 'harness.plots', 'harness.budget', 'harness.train', "
+            "'harness.analyze', 'harness.cli', 'matplotlib') if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr

@@ -1,0 +1,100 @@
+"""What every fitting stage shares: the analysis knobs (Settings, read from a config) and the running list of
+warnings and notes (Diagnostics) that ends up in fits.json and report.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.analysis.load import cfg_get
+from harness.errors import HarnessError
+
+
+@dataclass
+class Settings:
+    """Analysis knobs, read from a config (dict or DictConfig) with these defaults."""
+
+    bootstrap: int = 1000
+    seed: int = 0
+    jobs: int = 1
+    level: float = 0.95
+    min_sizes: int = 3
+    drop_small_budgets: bool = False
+    exclude_edge: bool = True
+    huber_k: float = 1.345
+    irls_iters: int = 10
+    delta: float = 1e-3
+    starts: int = 32
+    frontier_source: str = "minima"
+    frontier_min_free: int = 4
+    predict: tuple[float, ...] = ()
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> Settings:
+        """Map config keys (bootstrap, seed, jobs, level, isoflop.*, parametric.*, frontier.*, predict)."""
+        d = cls()
+        for attr, key in CONFIG_KEYS.items():
+            v = cfg_get(cfg, key)
+            if v is not None:
+                setattr(d, attr, _coerce(key, v, type(getattr(d, attr))))
+        pred = cfg_get(cfg, "predict")
+        if pred is not None:
+            d.predict = _budgets(pred)
+        d.check()
+        return d
+
+    def check(self) -> None:
+        """Refuse values no fit can use."""
+        if self.bootstrap < 0:
+            raise HarnessError(f"bootstrap={self.bootstrap} is negative; use bootstrap=0 (no intervals) or e.g. 1000")
+        if self.frontier_source not in ("minima", "envelope"):
+            raise HarnessError(f"frontier.source={self.frontier_source!r}; use frontier.source=minima or envelope")
+        if not 0.5 < self.level < 1.0:
+            raise HarnessError(f"level={self.level} is not a confidence level; use e.g. level=0.95")
+
+
+# Settings attribute -> dotted config key
+CONFIG_KEYS = {
+    "bootstrap": "bootstrap", "seed": "seed", "jobs": "jobs", "level": "level",
+    "min_sizes": "isoflop.min_sizes", "drop_small_budgets": "isoflop.drop_small_budgets",
+    "exclude_edge": "isoflop.exclude_edge", "huber_k": "isoflop.huber_k", "irls_iters": "isoflop.iters",
+    "delta": "parametric.delta", "starts": "parametric.starts", "frontier_source": "frontier.source",
+    "frontier_min_free": "frontier.min_points_free",
+}
+
+
+def _coerce(key: str, v: Any, kind: type) -> Any:
+    """v as the setting's type (bools also from true/false/1/0/yes/no strings)."""
+    try:
+        if kind is bool and isinstance(v, str):
+            if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(v)
+            v = v.lower() in ("true", "1", "yes")
+        return kind(v)
+    except (TypeError, ValueError):
+        raise HarnessError(f"{key}={v!r} is not a valid {kind.__name__}") from None
+
+
+def _budgets(pred: Any) -> tuple[float, ...]:
+    """predict= as a tuple of FLOP budgets (one number or a list)."""
+    try:
+        return tuple(float(c) for c in ([pred] if isinstance(pred, (int, float, str)) else pred))
+    except (TypeError, ValueError):
+        raise HarnessError(f"predict={pred!r} is not a list of FLOP budgets; use predict=[1e21,1e22]") from None
+
+
+@dataclass
+class Diagnostics:
+    """Warnings (something may be wrong with a fit) and notes (context a reader needs), in the order raised."""
+
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def warn(self, text: str) -> None:
+        """Record a warning."""
+        self.warnings.append(text)
+
+    def note(self, text: str) -> None:
+        """Record a note."""
+        self.notes.append(text)

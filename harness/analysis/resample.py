@@ -1,0 +1,56 @@
+"""The joint bootstrap (Efron 1979; for scaling laws Besiroglu et al. 2024): one set of stratified resamples of
+runs, and every fit (parabolas, Approach 2 power laws, Approach 3, frontier) redone on each, so the intervals
+of all quantities and of predictions made from them are jointly consistent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.approach2 import IsoflopFit, approach2_samples
+from harness.analysis.approach3 import RunArrays, approach3_samples
+from harness.analysis.bootstrap import stratified_weights
+from harness.analysis.context import Diagnostics, Settings
+from harness.analysis.frontier import FrontierStage, frontier_samples
+from harness.analysis.isoflop import fit_parabolas
+
+# A fit whose estimate survives in fewer than this share of resamples gets a warning.
+MIN_VALID_SHARE = 0.95
+
+
+def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, theta: np.ndarray, frontier: FrontierStage,
+                   settings: Settings) -> dict[str, np.ndarray]:
+    """Bootstrap samples of every fit on settings.bootstrap resamples of runs drawn within each budget ({} if 0)."""
+    if settings.bootstrap <= 0:
+        return {}
+    codes = pd.factorize(used["budget"])[0]
+    weights = stratified_weights(codes, settings.bootstrap, settings.seed)
+    parabolas = fit_parabolas(iso.layout, weights, settings.huber_k, settings.irls_iters, settings.exclude_edge)
+    per_budget = approach2_samples(iso, parabolas)
+    approach3 = approach3_samples(runs, weights, theta, settings)
+    return {
+        "approach2": per_budget.pop("approach2"),
+        "frontier": frontier_samples(iso, frontier, parabolas, np.exp(approach3[:, 2])),
+        "approach3": approach3,
+        **per_budget,
+    }
+
+
+def valid_counts(samples: dict[str, np.ndarray], n_resamples: int, diag: Diagnostics) -> dict[str, int]:
+    """How many resamples gave each fit an estimate; warns when a fit lost more than 5% of them."""
+    if n_resamples <= 0:
+        diag.note("bootstrap=0: no intervals were computed")
+        return {}
+    valid = {
+        "approach2": int(np.isfinite(samples["approach2"][:, 0]).sum()),
+        "frontier": int(np.isfinite(samples["frontier"][:, 2]).sum()),
+        "approach3": int(np.all(np.isfinite(samples["approach3"]), axis=1).sum()),
+    }
+    for name, n in valid.items():
+        if n < MIN_VALID_SHARE * n_resamples:
+            diag.warn(
+                f"{name}: only {n} of {n_resamples} bootstrap resamples gave an estimate (the others lost budgets to "
+                "the size, edge or downward-parabola rules); its interval is conditional on those; add sizes per budget"
+            )
+    return valid

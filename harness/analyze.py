@@ -1,0 +1,42 @@
+"""The analysis pipeline behind harness-analyze: load a results CSV, fit it (harness.analysis), add the
+predictions, draw the plots (harness.plots) and write fits.json and report.md (harness.report). Trains nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.analysis import fit_all, load_results, predict_many
+from harness.analysis.load import cfg_get
+from harness.errors import HarnessError
+from harness.plots import PLOT_FILES, render_plots
+from harness.report import write_report
+
+OUTPUT_NAMES = ["report.md", "fits.json", "bootstrap_samples.npz", *PLOT_FILES]
+
+
+def default_out(results: str | Path) -> Path:
+    """<directory of the results CSV>/analysis (or <results dir>/analysis when given a directory)."""
+    p = Path(results).expanduser()
+    return (p if p.is_dir() else p.parent) / "analysis"
+
+
+def run_analysis(cfg: Any) -> dict[str, Any]:
+    """Load results, fit everything, predict at settings.predict (default 10x and 100x the largest budget) and
+    write the report atomically; returns {out, files, fits, summary}."""
+    results = cfg_get(cfg, "results")
+    if results is None or str(results) in ("", "???"):
+        raise HarnessError("no results file given; run harness-analyze results=PATH [out=DIR]")
+    df = load_results(str(results), cfg)
+    fits = fit_all(df, cfg)
+    fits.predictions = predict_many(fits)
+    out = Path(str(cfg_get(cfg, "out") or default_out(str(results)))).expanduser()
+    files = write_report(fits, render_plots(fits, df), out)
+    a2, a3 = fits.approach2, fits.approach3
+    summary = {
+        "a_approach2": a2["a"], "a_approach3": a3["a"], "b_approach2": a2["b"], "b_approach3": a3["b"],
+        "frontier": {k: fits.frontier[k] for k in ("E", "K", "k")}, "n_used": fits.data["n_used"],
+        "warnings": list(fits.warnings),
+    }
+    return {"out": str(out), "files": {k: str(v) for k, v in files.items()}, "fits": fits, "summary": summary}

@@ -1,0 +1,95 @@
+"""A fitted learning-rate rule file: lr = c * N^p * D^q (N parameters under the file's convention, D tokens).
+
+`harness-sweep sweep=lr` writes one (results/lr/lr_rule.json) with its provenance: the corpus fingerprint, the
+size family and the points it was fitted on. `train.lr=rule` reads `train.lr_rule` (default: the rule fitted
+on the embedded corpus and the default family, shipped in conf/lr_rules/). A rule is JSON data, never code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import CONF_DIR
+from harness.errors import HarnessError
+
+SCHEMA = 1
+DEFAULT = "default"
+DEFAULT_PATH = Path(CONF_DIR) / "lr_rules" / "stdlib_family.json"
+PARAM_CONVENTIONS = ("total", "nonembedding", "scaling")
+FAMILY_KEYS = ("aspect", "min_layers", "head_dim", "ff_mult", "d_model_step", "seq_len")
+
+
+@dataclass(frozen=True)
+class LRRuleFile:
+    """The rule's coefficients, the parameter convention N is counted in, and where it came from."""
+
+    c: float
+    p: float
+    q: float
+    params: str
+    provenance: dict[str, Any]
+    path: str
+    sha256: str
+
+    def lr(self, n_params: float, tokens: float) -> float:
+        """The learning rate the rule gives a model of n_params (this file's convention) trained on tokens."""
+        return self.c * n_params**self.p * tokens**self.q
+
+    @property
+    def tag(self) -> str:
+        """Short provenance for result rows: the file name and the first 12 hex digits of its sha256."""
+        return f"{Path(self.path).name}@{self.sha256[:12]}"
+
+
+def resolve_path(value: Any) -> Path:
+    """train.lr_rule: 'default' (the shipped rule) or a path (~ expanded)."""
+    text = str(value or DEFAULT)
+    return DEFAULT_PATH if text == DEFAULT else Path(text).expanduser()
+
+
+def load_rule(value: Any) -> LRRuleFile:
+    """Read and check a rule file; a missing or malformed file is one clear error naming the fix."""
+    path = resolve_path(value)
+    try:
+        raw = path.read_bytes()
+        d = json.loads(raw)
+    except FileNotFoundError:
+        raise HarnessError(f"train.lr_rule={str(path)!r} does not exist; fit one with `scripts/sweep.sh sweep=lr` "
+                           "or use train.lr=auto") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise HarnessError(f"train.lr_rule={str(path)!r} is not a rule file (JSON written by the lr sweep)") from None
+    try:
+        c, p, q = (float(d["rule"][k]["value"]) for k in ("c", "p", "q"))
+        params = str(d["params"])
+    except (KeyError, TypeError, ValueError):
+        raise HarnessError(f"{str(path)!r} lacks rule.c/p/q values or params; refit it with the lr sweep") from None
+    if int(d.get("schema", 0)) != SCHEMA or params not in PARAM_CONVENTIONS or not all(map(math.isfinite, (c, p, q))) \
+            or c <= 0:
+        raise HarnessError(f"{str(path)!r} is not a valid schema-{SCHEMA} rule file; refit it with the lr sweep")
+    return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(raw).hexdigest())
+
+
+def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any) -> list[str]:
+    """How this run differs from what the rule was fitted on (corpus, model family): warnings, not errors,
+    since a rule transfers approximately; the result rows carry the rule's tag either way."""
+    out = []
+    prov = rule.provenance
+    if fingerprint and prov.get("data_fingerprint") and prov["data_fingerprint"] != fingerprint:
+        out.append(f"the LR rule {rule.tag} was fitted on corpus {prov['data_fingerprint']}, this run uses "
+                   f"{fingerprint}; refit it on this corpus with `scripts/sweep.sh sweep=lr data=...`")
+    family = prov.get("family") or {}
+    if family:
+        if str(model.get("name")) != "family":
+            out.append(f"the LR rule {rule.tag} was fitted on the size family, this run trains preset "
+                       f"{model.get('name')!r}")
+        else:
+            diff = [k for k in FAMILY_KEYS if k in family and str(model.get(k)) != str(family[k])]
+            if diff:
+                out.append(f"the LR rule {rule.tag} was fitted on a family with "
+                           + ", ".join(f"{k}={family[k]}" for k in diff) + "; this run's model differs")
+    return out

@@ -1,0 +1,247 @@
+"""Plots of a Fits object (PNG): IsoFLOP parabolas, N_opt and D_opt vs C, the loss frontier (with a held-out run)
+and Approach 3's residuals and L(N, D) contours. Nothing is fitted here: the plots evaluate the fitted formulas
+(Hoffmann et al. 2022 Approaches 2 and 3 as fitted by harness.analysis) and their bootstrap samples.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from harness.analysis import Fits, select_fit_rows
+from harness.analysis.bootstrap import interval
+from harness.analysis.estimate import format_number as fmt
+from harness.analysis.parametric import predict_log_loss
+from harness.analysis.predict import approach2_curves, approach3_curves
+
+# key -> (file name, caption in report.md)
+PLOTS = {
+    "isoflop": ("isoflop.png", "IsoFLOP curves with fitted parabolas and optima"),
+    "optimal": ("optimal_nd.png", "N_opt and D_opt vs C with fits and bands"),
+    "frontier": ("frontier.png", "Loss frontier vs C with extrapolation band"),
+    "approach3": ("approach3.png", "Approach 3 residuals and L(N, D) contours"),
+}
+PLOT_FILES = [name for name, _ in PLOTS.values()]
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A rendered plot: its file name, its caption and its PNG bytes."""
+
+    name: str
+    caption: str
+    png: bytes
+
+
+def _save(fig: Figure, path: Path | None) -> Figure:
+    """Attach a canvas and, when a path is given, write the PNG there."""
+    FigureCanvasAgg(fig)
+    if path is not None:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def _budget_rows(fits: Fits, df: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    used = select_fit_rows(df).used
+    per = [used[np.isclose(used["budget"].astype(float), b["budget"], rtol=1e-9)] for b in fits.budgets]
+    return used, per
+
+
+def _colors(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.1 + 0.8 * i / max(1, n - 1)) for i in range(n)]
+
+
+def plot_isoflop(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Figure:
+    """Loss vs N per budget with the fitted robust parabolas and their optima (excluded budgets hollow)."""
+    _, per = _budget_rows(fits, df)
+    fig = Figure(figsize=(7, 5))
+    ax = fig.add_subplot()
+    for b, rows, col in zip(fits.budgets, per, _colors(len(fits.budgets))):
+        N = rows["params"].to_numpy(float)
+        down = set(d["run_id"] for d in b.get("downweighted", []))
+        bad = rows["run_id"].astype(str).isin(down).to_numpy()
+        ax.scatter(N[~bad], rows["loss"].to_numpy(float)[~bad], color=col, s=18, zorder=3)
+        if bad.any():
+            ax.scatter(N[bad], rows["loss"].to_numpy(float)[bad], color=col, marker="x", s=40, zorder=3)
+        lnN = np.linspace(np.log(b["N_min"]) - 0.3, np.log(b["N_max"]) + 0.3, 100)
+        x = lnN - b["center_lnN"]
+        c0, c1, c2 = b["coef"]
+        label = f"C={b['C']:.2g}" + ("" if b["status"] == "ok" else f" ({b['status']}{', excluded' if not b['used'] else ''})")
+        ax.plot(np.exp(lnN), c0 + c1 * x + c2 * x * x, color=col, lw=1.2, ls="-" if b["used"] else "--", label=label)
+        n_opt, l_opt = b["N_opt"].value, b["L_opt"].value
+        if n_opt is not None and l_opt is not None:
+            ax.plot([n_opt], [l_opt], marker="*", ms=12, color=col if b["used"] else "white", mec=col, zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("loss")
+    ax.set_title("IsoFLOP curves: robust parabolas in log N (stars: optima; x: down-weighted runs)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _c_grid(fits: Fits, holdout: Mapping[str, Any] | None, factor: float = 100.0) -> np.ndarray:
+    cs = [b["C"] for b in fits.budgets]
+    hi = max(cs) * factor
+    if holdout and holdout.get("flops"):
+        hi = max(hi, float(holdout["flops"]) * 2.0)
+    return np.exp(np.linspace(np.log(min(cs) / 2.0), np.log(hi), 120))
+
+
+def _band(ax: Any, C: np.ndarray, cur: dict[str, np.ndarray], key: str, color: Any, label: str, ls: str,
+          level: float) -> None:
+    ax.plot(C, cur[key], color=color, ls=ls, label=label)
+    if f"{key}_samples" in cur:
+        lo, hi = interval(cur[f"{key}_samples"], level)
+        if np.any(np.isfinite(lo)):
+            ax.fill_between(C, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def _budget_optima(ax: Any, fits: Fits, key: str, error_bars: bool) -> None:
+    """Each budget's fitted optimum (key N_opt, D_opt or L_opt): filled if used, hollow if excluded."""
+    for b in fits.budgets:
+        e = b[key]
+        if e.value is None:
+            continue
+        yerr = None
+        if error_bars and e.has_interval:
+            yerr = [[max(0.0, e.value - e.lo)], [max(0.0, e.hi - e.value)]]
+        ax.errorbar([b["C"]], [e.value], yerr=yerr, fmt="o", color="k" if b["used"] else "0.6",
+                    mfc="k" if b["used"] else "white", ms=5, capsize=2, zorder=4)
+    ax.axvline(max(b["C"] for b in fits.budgets), color="0.7", lw=0.8, ls=":")
+
+
+def plot_optimal(fits: Fits, path: Path | None = None, holdout: Mapping[str, Any] | None = None) -> Figure:
+    """N_opt and D_opt vs C: per-budget optima, Approach 2 power laws and Approach 3, with 95% bands."""
+    C = _c_grid(fits, holdout)
+    level = float(fits.bootstrap.get("level", 0.95))
+    a2, a3 = approach2_curves(fits, C), approach3_curves(fits, C)
+    fig = Figure(figsize=(11, 4.5))
+    for i, (key, exponent, name) in enumerate((("N", "a", "N_opt (parameters)"), ("D", "b", "D_opt (tokens)"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        _band(ax, C, a2, key, "C0", f"Approach 2: {key} = k C^{fits.approach2[exponent].value:.3f}", "-", level)
+        _band(ax, C, a3, key, "C3", f"Approach 3: exponent {fits.approach3[exponent].value:.3f}", "--", level)
+        _budget_optima(ax, fits, f"{key}_opt", error_bars=True)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("compute C (FLOPs)")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Compute-optimal allocation ({int(level * 100)}% bootstrap bands; hollow: excluded budgets)")
+    return _save(fig, path)
+
+
+def _draw_holdout(ax: Any, holdout: Mapping[str, Any]) -> None:
+    """The held-out run (a star) beside each approach's predicted loss with its interval (squares)."""
+    hc, hl = float(holdout["flops"]), holdout.get("loss")
+    predicted = holdout.get("predicted") or {}
+    for name, col, dx in (("approach2", "C0", 0.96), ("approach3", "C3", 1.04)):
+        p = predicted.get(name)
+        if p is None or p.value is None:
+            continue
+        lo = p.value if p.lo is None else p.lo
+        hi = p.value if p.hi is None else p.hi
+        ax.errorbar([hc * dx], [p.value], yerr=[[p.value - lo], [hi - p.value]], fmt="s", color=col,
+                    mfc="white", capsize=3, zorder=5, label=f"{name} prediction")
+    if hl is not None:
+        ax.plot([hc], [float(hl)], marker="*", ms=14, color="C1", mec="k", zorder=6,
+                label=holdout.get("label", "held-out run"))
+
+
+def plot_frontier(fits: Fits, df: pd.DataFrame, path: Path | None = None,
+                  holdout: Mapping[str, Any] | None = None) -> Figure:
+    """Loss frontier vs C with the extrapolation band; an optional held-out run with its predicted bands."""
+    used, _ = _budget_rows(fits, df)
+    C = _c_grid(fits, holdout)
+    level = float(fits.bootstrap.get("level", 0.95))
+    a2, a3 = approach2_curves(fits, C), approach3_curves(fits, C)
+    fig = Figure(figsize=(7, 5))
+    ax = fig.add_subplot()
+    ax.scatter(used["flops"], used["loss"], s=6, color="0.75", label="runs", zorder=2)
+    _band(ax, C, a2, "loss", "C0", f"frontier E + K C^-k (k={fmt(fits.frontier['k'].value, 3)})", "-", level)
+    _band(ax, C, a3, "loss", "C3", "Approach 3 at its optimum", "--", level)
+    _budget_optima(ax, fits, "L_opt", error_bars=False)
+    if holdout:
+        _draw_holdout(ax, holdout)
+    ax.set_xscale("log")
+    ax.set_xlabel("compute C (FLOPs)")
+    ax.set_ylabel("loss")
+    ax.set_title(f"Loss frontier with {int(level * 100)}% bootstrap band (dotted: largest fitted budget)")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_approach3(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Figure:
+    """Approach-3 log-residuals vs N per budget, and contours of L(N, D) with the IsoFLOP lines and optimum."""
+    used, per = _budget_rows(fits, df)
+    theta = np.asarray(fits.approach3["theta"], float)
+    kappa = float(fits.approach3["kappa"])
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot(1, 2, 1)
+    cols = _colors(len(fits.budgets))
+    for b, rows, col in zip(fits.budgets, per, cols):
+        lnN = np.log(rows["params"].to_numpy(float))
+        res = np.log(rows["loss"].to_numpy(float)) - predict_log_loss(theta, lnN, np.log(rows["tokens"].to_numpy(float)))
+        ax.scatter(np.exp(lnN), res, color=col, s=14, label=f"C={b['C']:.2g}")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("log L - log L_hat")
+    ax.set_title(f"Approach 3 residuals (rmse {fmt(fits.approach3['rmse_log'], 3)} in log loss)")
+    ax.legend(fontsize=7)
+    ax2 = fig.add_subplot(1, 2, 2)
+    N = used["params"].to_numpy(float)
+    D = used["tokens"].to_numpy(float)
+    gN = np.exp(np.linspace(np.log(N.min()) - 1, np.log(N.max()) + 1, 80))
+    gD = np.exp(np.linspace(np.log(D.min()) - 1, np.log(D.max()) + 1, 80))
+    LN, LD = np.meshgrid(np.log(gN), np.log(gD))
+    Z = np.exp(predict_log_loss(theta, LN, LD))
+    cs = ax2.contour(gN, gD, Z, levels=12, cmap="viridis", linewidths=0.8)
+    ax2.clabel(cs, fontsize=6, fmt="%.3g")
+    for b, col in zip(fits.budgets, cols):
+        ax2.plot(gN, b["C"] / (kappa * gN), color=col, lw=0.8, ls=":")
+    cur = approach3_curves(fits, np.array([b["C"] for b in fits.budgets]))
+    ax2.plot(cur["N"], cur["D"], "r-", lw=1.2, label="Approach 3 optimum")
+    ax2.scatter(N, D, s=6, color="k", zorder=3)
+    ax2.set_xscale("log")
+    ax2.set_yscale("log")
+    ax2.set_xlim(gN.min(), gN.max())
+    ax2.set_ylim(gD.min(), gD.max())
+    ax2.set_xlabel("parameters N")
+    ax2.set_ylabel("tokens D")
+    ax2.set_title("L(N, D) contours, IsoFLOP lines (dotted)")
+    ax2.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def png_bytes(fig: Any) -> bytes:
+    """A figure's PNG bytes (as the plot functions write them to a path)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def render_plots(fits: Fits, df: pd.DataFrame, holdout: Mapping[str, Any] | None = None) -> list[Plot]:
+    """The four report plots in memory (holdout: {flops, loss, label, predicted: {approach: Estimate}})."""
+    figures = {
+        "isoflop": plot_isoflop(fits, df),
+        "optimal": plot_optimal(fits, None, holdout),
+        "frontier": plot_frontier(fits, df, None, holdout),
+        "approach3": plot_approach3(fits, df),
+    }
+    plots = []
+    for key, fig in figures.items():
+        name, caption = PLOTS[key]
+        caption += " and the held-out run" if key == "frontier" and holdout else ""
+        plots.append(Plot(name, caption, png_bytes(fig)))
+    return plots

@@ -1,0 +1,66 @@
+"""Approach 2 stage by stage: budgets with too few sizes, IsoFLOP parabolas, power laws, the per-budget table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.analysis import canonicalize, select_fit_rows
+from harness.analysis.approach2 import (
+    approach2_samples,
+    budget_table,
+    fit_approach2,
+    fit_isoflop,
+    isoflop_rows,
+    summarize_approach2,
+)
+from harness.analysis.context import Diagnostics, Settings
+from harness.analysis.estimate import Estimate
+from harness.analysis.isoflop import fit_parabolas
+from harness.analysis.synthetic import Law, isoflop_sweep
+from harness.errors import HarnessError
+
+LAW = Law()
+
+
+def used(**kw):
+    kw.setdefault("budgets", (1e18, 1e19, 1e20, 1e21))
+    return select_fit_rows(canonicalize(isoflop_sweep(LAW, sizes_per_budget=7, span=12, noise=0.0, **kw))).used
+
+
+def test_point_fit_recovers_the_law_and_builds_the_table() -> None:
+    diag = Diagnostics()
+    iso = fit_isoflop(used(), Settings(), diag)
+    laws = fit_approach2(iso, diag)
+    block = summarize_approach2(iso, laws, {}, 0.95)
+    assert iso.n_usable == 4 and diag.warnings == [] and diag.notes == []
+    assert block["a"].value == pytest.approx(LAW.a, abs=0.02) and block["a"].n == 0 and block["a"].lo is None
+    assert block["k_N"].value == pytest.approx(np.exp(block["ln_k_N"]))
+    table = budget_table(iso, {}, 0.95, diag)
+    assert [b["status"] for b in table] == ["ok"] * 4 and all(isinstance(b["N_opt"], Estimate) for b in table)
+
+
+def test_resampled_parabolas_give_samples_and_intervals() -> None:
+    rows = used(seed=1)
+    iso = fit_isoflop(rows, Settings(), Diagnostics())
+    W = np.random.default_rng(0).integers(0, 3, size=(50, len(rows))).astype(np.int32)
+    samples = approach2_samples(iso, fit_parabolas(iso.layout, W))
+    assert samples["approach2"].shape == (50, 4) and samples["budget_lnN"].shape == (50, 4)
+    block = summarize_approach2(iso, fit_approach2(iso, Diagnostics()), samples, 0.95)
+    assert block["a"].has_interval and 0 < block["a"].n <= 50
+
+
+def test_too_few_sizes_refused_or_dropped() -> None:
+    rows = used()
+    small = rows[~((rows["budget"] == 1e18) & (rows["params"] > rows["params"].min() * 1.5))]
+    with pytest.raises(HarnessError, match="fewer than 3 distinct model sizes"):
+        isoflop_rows(small, Settings(), Diagnostics())
+    diag = Diagnostics()
+    kept = isoflop_rows(small, Settings(drop_small_budgets=True), diag)
+    assert 1e18 not in set(kept["budget"]) and "left out of Approach 2" in diag.warnings[0]
+
+
+def test_two_budgets_get_a_note() -> None:
+    diag = Diagnostics()
+    fit_approach2(fit_isoflop(used(budgets=(1e18, 1e19)), Settings(), diag), diag)
+    assert any("exactly 2 budgets" in n for n in diag.notes)

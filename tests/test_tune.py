@@ -1,0 +1,161 @@
+"""The LR sweep: round plans that refine until each minimum is bracketed, jobs, and the fitted rule file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness import CONF_DIR
+from harness.analysis.lr import fit_lr_optimum
+from harness.errors import HarnessError
+from harness.tune import lr_grid, plan_round, refine
+
+# Small sizes and budgets so the plan (pure arithmetic) is instant; nothing here trains unless stated.
+LR_SMALL = [
+    "sweep=lr", "sweep.budgets=[1e9,3e9]", "sweep.d_models=[8,16,24]", "sweep.min_steps=5", "model.seq_len=32",
+    "train.batch_size=4",
+]
+
+
+def _cfg(*extra: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("sweep_run", overrides=[*LR_SMALL, *extra])
+
+
+def _bowl(lr: float, opt: float) -> float:
+    return 2.0 + 0.1 * math.log(lr / opt) ** 2
+
+
+def _run_rounds(cfg, optimum) -> dict:
+    """Play every round of the sweep against a synthetic loss: {(point, lr): loss}."""
+    seen: dict = {}
+    for rnd in range(int(cfg.sweep.max_rounds) + 1):
+        runs = plan_round(cfg, rnd, lambda pt, lr: seen.get((pt, lr)))
+        for r in runs:
+            pt = (r.d_model, r.budget)
+            seen[(pt, r.lr)] = _bowl(r.lr, optimum(pt))
+    return seen
+
+
+def test_grid_is_log_spaced_and_refuses_one_point() -> None:
+    grid, ratio = lr_grid(_cfg().sweep)
+    assert grid == [0.003, 0.006, 0.012, 0.024, 0.048] and ratio == pytest.approx(2.0)
+    with pytest.raises(HarnessError, match="at least 3"):
+        lr_grid(_cfg("sweep.lr_grid.points=1").sweep)
+    with pytest.raises(HarnessError, match="0 < min < max"):
+        lr_grid(_cfg("sweep.lr_grid.min=-1e-3").sweep)
+
+
+def test_refinement_brackets_a_minimum_that_starts_outside_the_grid() -> None:
+    """Optimum 1.1e-3 lies below the grid (3e-3..4.8e-2): the rounds walk down to it, then add midpoints."""
+    cfg = _cfg()
+    seen = _run_rounds(cfg, lambda pt: 1.1e-3 if pt[0] == 8 else 1.5e-2)
+    for d in (8, 16, 24):
+        pt = (d, 1e9)
+        lrs = np.array(sorted(lr for (p, lr) in seen if p == pt))
+        o = fit_lr_optimum(lrs, np.array([seen[(pt, lr)] for lr in lrs]))
+        assert o.status == "ok", (d, lrs)
+        assert o.lr.value == pytest.approx(1.1e-3 if d == 8 else 1.5e-2, rel=0.02)
+    low = sorted(lr for (p, lr) in seen if p == (8, 1e9))
+    assert low[0] < 1.1e-3 < low[-1] and len(low) == 5 + 2 + 2  # grid, two steps down, two midpoints
+
+
+def test_refinement_stops_at_the_bounds_and_the_round_limit() -> None:
+    cfg = _cfg("sweep.lr_bounds=[2e-3,0.5]")
+    seen = _run_rounds(cfg, lambda pt: 1e-5)  # far below the floor: never bracketed
+    low = sorted(lr for (p, lr) in seen if p == (8, 1e9))
+    assert low[0] >= 2e-3
+    assert refine([0.003, 0.006, 0.012], [1.0, 2.0, 3.0], 2.0, (2e-3, 0.5), True) == []
+    assert refine([0.003, 0.006, 0.012], [3.0, 1.0, 2.0], 2.0, (1e-4, 0.5), True) == [0.004243, 0.008485]
+    assert refine([0.003, 0.006, 0.012], [3.0, 2.0, math.inf], 2.0, (1e-4, 0.5), False) == []
+
+
+def test_a_round_waits_for_the_previous_one() -> None:
+    with pytest.raises(HarnessError, match="unfinished"):
+        plan_round(_cfg(), 1, lambda pt, lr: None)
+
+
+def test_rounds_are_a_pure_function_of_earlier_results() -> None:
+    cfg = _cfg()
+    seen = _run_rounds(cfg, lambda pt: 2e-2)
+    first = plan_round(cfg, 1, lambda pt, lr: seen.get((pt, lr)))
+    again = plan_round(cfg, 1, lambda pt, lr: seen.get((pt, lr)))
+    assert first == again and [r.index for r in first] == list(range(len(first)))
+
+
+def _trained_cfg(text_corpus: Path, tmp_path: Path, *extra: str):
+    return _cfg(
+        "data=text", f"data.path={text_corpus}", f"data.cache_dir={tmp_path / 'cache'}",
+        f"results_dir={tmp_path / 'lr'}", "model.seq_len=32", "train.batch_size=4", "train.eval_windows=8",
+        "train.progress=false", "train.threads=1", "train.checkpoint_every_s=0", "sweep.d_models=[8,16]",
+        "sweep.lr_grid.min=1e-3", "sweep.lr_grid.max=0.3", "sweep.lr_grid.points=4", "sweep.max_rounds=1",
+        *extra,
+    )
+
+
+def test_lr_sweep_end_to_end_writes_a_rule_that_runs_then_use(text_corpus: Path, tmp_path: Path,
+                                                                restore_torch_threads) -> None:
+    """Rounds of real (tiny) runs -> lr_rule.json; a run with train.lr=rule uses it and records its tag."""
+    from harness.cli import _fit_lr_sweep
+    from harness.plan import job_config_for
+    from harness.results import read_records
+    from harness.train import run
+    from harness.tune import tune
+
+    cfg = _trained_cfg(text_corpus, tmp_path)
+    for rnd in range(int(cfg.sweep.max_rounds) + 1):
+        cfg.sweep_round = rnd
+        for i in range(len(tune(cfg)["runs"])):
+            cfg.plan_index = i
+            tune(cfg)
+        cfg.plan_index = None
+    records = read_records(tmp_path / "lr")
+    assert {r["role"] for r in records.values()} == {"tune"} and {r["lr_rule"] for r in records.values()} == {"fixed"}
+    assert len(records) >= 2 * 2 * 4
+    assert _fit_lr_sweep(cfg) == 0
+    doc = json.loads((tmp_path / "lr" / "lr_rule.json").read_text())
+    assert doc["params"] == "nonembedding" and doc["provenance"]["data_fingerprint"] in {
+        r["data_fingerprint"] for r in records.values()}
+    assert {"c", "p", "q"} <= set(doc["rule"]) and len(doc["points"]) == 4
+    assert (tmp_path / "lr" / "lr_curves.png").stat().st_size > 0 and "LR sweep" in (tmp_path / "lr" / "report.md").read_text()
+
+    job = job_config_for(cfg, 16, 2e9, 0, "sweep")
+    job.train.lr, job.train.lr_rule, job.results_dir = "rule", str(tmp_path / "lr" / "lr_rule.json"), str(tmp_path / "use")
+    rec = run(job)
+    from harness.lr_rule import load_rule
+
+    rule = load_rule(job.train.lr_rule)
+    assert rec["lr_rule"] == rule.tag and rule.tag.startswith("lr_rule.json@")
+    assert rec["lr"] == pytest.approx(rule.lr(rec["params_nonembedding"], rec["tokens"]))
+
+
+def test_rule_from_another_corpus_warns_and_a_bad_rule_is_refused(text_corpus: Path, tmp_path: Path) -> None:
+    from harness.lr_rule import DEFAULT_PATH, load_rule, mismatches
+    from harness.plan import job_config_for, resolve_run
+
+    cfg = _trained_cfg(text_corpus, tmp_path)
+    job = job_config_for(cfg, 16, 2e9, 0, "sweep")
+    job.train.lr = "rule"
+    if DEFAULT_PATH.exists():  # the shipped rule was fitted on the embedded corpus, not on this text corpus
+        ctx = resolve_run(job, "sha256:other", 256)
+        assert any("fitted on corpus" in w for w in ctx.warnings)
+    rule_path = tmp_path / "rule.json"
+    rule_path.write_text(json.dumps({"schema": 1, "params": "nonembedding", "rule": {
+        k: {"value": v, "lo": None, "hi": None, "n": 0} for k, v in (("c", 0.5), ("p", -0.3), ("q", -0.1))},
+        "provenance": {"data_fingerprint": "sha256:x", "family": {"aspect": 16}}}))
+    rule = load_rule(str(rule_path))
+    warns = mismatches(rule, "sha256:y", job.model)
+    assert any("sha256:x" in w for w in warns) and any("aspect=16" in w for w in warns)
+    rule_path.write_text("{not json")
+    with pytest.raises(HarnessError, match="not a rule file"):
+        load_rule(str(rule_path))
+    with pytest.raises(HarnessError, match="does not exist"):
+        load_rule(str(tmp_path / "missing.json"))
+    job.train.lr = -1e-3
+    with pytest.raises(HarnessError, match="positive"):
+        resolve_run(job, "sha256:y", 256)
