@@ -1,5 +1,6 @@
 """The analysis pipeline behind harness-analyze: load a results CSV, fit it (harness.analysis), add the
-predictions, draw the plots (harness.plots) and write fits.json and report.md (harness.report). Trains nothing.
+predictions and the leave-future-out backtest, draw the plots (harness.plots) and write fits.json and report.md
+(harness.report). Trains nothing.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis import fit_all, load_results, predict_many
+from harness.analysis.backtest import attach_backtest
 from harness.analysis.load import cfg_get
 from harness.errors import HarnessError
-from harness.plots import PLOT_FILES, render_plots
-from harness.report import write_report
+from harness.plots import BACKTEST_PLOT, PLOT_FILES, render_plots
+from harness.report import backtest_lines, write_report
 
-OUTPUT_NAMES = ["report.md", "fits.json", "bootstrap_samples.npz", *PLOT_FILES]
+OUTPUT_NAMES = ["report.md", "fits.json", "bootstrap_samples.npz", *PLOT_FILES, BACKTEST_PLOT[0]]
 
 
 def default_out(results: str | Path) -> Path:
@@ -23,20 +25,22 @@ def default_out(results: str | Path) -> Path:
 
 
 def run_analysis(cfg: Any) -> dict[str, Any]:
-    """Load results, fit everything, predict at settings.predict (default 10x and 100x the largest budget) and
-    write the report atomically; returns {out, files, fits, summary}."""
+    """Load results, fit everything, predict at settings.predict (default 10x and 100x the largest budget),
+    backtest the fits (leave-future-out refits, harness.analysis.backtest) and write the report atomically;
+    returns {out, files, fits, summary}."""
     results = cfg_get(cfg, "results")
     if results is None or str(results) in ("", "???"):
         raise HarnessError("no results file given; run harness-analyze results=PATH [out=DIR]")
     df = load_results(str(results), cfg)
     fits = fit_all(df, cfg)
     fits.predictions = predict_many(fits)
+    attach_backtest(fits, df, cfg)
     out = Path(str(cfg_get(cfg, "out") or default_out(str(results)))).expanduser()
     files = write_report(fits, render_plots(fits, df), out)
     a2, a3 = fits.approach2, fits.approach3
     summary = {
         "a_approach2": a2["a"], "a_approach3": a3["a"], "b_approach2": a2["b"], "b_approach3": a3["b"],
         "frontier": {k: fits.frontier[k] for k in ("E", "K", "k")}, "n_used": fits.data["n_used"],
-        "warnings": list(fits.warnings),
+        "warnings": list(fits.warnings), "backtest": backtest_lines(fits),
     }
     return {"out": str(out), "files": {k: str(v) for k, v in files.items()}, "fits": fits, "summary": summary}

@@ -92,27 +92,34 @@ def sweep_main(cfg: DictConfig) -> int:
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sweep_run")
 @guarded
 def validate_main(cfg: DictConfig) -> int:
-    """harness-validate sweep=NAME: fit the sweep, train the held-out run, compare, write the report (an LR
-    sweep: fit each point's optimum and the LR rule, write lr_rule.json and the report)."""
-    from harness.report import fmt_est
-    from harness.validate import validate
+    """harness-validate sweep=NAME: fit and backtest the sweep, train the held-out ladder, compare, write the
+    report (an LR sweep: fit each point's optimum and the LR rule, write lr_rule.json and the report)."""
+    from harness.report import backtest_lines, fmt_est
+    from harness.validate import ladder_coverage, validate
 
     if cfg.sweep.get("kind") == "lr":
         return _fit_lr_sweep(cfg)
 
     res = validate(cfg)
-    v, fits = res["validation"], res["fits"]
+    entries, fits = res["validation"], res["fits"]
     print("\n=== scaling-law summary ===")
     for name in ("approach2", "approach3"):
         f = getattr(fits, name)
         print(f"{name}: a (N_opt ~ C^a) = {fmt_est(f['a'])}, b (D_opt ~ C^b) = {fmt_est(f['b'])}")
-    print(f"held-out {v['model']} at {v['budget']:.3g} FLOPs: actual {v['metric']} = {v['actual']:.4f} ({v['status']})")
-    for name, c in v["comparison"].items():
-        print(f"  {name}: {_comparison_line(c)}")
+    for line in backtest_lines(fits):
+        print(line)
+    for v in entries:
+        print(f"held-out {v['model']} at {v['budget']:.3g} FLOPs: actual {v['metric']} = {v['actual']:.4f} "
+              f"({v['status']})")
+        for name, c in v["comparison"].items():
+            print(f"  {name}: {_comparison_line(c)}")
+    if len(entries) > 1:
+        cover = "; ".join(f"{a} {k} of {n} inside" for a, (k, n) in ladder_coverage(entries).items())
+        print(f"held-out ladder interval coverage: {cover}")
     for w in fits.warnings:
         print(f"warning: {w}")
     print(f"report: {res['files'].get('report.md', Path(str(cfg.results_dir)) / 'report.md')}")
-    return 0 if v["status"] == "ok" else 1
+    return 0 if all(v["status"] == "ok" for v in entries) else 1
 
 
 def _fit_lr_sweep(cfg: DictConfig) -> int:
@@ -129,7 +136,7 @@ def _fit_lr_sweep(cfg: DictConfig) -> int:
         print(f"  {p['model']:<16} {p['budget']:>8.3g} FLOPs: lr* = {o.format(3)} ({p['status']})")
     flagged = [p for p in doc["points"] if p["status"] != "ok"]
     if flagged:
-        print(f"warning: {len(flagged)} point(s) not bracketed after the refinement rounds; left out of the rule")
+        print(f"warning: {len(flagged)} point(s) without a usable optimum (an edge minimum, or no upward parabola); left out of the rule")
     print(f"rule: {res['files'][0]}\nreport: {res['files'][1]}")
     return 0
 
@@ -158,6 +165,8 @@ def analyze_main(cfg: DictConfig) -> int:
     print(f"a (N_opt ~ C^a): approach 2 {fmt_est(s['a_approach2'])}; approach 3 {fmt_est(s['a_approach3'])}")
     fr = s["frontier"]
     print(f"frontier L = E + K C^-k: E {fmt_est(fr['E'])}, k {fmt_est(fr['k'])}")
+    for line in s.get("backtest", []):
+        print(line)
     for w in s["warnings"]:
         print(f"warning: {w}")
     return 0

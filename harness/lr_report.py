@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from harness.analysis.lr import LROptimum, LRRule, fit_lr_optimum, fit_lr_rule
 from harness.errors import HarnessError
@@ -122,6 +123,7 @@ def plot_curves(points: Sequence[TunePointData], optima: Sequence[LROptimum]) ->
                 ax.errorbar([o.lr.value], [o.loss], xerr=[[o.lr.value - o.lr.lo], [o.lr.hi - o.lr.value]],
                             fmt="*", ms=12, color=colors[p.d_model], capsize=3)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones collide
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel("val bits per byte")
         ax.set_title(f"{b:.3g} FLOPs")

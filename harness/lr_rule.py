@@ -42,7 +42,7 @@ class LRRuleFile:
 
     @property
     def tag(self) -> str:
-        """Short provenance for result rows: the file name and the first 12 hex digits of its sha256."""
+        """Short provenance for result rows: the file name and 12 hex digits of the hash of its coefficients."""
         return f"{Path(self.path).name}@{self.sha256[:12]}"
 
 
@@ -56,8 +56,7 @@ def load_rule(value: Any) -> LRRuleFile:
     """Read and check a rule file; a missing or malformed file is one clear error naming the fix."""
     path = resolve_path(value)
     try:
-        raw = path.read_bytes()
-        d = json.loads(raw)
+        d = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise HarnessError(f"train.lr_rule={str(path)!r} does not exist; fit one with `scripts/sweep.sh sweep=lr` "
                            "or use train.lr=auto") from None
@@ -71,7 +70,9 @@ def load_rule(value: Any) -> LRRuleFile:
     if int(d.get("schema", 0)) != SCHEMA or params not in PARAM_CONVENTIONS or not all(map(math.isfinite, (c, p, q))) \
             or c <= 0:
         raise HarnessError(f"{str(path)!r} is not a valid schema-{SCHEMA} rule file; refit it with the lr sweep")
-    return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(raw).hexdigest())
+    # the rule's identity is what sets the LR (coefficients, convention), not its intervals or provenance text
+    ident = json.dumps({"c": c, "p": p, "q": q, "params": params}, sort_keys=True).encode()
+    return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(ident).hexdigest())
 
 
 def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any) -> list[str]:

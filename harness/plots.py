@@ -1,12 +1,13 @@
-"""Plots of a Fits object (PNG): IsoFLOP parabolas, N_opt and D_opt vs C, the loss frontier (with a held-out run)
-and Approach 3's residuals and L(N, D) contours. Nothing is fitted here: the plots evaluate the fitted formulas
-(Hoffmann et al. 2022 Approaches 2 and 3 as fitted by harness.analysis) and their bootstrap samples.
+"""Plots of a Fits object (PNG): IsoFLOP parabolas, N_opt and D_opt vs C, the loss frontier (with the held-out
+runs), Approach 3's residuals and L(N, D) contours, the backtest's errors and the held-out ladder. Nothing is
+fitted here: the plots evaluate the fitted formulas (Hoffmann et al. 2022 Approaches 2 and 3 as fitted by
+harness.analysis) and their bootstrap samples.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ PLOTS = {
     "approach3": ("approach3.png", "Approach 3 residuals and L(N, D) contours"),
 }
 PLOT_FILES = [name for name, _ in PLOTS.values()]
+# Drawn only when there is something to show: the backtest (when one ran or was skipped) and the held-out ladder.
+BACKTEST_PLOT = ("backtest.png", "Backtest: signed error of leave-future-out predictions vs extrapolation factor")
+HOLDOUT_PLOT = ("holdout.png", "Held-out runs: predicted (with intervals) and actual loss vs extrapolation factor")
+# (approach, target) -> (colour, marker, x offset) in the backtest plot
+STYLE = {("frontier", "loss"): ("C0", "o", 0.96), ("approach3", "loss"): ("C3", "s", 1.04),
+         ("approach2", "N_opt"): ("C0", "^", 0.96), ("approach3", "N_opt"): ("C3", "v", 1.04)}
+Holdouts = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 
 @dataclass(frozen=True)
@@ -90,11 +98,19 @@ def plot_isoflop(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Figu
     return _save(fig, path)
 
 
-def _c_grid(fits: Fits, holdout: Mapping[str, Any] | None, factor: float = 100.0) -> np.ndarray:
+def _holdout_list(holdout: Holdouts) -> list[Mapping[str, Any]]:
+    """The held-out runs as a list (one mapping, a list of them, or None)."""
+    if not holdout:
+        return []
+    return [holdout] if isinstance(holdout, Mapping) else list(holdout)
+
+
+def _c_grid(fits: Fits, holdout: Holdouts, factor: float = 100.0) -> np.ndarray:
     cs = [b["C"] for b in fits.budgets]
     hi = max(cs) * factor
-    if holdout and holdout.get("flops"):
-        hi = max(hi, float(holdout["flops"]) * 2.0)
+    for h in _holdout_list(holdout):
+        if h.get("flops"):
+            hi = max(hi, float(h["flops"]) * 2.0)
     return np.exp(np.linspace(np.log(min(cs) / 2.0), np.log(hi), 120))
 
 
@@ -121,7 +137,7 @@ def _budget_optima(ax: Any, fits: Fits, key: str, error_bars: bool) -> None:
     ax.axvline(max(b["C"] for b in fits.budgets), color="0.7", lw=0.8, ls=":")
 
 
-def plot_optimal(fits: Fits, path: Path | None = None, holdout: Mapping[str, Any] | None = None) -> Figure:
+def plot_optimal(fits: Fits, path: Path | None = None, holdout: Holdouts = None) -> Figure:
     """N_opt and D_opt vs C: per-budget optima, Approach 2 power laws and Approach 3, with 95% bands."""
     C = _c_grid(fits, holdout)
     level = float(fits.bootstrap.get("level", 0.95))
@@ -141,9 +157,10 @@ def plot_optimal(fits: Fits, path: Path | None = None, holdout: Mapping[str, Any
     return _save(fig, path)
 
 
-def _draw_holdout(ax: Any, holdout: Mapping[str, Any]) -> None:
-    """The held-out run (a star) beside each approach's predicted loss with its interval (squares)."""
-    hc, hl = float(holdout["flops"]), holdout.get("loss")
+def _draw_holdout(ax: Any, holdout: Mapping[str, Any], x: float | None = None, label: str | None = "") -> None:
+    """One held-out run at x (default its FLOPs): a star for the actual loss beside each approach's predicted loss
+    with its interval (squares); label=None leaves it out of the legend, "" uses the run's own label."""
+    hc, hl = float(holdout["flops"]) if x is None else x, holdout.get("loss")
     predicted = holdout.get("predicted") or {}
     for name, col, dx in (("approach2", "C0", 0.96), ("approach3", "C3", 1.04)):
         p = predicted.get(name)
@@ -152,15 +169,22 @@ def _draw_holdout(ax: Any, holdout: Mapping[str, Any]) -> None:
         lo = p.value if p.lo is None else p.lo
         hi = p.value if p.hi is None else p.hi
         ax.errorbar([hc * dx], [p.value], yerr=[[p.value - lo], [hi - p.value]], fmt="s", color=col,
-                    mfc="white", capsize=3, zorder=5, label=f"{name} prediction")
+                    mfc="white", capsize=3, zorder=5, label=None if label is None else f"{name} prediction")
     if hl is not None:
-        ax.plot([hc], [float(hl)], marker="*", ms=14, color="C1", mec="k", zorder=6,
-                label=holdout.get("label", "held-out run"))
+        star = None if label is None else (label or holdout.get("label", "held-out run"))
+        ax.plot([hc], [float(hl)], marker="*", ms=14, color="C1", mec="k", zorder=6, label=star)
 
 
-def plot_frontier(fits: Fits, df: pd.DataFrame, path: Path | None = None,
-                  holdout: Mapping[str, Any] | None = None) -> Figure:
-    """Loss frontier vs C with the extrapolation band; an optional held-out run with its predicted bands."""
+def _draw_holdouts(ax: Any, holdout: Holdouts, xs: Sequence[float] | None = None) -> None:
+    """Every held-out run; the legend names one run by its label, a ladder once as 'held-out runs'."""
+    runs = _holdout_list(holdout)
+    for i, h in enumerate(runs):
+        label = None if i else ("" if len(runs) == 1 else f"held-out runs ({len(runs)})")
+        _draw_holdout(ax, h, None if xs is None else xs[i], label)
+
+
+def plot_frontier(fits: Fits, df: pd.DataFrame, path: Path | None = None, holdout: Holdouts = None) -> Figure:
+    """Loss frontier vs C with the extrapolation band; optional held-out runs with their predicted intervals."""
     used, _ = _budget_rows(fits, df)
     C = _c_grid(fits, holdout)
     level = float(fits.bootstrap.get("level", 0.95))
@@ -171,8 +195,7 @@ def plot_frontier(fits: Fits, df: pd.DataFrame, path: Path | None = None,
     _band(ax, C, a2, "loss", "C0", f"frontier E + K C^-k (k={fmt(fits.frontier['k'].value, 3)})", "-", level)
     _band(ax, C, a3, "loss", "C3", "Approach 3 at its optimum", "--", level)
     _budget_optima(ax, fits, "L_opt", error_bars=False)
-    if holdout:
-        _draw_holdout(ax, holdout)
+    _draw_holdouts(ax, holdout)
     ax.set_xscale("log")
     ax.set_xlabel("compute C (FLOPs)")
     ax.set_ylabel("loss")
@@ -231,17 +254,97 @@ def png_bytes(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def render_plots(fits: Fits, df: pd.DataFrame, holdout: Mapping[str, Any] | None = None) -> list[Plot]:
-    """The four report plots in memory (holdout: {flops, loss, label, predicted: {approach: Estimate}})."""
+def _backtest_series(ax: Any, rows: list[dict[str, Any]], key: tuple[str, str]) -> None:
+    """One (approach, target) series: error vs extrapolation, the interval as a bar, hollow when outside it."""
+    col, marker, dx = STYLE[key]
+    for r in rows:
+        actual, p = r["actual"], r["predicted"]
+        y = 100.0 * r["rel_error"]
+        yerr = None
+        if p.has_interval:  # the prediction's interval in error units: covered iff the bar crosses 0
+            lo, hi = 100.0 * (actual - p.hi) / actual, 100.0 * (actual - p.lo) / actual
+            yerr = [[max(0.0, y - lo)], [max(0.0, hi - y)]]
+        ax.errorbar([r["extrapolation"] * dx], [y], yerr=yerr, fmt=marker, color=col, ms=6, capsize=2, alpha=0.8,
+                    mfc=col if r["inside"] else "white")
+    ax.plot([], [], marker, color=col, label=f"{key[0]} {key[1]}")  # the legend shows the filled marker
+
+
+def _factor_axis(ax: Any, ticks: Sequence[float] = ()) -> None:
+    """Log x axis of extrapolation factors, ticks written as 3x, 10x (at `ticks` only, when given)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}x"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}x" if f"{x:g}"[0] in "235" else ""))
+    if ticks:
+        ax.xaxis.set_major_locator(FixedLocator(sorted(set(ticks))))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("extrapolation factor (C / largest fitted C)")
+
+
+def plot_backtest(fits: Fits, path: Path | None = None) -> Figure:
+    """Backtest errors (actual - predicted) / actual vs extrapolation factor (log x), loss targets left and N_opt
+    right; one colour and marker per approach, filled inside the interval, hollow outside (Bhagia et al. 2024)."""
+    bt = fits.backtest
+    rows = [r for r in bt.get("rows") or [] if r["rel_error"] is not None]
+    fig = Figure(figsize=(11, 4.5))
+    if not rows:
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"backtest: {bt.get('skipped') or 'no comparisons could be made'}", ha="center",
+                va="center", wrap=True)
+        return _save(fig, path)
+    for i, (target, unit) in enumerate((("loss", "loss"), ("N_opt", "N_opt (parameters)"))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for key in STYLE:
+            sel = [r for r in rows if (r["approach"], r["quantity"]) == key and key[1] == target]
+            if sel:
+                _backtest_series(ax, sel, key)
+        ax.axhline(0, color="k", lw=0.8)
+        _factor_axis(ax)
+        ax.set_ylabel(f"error in {unit}, % of actual")
+        if ax.get_legend_handles_labels()[0]:
+            ax.plot([], [], "o", color="0.4", mfc="white", label="hollow: outside the interval")
+            ax.legend(fontsize=7)
+    level = round(100 * float(bt.get("level", 0.95)))
+    fig.suptitle(f"Backtest: refit on the smallest budgets, predict the larger ones; error = (actual - predicted) / "
+                 f"actual, bars: {level}% intervals")
+    return _save(fig, path)
+
+
+def plot_holdout(fits: Fits, holdout: Holdouts, path: Path | None = None) -> Figure:
+    """The held-out ladder: each run's actual loss (star) and each approach's predicted loss with its interval,
+    against the extrapolation factor (held-out C / largest fitted C), log x."""
+    runs = _holdout_list(holdout)
+    largest = max(b["C"] for b in fits.budgets)
+    fig = Figure(figsize=(7, 5))
+    ax = fig.add_subplot()
+    factors = [float(h["flops"]) / largest for h in runs]
+    _draw_holdouts(ax, runs, factors)
+    _factor_axis(ax, factors)
+    ax.set_ylabel("loss")
+    ax.set_title(f"Held-out runs: predicted vs actual ({len(runs)} run{'s' if len(runs) != 1 else ''})")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def render_plots(fits: Fits, df: pd.DataFrame, holdout: Holdouts = None) -> list[Plot]:
+    """The four report plots in memory, plus backtest.png when fits.backtest is set and holdout.png with held-out
+    runs (holdout: one or a list of {flops, loss, label, predicted: {approach: Estimate}})."""
+    runs = _holdout_list(holdout)
     figures = {
-        "isoflop": plot_isoflop(fits, df),
-        "optimal": plot_optimal(fits, None, holdout),
-        "frontier": plot_frontier(fits, df, None, holdout),
-        "approach3": plot_approach3(fits, df),
+        PLOTS["isoflop"]: plot_isoflop(fits, df),
+        PLOTS["optimal"]: plot_optimal(fits, None, runs),
+        PLOTS["frontier"]: plot_frontier(fits, df, None, runs),
+        PLOTS["approach3"]: plot_approach3(fits, df),
     }
+    if fits.backtest:
+        figures[BACKTEST_PLOT] = plot_backtest(fits)
+    if runs:
+        figures[HOLDOUT_PLOT] = plot_holdout(fits, runs)
     plots = []
-    for key, fig in figures.items():
-        name, caption = PLOTS[key]
-        caption += " and the held-out run" if key == "frontier" and holdout else ""
-        plots.append(Plot(name, caption, png_bytes(fig)))
+    for (name, caption), fig in figures.items():
+        held = " and the held-out run" + ("s" if len(runs) > 1 else "")
+        plots.append(Plot(name, caption + (held if name == PLOTS["frontier"][0] and runs else ""), png_bytes(fig)))
     return plots

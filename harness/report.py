@@ -139,11 +139,63 @@ def _predictions_section(fits: Fits) -> list[str]:
             _table(["C", "beyond largest budget", "approach", "N*", "D*", "loss"], rows)]
 
 
+def _pct(x: Any) -> str:
+    """A signed fraction as a percentage ('-' for missing)."""
+    return "-" if x is None else f"{x:+.2%}"
+
+
+def _inside(x: bool | None) -> str:
+    return "-" if x is None else ("yes" if x else "no")
+
+
+def backtest_lines(fits: Fits) -> list[str]:
+    """One line per backtest series (mean |error|, largest extrapolation, k of n inside), or why it was skipped."""
+    bt = fits.backtest
+    if not bt:
+        return []
+    if bt.get("skipped"):
+        return [f"backtest: skipped, {bt['skipped']}"]
+    return [f"backtest {s['approach']} {s['quantity']}: mean |error| {s['mean_abs_rel_error']:.2%} over {s['n']} "
+            f"predictions up to {s['max_extrapolation']:.3g}x, {s['inside']} of {s['n_intervals']} inside the "
+            "interval" for s in bt["summary"]]
+
+
+def _backtest_section(fits: Fits) -> list[str]:
+    """The leave-future-out backtest: how it was done, a summary per series, every comparison, skipped cut-offs."""
+    bt = fits.backtest
+    if not bt:
+        return []
+    if bt.get("skipped"):
+        return ["", "## Backtest (leave-future-out)", "", f"Skipped: {bt['skipped']}."]
+    out = ["", "## Backtest (leave-future-out)", "",
+           f"Refit on the smallest k budgets only ({bt['bootstrap']} bootstrap resamples per refit) and predicted "
+           "every larger budget of this table; nothing was trained. Loss targets are the held-back budget's parabola "
+           "minimum L_opt, or its lowest observed loss where it has no usable parabola (column `actual`); N targets "
+           "its parabola N_opt. Approach 3 is scored at its compute-optimal point. Error = (actual - predicted) / "
+           f"actual; `inside`: the prediction's {round(100 * float(bt['level']))}% interval covers the actual value "
+           "(whose own fitting noise it does not include). Method: leave-future-out as in Marin's scaling-law "
+           "validation; rollout as in Bhagia et al. 2024's OLMo model ladders."]
+    out += ["", _table(["approach", "target", "predictions", "largest extrapolation", "mean abs error",
+                        "max abs error", "inside"],
+                       [[s["approach"], s["quantity"], str(s["n"]), f"{fmt(s['max_extrapolation'], 3)}x",
+                         f"{s['mean_abs_rel_error']:.2%}", f"{s['max_abs_rel_error']:.2%}",
+                         f"{s['inside']} of {s['n_intervals']}"] for s in bt["summary"]])]
+    rows = [[f"{r['cutoff']} (<= {fmt(r['fitted_up_to'], 3)})", fmt(r["C"], 3), f"{fmt(r['extrapolation'], 3)}x",
+             r["approach"], r["quantity"], fmt_est(r["predicted"], 4),
+             fmt(r["actual"], 4) + ("" if r["reference"].startswith("parabola") else " (lowest observed)"),
+             _pct(r["rel_error"]), _inside(r["inside"])] for r in bt["rows"]]
+    out += ["", _table(["fitted budgets", "held-back C", "extrapolation", "approach", "target", "predicted",
+                        "actual", "error", "inside"], rows)]
+    skipped = [f"- k={c['k']} (budgets <= {fmt(c['largest_budget'], 3)}): {c['reason']}"
+               for c in bt["cutoffs"] if c["status"] != "ok"]
+    return out + (["", "Skipped cut-offs:", "", *skipped] if skipped else [])
+
+
 def render_markdown(fits: Fits, extra: Sequence[str] = (), plots: Sequence[RenderedPlot] = ()) -> str:
-    """report.md text: inputs, assumptions, warnings, tables, plots, limitations, extra sections."""
+    """report.md text: inputs, assumptions, warnings, tables, backtest, plots, limitations, extra sections."""
     out = ["# Scaling-law analysis", "", *_inputs_section(fits), *_assumptions_section(fits),
            *_warnings_section(fits), *_fits_sections(fits), *_budgets_section(fits), *_predictions_section(fits),
-           "", "## Plots", ""]
+           *_backtest_section(fits), "", "## Plots", ""]
     out += [f"![{p.caption}]({p.name})\n" for p in plots]
     out += ["## Limitations", "", *LIMITATIONS]
     for section in extra:

@@ -1,7 +1,10 @@
-"""Held-out validation: fit the sweep, predict a larger run, train it, compare, write the report.
+"""Held-out validation: fit the sweep (and backtest it), predict a ladder of larger runs, train them, compare,
+write the report.
 
-The held-out run is trained through the normal trainer with role=holdout, so it is resumable like any run
-and the analysis never fits it (rows with role=holdout are excluded from every fit).
+The ladder is sweep.holdout.multiples x the largest sweep budget (`multiple`: a one-element alias), or absolute
+FLOPs in sweep.holdout.budgets (`budget`). Each held-out run is trained through the normal trainer with
+role=holdout, so it is resumable like any run and the analysis never fits it (rows with role=holdout are excluded
+from every fit). Several runs at growing extrapolation follow Bhagia et al. 2024's model ladders (OLMo).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
-from harness.analysis.estimate import Estimate
+from harness.analysis.backtest import compare
 from harness.counting import param_counts
 from harness.errors import HarnessError
 from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
@@ -32,16 +35,57 @@ def analysis_config(cfg: DictConfig) -> DictConfig:
     return acfg
 
 
-def target_budget(cfg: DictConfig) -> float:
-    """sweep.holdout.budget if set, else sweep.holdout.multiple x the largest sweep budget."""
+def _as_list(value: Any) -> list[Any]:
+    """A config value as a list: None -> [], a scalar -> [it], a list (or ListConfig) -> its items."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def holdout_multiples(h: Any) -> list[float]:
+    """sweep.holdout.multiples (or the single-element alias `multiple`), each a number > 1, sorted, unique."""
+    key = "multiples" if h.get("multiples") is not None else "multiple"
+    raw = _as_list(h.get(key))
+    fix = (f"sweep.holdout.{key}={_show(h.get(key))} must be numbers > 1 (multiples of the largest sweep budget); "
+           "use e.g. sweep.holdout.multiples=[2,4,8], or absolute FLOPs with sweep.holdout.budgets=[...]")
+    try:
+        multiples = [float(m) for m in raw]
+    except (TypeError, ValueError):
+        raise HarnessError(fix) from None
+    if not multiples or not all(math.isfinite(m) and m > 1 for m in multiples):
+        raise HarnessError(fix)
+    return sorted(set(multiples))
+
+
+def _show(value: Any) -> str:
+    """A config value as the user wrote it (lists in brackets)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return str(value)
+    return "[" + ",".join(str(v) for v in _as_list(value)) + "]"
+
+
+def target_budgets(cfg: DictConfig) -> list[float]:
+    """The held-out ladder's budgets, ascending: sweep.holdout.budgets (or budget) as absolute FLOPs if set, else
+    each of sweep.holdout.multiples (or multiple) x the largest sweep budget."""
     h = cfg.sweep.holdout
-    if h.get("budget") is not None:
-        return parse_budget(h.budget)
+    absolute = h.get("budgets") if h.get("budgets") is not None else h.get("budget")
+    if absolute is not None:
+        budgets = [parse_budget(b) for b in _as_list(absolute)]
+        if not budgets:
+            raise HarnessError("sweep.holdout.budgets=[] names no budget; give FLOPs like [1e13] or use multiples")
+        return sorted(set(budgets))
     largest = max(parse_budget(b) for b in cfg.sweep.budgets)
-    multiple = float(h.multiple)
-    if not multiple > 0:
-        raise HarnessError(f"sweep.holdout.multiple={h.multiple} must be positive, e.g. 4")
-    return multiple * largest
+    return [m * largest for m in holdout_multiples(h)]
+
+
+def target_budget(cfg: DictConfig) -> float:
+    """The first (smallest) held-out budget of target_budgets: the whole ladder when it has one run."""
+    return target_budgets(cfg)[0]
 
 
 def choose_size(cfg: DictConfig, n_star: float, budget: float, convention: str, vocab: int) -> tuple[str, Any]:
@@ -68,30 +112,41 @@ PREDICTION_SOURCES = {
 }
 
 
-def compare(actual: float, predicted: Estimate) -> dict[str, Any]:
-    """Predicted vs actual: absolute and relative error, and whether the interval covers the actual value."""
-    p = predicted.value
-    if p is None or not math.isfinite(actual):
-        return {"predicted": predicted, "actual": actual, "abs_error": None, "rel_error": None, "inside": None}
-    return {"predicted": predicted, "actual": actual, "abs_error": actual - p, "rel_error": (actual - p) / actual,
-            "inside": predicted.contains(actual)}
-
-
 def validate(cfg: DictConfig) -> dict[str, Any]:
-    """Fit the sweep's results, predict and train the held-out run, and write report.md / fits.json / plots
-    into the results directory. Returns the validation block (also stored in fits.json)."""
-    from harness.analysis import fit_all, load_results, predict_at_budget, predict_loss, predict_many
+    """Fit the sweep's results (with the leave-future-out backtest), predict and train each held-out run of the
+    ladder, and write report.md / fits.json / plots into the results directory. Returns {validation (one entry
+    per held-out run, also fits.validation), fits, files, records}."""
+    from harness.analysis import fit_all, load_results, predict_many
+    from harness.analysis.backtest import attach_backtest
     from harness.plots import render_plots
     from harness.report import write_report
-    from harness.train import run
 
+    targets = target_budgets(cfg)  # bad multiples fail here, before anything is fitted or trained
     acfg = analysis_config(cfg)
     if not Path(acfg.results).exists():
         raise HarnessError(f"{acfg.results} does not exist; run the sweep first (scripts/sweep.sh)")
     df = load_results(acfg.results, acfg)
     fits = fit_all(df, acfg)
     fits.predictions = predict_many(fits)
-    C = target_budget(cfg)
+    attach_backtest(fits, df, acfg)
+    entries, records, holdouts = [], [], []
+    for i, C in enumerate(targets):
+        entry, record, holdout = _holdout_run(cfg, acfg, fits, C, f"{i + 1}/{len(targets)}")
+        entries.append(entry)
+        records.append(record)
+        holdouts.append(holdout)
+    fits.validation = entries
+    files = write_report(fits, render_plots(fits, df, holdouts), acfg.out, [validation_markdown(entries)])
+    return {"validation": entries, "fits": fits, "files": files, "records": records}
+
+
+def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
+                 which: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Predict one held-out budget, train the family member nearest N* there (role=holdout, resumable, never
+    fitted) and compare: (validation entry, the run's record, the plots' held-out point)."""
+    from harness.analysis import predict_at_budget, predict_loss
+    from harness.train import run
+
     pred = predict_at_budget(fits, C)
     stars = [pred[a]["N"].value for a in APPROACHES if pred[a]["N"].value]
     if not stars:
@@ -101,49 +156,68 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     name, g = choose_size(cfg, n_star, C, convention, vocab_hint(cfg))
     job = job_config_for(cfg, d_model=g.d_model, budget=C, seed=int(cfg.seed), role="holdout")
     job.train.threads = int(cfg.sweep.holdout.threads)
-    print(f"[validate] held-out run: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ {n_star:,.0f}) "
-          f"at {C:.3g} FLOPs ({pred['extrapolation']:.1f}x the largest sweep budget)", flush=True)
+    print(f"[validate] held-out run {which}: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ "
+          f"{n_star:,.0f}) at {C:.3g} FLOPs ({pred['extrapolation']:.1f}x the largest sweep budget)", flush=True)
     record = run(job)
     N, D = float(record[f"params_{convention}"]), float(record["tokens"])
     actual = float(record[str(acfg.metric)]) if record["status"] == "ok" else float("nan")
     predictions = {"approach2": pred["approach2"]["loss"], "approach3": predict_loss(fits, N, D)}
-    validation = {
+    entry = {
         "budget": C, "multiple_of_largest": pred["extrapolation"], "model": name, "run_id": record["run_id"],
         "status": record["status"], "N": N, "D": D, "N_star": {a: pred[a]["N"] for a in APPROACHES},
         "D_star": {a: pred[a]["D"] for a in APPROACHES}, "metric": str(acfg.metric), "actual": actual,
         "approach3_at_optimum": pred["approach3"]["loss"],
         "comparison": {a: {"source": PREDICTION_SOURCES[a], **compare(actual, predictions[a])} for a in APPROACHES},
     }
-    fits.validation = validation
     holdout = {"flops": float(record["flops"]), "loss": actual if math.isfinite(actual) else None,
                "label": f"held-out {name}", "predicted": predictions}
-    files = write_report(fits, render_plots(fits, df, holdout), acfg.out, [validation_markdown(validation)])
-    return {"validation": validation, "fits": fits, "files": files, "record": record}
+    return entry, record, holdout
 
 
-def validation_markdown(v: dict[str, Any]) -> str:
-    """The report section comparing the held-out run with what the fits predicted."""
+def ladder_coverage(entries: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """Per approach: (k, n) = how many of the n held-out runs with an interval fell inside it."""
+    out = {}
+    for a in APPROACHES:
+        judged = [e["comparison"][a]["inside"] for e in entries if e["comparison"][a]["inside"] is not None]
+        out[a] = (int(sum(judged)), len(judged))
+    return out
+
+
+def validation_markdown(entries: list[dict[str, Any]]) -> str:
+    """The report section comparing each held-out run of the ladder with what the fits predicted."""
+    n = len(entries)
     lines = [
         "## Held-out validation",
         "",
-        f"Held-out run `{v['model']}` (N = {v['N']:,.0f}, D = {v['D']:,.0f} tokens) trained to "
-        f"{v['budget']:.3g} FLOPs, {v['multiple_of_largest']:.1f}x the largest sweep budget; status "
-        f"**{v['status']}**. It is never part of the fits it checks.",
+        f"{n} held-out run{'s' if n != 1 else ''} (a ladder in the manner of Bhagia et al. 2024's OLMo model "
+        "ladders), each trained to its budget with the family member nearest the predicted N* and never part of "
+        "the fits it checks. Error = (actual - predicted) / actual.",
         "",
-        "| approach | predicted | interval | actual | abs error | rel error | inside |",
-        "|---|---|---|---|---|---|---|",
+        "| run | budget | x largest | N | D | status | approach | predicted | interval | actual | abs error | "
+        "rel error | inside |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for a, c in v["comparison"].items():
-        p = c["predicted"]
-        lines.append(f"| {a} ({c['source']}) | {_cell(p.value)} | [{_cell(p.lo)}, {_cell(p.hi)}] | "
-                     f"{_cell(c['actual'])} | {_cell(c['abs_error'], '+.4f')} | {_cell(c['rel_error'], '+.2%')} | "
-                     f"{'-' if c['inside'] is None else ('yes' if c['inside'] else 'no')} |")
-    ns = ", ".join(f"{a}: {x.value:,.0f}" for a, x in v["N_star"].items() if x.value)
-    lines += ["", f"N* at this budget: {ns}; the family member nearest their geometric mean was trained, and "
-              "Approach 3 re-predicted the loss for its exact (N, D)."]
-    if v["status"] != "ok":
-        lines += ["", f"**The held-out run {v['status']}**: rerun the same command to resume it."]
+    for v in entries:
+        lines += [_validation_row(v, a, c) for a, c in v["comparison"].items()]
+    cover = "; ".join(f"{a} {k} of {m} inside" for a, (k, m) in ladder_coverage(entries).items())
+    lines += ["", f"Interval coverage across the ladder: {cover}.", ""]
+    for v in entries:
+        ns = ", ".join(f"{a}: {x.value:,.0f}" for a, x in v["N_star"].items() if x.value)
+        lines.append(f"- `{v['model']}` at {v['budget']:.3g} FLOPs: N* {ns}; the family member nearest their "
+                     "geometric mean was trained, and Approach 3 re-predicted the loss for its exact (N, D).")
+        if v["status"] != "ok":
+            lines.append(f"  **The held-out run {v['status']}**: rerun the same command to resume it.")
+    lines += ["", "Sources: " + "; ".join(f"{a}: {s}" for a, s in PREDICTION_SOURCES.items()) + "."]
     return "\n".join(lines)
+
+
+def _validation_row(v: dict[str, Any], a: str, c: dict[str, Any]) -> str:
+    """One table row: a held-out run's prediction by one approach against its actual loss."""
+    p = c["predicted"]
+    inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "no")
+    return (f"| `{v['model']}` | {v['budget']:.3g} | {v['multiple_of_largest']:.1f}x | {v['N']:,.0f} | "
+            f"{v['D']:,.0f} | {v['status']} | {a} | {_cell(p.value)} | [{_cell(p.lo)}, {_cell(p.hi)}] | "
+            f"{_cell(c['actual'])} | {_cell(c['abs_error'], '+.4f')} | {_cell(c['rel_error'], '+.2%')} | {inside} |")
 
 
 def _cell(x: Any, spec: str = ".4f") -> str:

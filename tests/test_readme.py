@@ -32,3 +32,19 @@ def test_demo_output_is_committed_with_its_report() -> None:
                  "approach3.png"):
         assert (demo / name).stat().st_size > 0, name
     assert "## Held-out validation" in (demo / "report.md").read_text()
+
+
+def test_shipped_lr_rule_is_the_committed_lr_sweep_fit() -> None:
+    """conf/lr_rules/stdlib_family.json (what train.lr=rule reads by default) is results/lr's fit, and the
+    committed demo was trained with it."""
+    import csv
+
+    from harness.lr_rule import DEFAULT_PATH, load_rule
+
+    lr = ROOT / "results" / "lr"
+    assert (lr / "lr_rule.json").read_bytes() == DEFAULT_PATH.read_bytes()
+    for name in ("results.csv", "report.md", "lr_curves.png", "lr_rule.png"):
+        assert (lr / name).stat().st_size > 0, name
+    with open(ROOT / "results" / "demo" / "results.csv") as fh:
+        tags = {row["lr_rule"] for row in csv.DictReader(fh)}
+    assert tags == {load_rule("default").tag}

@@ -14,7 +14,7 @@ from harness.analysis.estimate import Estimate
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.data import load_corpus
 from harness.errors import HarnessError
-from harness.validate import compare, target_budget, validate
+from harness.validate import compare, target_budget, target_budgets, validate
 
 BUDGETS = (3e8, 1e9, 3e9)
 
@@ -64,7 +64,8 @@ def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, t
     cfg = _cfg(text_corpus, tmp_path)
     res = _sweep_table(cfg, tmp_path)
     out = validate(cfg)
-    v = out["validation"]
+    assert len(out["validation"]) == 1  # the default ladder: one run at 4x
+    v = out["validation"][0]
     rows = pd.read_csv(res / "results.csv")
     hold = rows[rows.role == "holdout"]
     assert len(hold) == 1 and hold.status.iloc[0] == "ok"
@@ -79,8 +80,8 @@ def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, t
         p = c["predicted"]
         assert p.value is not None and c["rel_error"] == pytest.approx((c["actual"] - p.value) / c["actual"])
     fits_json = json.loads((res / "fits.json").read_text())
-    assert fits_json["validation"]["run_id"] == v["run_id"]
-    assert set(fits_json["validation"]["comparison"]["approach2"]["predicted"]) == {"value", "lo", "hi", "n"}
+    assert fits_json["validation"][0]["run_id"] == v["run_id"]
+    assert set(fits_json["validation"][0]["comparison"]["approach2"]["predicted"]) == {"value", "lo", "hi", "n"}
     assert len(fits_json["predictions"]) == 2  # the default 10x and 100x targets, attached by validate
     report = (res / "report.md").read_text()
     assert "## Held-out validation" in report and v["model"] in report
@@ -88,11 +89,62 @@ def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, t
 
     # rerunning resumes: the held-out run has an ok row, so nothing is trained again and numbers agree
     again = validate(cfg)
-    assert again["record"]["run_id"] == v["run_id"]
-    assert again["validation"]["actual"] == v["actual"]
+    assert again["records"][0]["run_id"] == v["run_id"]
+    assert again["validation"][0]["actual"] == v["actual"]
     assert len(pd.read_csv(res / "results.csv")) == 16
 
 
 def test_validate_without_results_says_run_the_sweep(text_corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="run the sweep first"):
         validate(_cfg(text_corpus, tmp_path))
+
+
+def test_holdout_ladder_budgets_and_aliases(text_corpus: Path, tmp_path: Path) -> None:
+    assert target_budgets(_cfg(text_corpus, tmp_path)) == pytest.approx([1.2e10])  # multiple: 4 alone
+    ladder = _cfg(text_corpus, tmp_path, "sweep.holdout.multiples=[8,2,4,4]")
+    assert target_budgets(ladder) == pytest.approx([6e9, 1.2e10, 2.4e10])  # sorted, duplicates dropped
+    assert target_budgets(_cfg(text_corpus, tmp_path, "sweep.holdout.budgets=[2e10,5e10]")) == pytest.approx(
+        [2e10, 5e10])  # absolute FLOPs win over multiples
+
+
+@pytest.mark.parametrize("override", ["sweep.holdout.multiple=1", "sweep.holdout.multiple=abc",
+                                      "sweep.holdout.multiples=[2,0.5]", "sweep.holdout.multiples=[4,x]",
+                                      "sweep.holdout.multiples=[]"])
+def test_bad_multiples_are_one_clear_error(text_corpus: Path, tmp_path: Path, override: str) -> None:
+    cfg = _cfg(text_corpus, tmp_path, override)
+    with pytest.raises(HarnessError, match=r"must be numbers > 1 .*sweep.holdout.multiples=\[2,4,8\]"):
+        target_budgets(cfg)
+    with pytest.raises(HarnessError, match="must be numbers > 1"):
+        validate(cfg)  # refused before anything is fitted or trained
+    assert not (tmp_path / "res").exists()
+
+
+def test_validate_trains_a_holdout_ladder(text_corpus: Path, tmp_path: Path, restore_torch_threads,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.multiples=[2,4]")
+    res = _sweep_table(cfg, tmp_path)
+    out = validate(cfg)
+    entries = out["validation"]
+    assert [e["budget"] for e in entries] == pytest.approx([6e9, 1.2e10])
+    assert [e["multiple_of_largest"] for e in entries] == pytest.approx([2.0, 4.0])
+    rows = pd.read_csv(res / "results.csv")
+    hold = rows[rows.role == "holdout"]
+    assert sorted(hold.run_id) == sorted(e["run_id"] for e in entries) and (hold.status == "ok").all()
+    assert out["fits"].data["n_used"] == 15  # neither held-out run is fitted
+    fits_json = json.loads((res / "fits.json").read_text())
+    assert [e["run_id"] for e in fits_json["validation"]] == [e["run_id"] for e in entries]
+    assert fits_json["backtest"]["rows"] and set(fits_json["backtest"]["rows"][0]["predicted"]) == {
+        "value", "lo", "hi", "n"}
+    report = (res / "report.md").read_text()
+    assert "Interval coverage across the ladder: approach2 " in report and "of 2 inside" in report
+    assert all(f"`{e['model']}`" in report for e in entries) and "## Backtest (leave-future-out)" in report
+    assert "](holdout.png)" in report and (res / "holdout.png").read_bytes()[:4] == b"\x89PNG"
+    assert "and the held-out runs](frontier.png)" in report
+    # the console summary (harness-validate without Hydra's wrapper) lists every run and the ladder's coverage;
+    # rerunning resumes, so nothing is trained again
+    capsys.readouterr()
+    assert harness.cli.validate_main.__wrapped__(cfg) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("held-out family-") == 2 and "held-out ladder interval coverage: approach2 " in printed
+    assert "backtest frontier loss: mean |error|" in printed
+    assert len(pd.read_csv(res / "results.csv")) == 17

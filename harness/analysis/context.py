@@ -37,7 +37,7 @@ class Settings:
         for attr, key in CONFIG_KEYS.items():
             v = cfg_get(cfg, key)
             if v is not None:
-                setattr(d, attr, _coerce(key, v, type(getattr(d, attr))))
+                setattr(d, attr, coerce(key, v, type(getattr(d, attr))))
         pred = cfg_get(cfg, "predict")
         if pred is not None:
             d.predict = _budgets(pred)
@@ -64,7 +64,7 @@ CONFIG_KEYS = {
 }
 
 
-def _coerce(key: str, v: Any, kind: type) -> Any:
+def coerce(key: str, v: Any, kind: type) -> Any:
     """v as the setting's type (bools also from true/false/1/0/yes/no strings)."""
     try:
         if kind is bool and isinstance(v, str):

@@ -35,6 +35,8 @@ from harness.errors import HarnessError
 SCHEMA_VERSION = 2
 # Approach 2 and 3 exponents a further apart than this disagree (even when their intervals overlap).
 MAX_EXPONENT_GAP = 0.05
+# Fits fields that fits.json may lack (filled in after fit_all, or absent from older files).
+OPTIONAL_FIELDS = ("samples", "validation", "backtest")
 
 
 @dataclass
@@ -53,7 +55,8 @@ class Fits:
     warnings: list[str]
     notes: list[str]
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    validation: dict[str, Any] = field(default_factory=dict)  # held-out comparison (harness.validate)
+    validation: list[dict[str, Any]] = field(default_factory=list)  # held-out comparisons (harness.validate)
+    backtest: dict[str, Any] = field(default_factory=dict)  # leave-future-out refits (harness.analysis.backtest)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (Estimates as {value, lo, hi, n}; NaN/inf become null); samples are left out."""
@@ -82,12 +85,14 @@ class Fits:
         if version != SCHEMA_VERSION:
             raise HarnessError(f"{source} has fits schema {version}, this harness reads schema {SCHEMA_VERSION}; "
                                "regenerate it with harness-analyze")
-        names = [f.name for f in dataclasses.fields(cls) if f.name not in ("samples", "validation")]
+        names = [f.name for f in dataclasses.fields(cls) if f.name not in OPTIONAL_FIELDS]
         missing = [n for n in names if n not in d]
         if missing:
             raise HarnessError(f"{source} lacks {missing}; regenerate it with harness-analyze")
+        validation = _revive(d.get("validation") or [])
         return cls(**{n: _revive(d[n]) for n in names}, samples=dict(samples or {}),
-                   validation=_revive(d.get("validation") or {}))
+                   validation=[validation] if isinstance(validation, dict) else validation,  # one run: older files
+                   backtest=_revive(d.get("backtest") or {}))
 
 
 def load_fits(path: str | Path) -> Fits:
@@ -192,12 +197,13 @@ def _warn_tokens_derived(used: pd.DataFrame, diag: Diagnostics) -> None:
                   "2022's approximation); D_opt and Approach 3 inherit it")
 
 
-def fit_all(df: pd.DataFrame, cfg: Any = None) -> Fits:
+def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None) -> Fits:
     """Fit Approaches 2 and 3 and the frontier to the usable rows of a canonical DataFrame (a raw results table
     is canonicalised first), with bootstrap intervals; raises HarnessError on data that cannot support the fits.
+    `settings`, when given, replaces those read from cfg (the backtest refits with fewer resamples).
     The returned Fits has no predictions yet (see harness.analysis.predict.predict_many)."""
     t_start = time.perf_counter()
-    settings = Settings.from_cfg(cfg)
+    settings = settings or Settings.from_cfg(cfg)
     if "params" not in df.columns and "loss" not in df.columns:
         df = canonicalize(df, cfg)  # a raw results table: map and validate it first
     sel = select_fit_rows(df)

@@ -92,21 +92,32 @@ class LRRule:
 
 
 def fit_lr_rule(n: np.ndarray, d: np.ndarray, ln_lr: np.ndarray, draws: np.ndarray,
-                level: float = 0.95) -> LRRule:
-    """Least squares of ln lr* on (1, ln N, ln D), weighted by each point's bootstrap variance; the same fit on
-    every draw (rows of draws, points in columns) gives the intervals. Needs points at >= 2 budgets (D not
-    a function of N alone) and >= 4 points, so the three coefficients leave a residual to check."""
+                level: float = 0.95, seed: int = 0) -> LRRule:
+    """Least squares of ln lr* on (1, ln N, ln D), weighted by each point's bootstrap variance. Intervals: each
+    draw (rows of draws, points in columns) also resamples the points (a pairs bootstrap), so they carry both
+    the noise of every optimum and the scatter of the points around the power law. Needs points at >= 2 budgets
+    (else D is a function of N) and >= 4 points, so the three coefficients leave a residual to check."""
     X = np.stack([np.ones(len(n)), np.log(n), np.log(d)], axis=1)
     var = np.nanvar(draws, axis=0)
-    w = 1.0 / np.maximum(np.where(np.isfinite(var), var, 0.0), 0.05**2)  # floor: 5% in lr
-    sw = np.sqrt(w)
+    sw = 1.0 / np.maximum(np.sqrt(np.where(np.isfinite(var), var, 0.0)), 0.05)  # floor: 5% in lr
     coef = np.linalg.lstsq(X * sw[:, None], ln_lr * sw, rcond=None)[0]
-    ok = np.all(np.isfinite(draws), axis=1)
-    boot = np.linalg.lstsq(X * sw[:, None], (draws[ok] * sw[None, :]).T, rcond=None)[0].T if ok.any() else None
     resid = ln_lr - X @ coef
+    boot = _pairs_bootstrap(X, sw, draws, seed)
     return LRRule(
-        c=Estimate.from_samples(float(np.exp(coef[0])), None if boot is None else np.exp(boot[:, 0]), level),
-        p=Estimate.from_samples(float(coef[1]), None if boot is None else boot[:, 1], level),
-        q=Estimate.from_samples(float(coef[2]), None if boot is None else boot[:, 2], level),
+        c=Estimate.from_samples(float(np.exp(coef[0])), np.exp(boot[:, 0]), level),
+        p=Estimate.from_samples(float(coef[1]), boot[:, 1], level),
+        q=Estimate.from_samples(float(coef[2]), boot[:, 2], level),
         n_points=len(n), rmse_log=float(np.sqrt(np.mean(resid**2))),
     )
+
+
+def _pairs_bootstrap(X: np.ndarray, sw: np.ndarray, draws: np.ndarray, seed: int) -> np.ndarray:
+    """(draws, 3) coefficients refitted on resampled points with their drawn optima; NaN where a resample
+    cannot identify the rule (rank < 3) or a drawn optimum is missing."""
+    rng = np.random.default_rng(seed)
+    out = np.full((len(draws), 3), np.nan)
+    for b, row in enumerate(draws):
+        idx = rng.integers(0, len(X), len(X))
+        if np.all(np.isfinite(row[idx])) and np.linalg.matrix_rank(X[idx]) == 3:
+            out[b] = np.linalg.lstsq(X[idx] * sw[idx, None], row[idx] * sw[idx], rcond=None)[0]
+    return out

@@ -1,0 +1,192 @@
+"""Backtest by leave-future-out refits: fit only the smallest k budgets (k = 2 .. K-1), predict every larger
+budget of the same table, and score the predictions against what those budgets measured. No run is trained.
+
+This is the time-series check of Marin's scaling-law validation and of the model ladders of Bhagia et al. 2024
+("Establishing Task Scaling Laws via Compute-Efficient Model Ladders", OLMo): a law earns trust by predicting
+budgets it never saw. Per held-back budget C the targets are
+  - the frontier's loss L_opt(C) (Approach 2's loss) vs that budget's parabola minimum L_opt, or its lowest
+    observed loss when the budget has no usable parabola (the `reference` field says which);
+  - Approach 2's N*(C) vs the budget's parabola N_opt;
+  - Approach 3's compute-optimal N*(C) vs the parabola N_opt, and its compute-optimal loss vs the same loss
+    reference as the frontier (not L(N, D) at each run: the backtest asks about the optimum, as the held-out run
+    does, and the two loss predictions stay comparable).
+Each row carries the extrapolation factor (held-back C / largest fitted C), the signed relative error
+(actual - predicted) / actual, as in the held-out comparison, and whether the prediction's bootstrap interval
+(backtest.bootstrap resamples, fewer than the main fit's) covers the actual value. The reference is itself a fit
+with noise the interval does not include, so coverage of N_opt in particular reads a little low.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.analysis.context import Settings, coerce
+from harness.analysis.estimate import Estimate
+from harness.analysis.fits import Fits, fit_all
+from harness.analysis.load import cfg_get, select_fit_rows
+from harness.analysis.predict import predict_at_budget
+from harness.errors import HarnessError
+
+METHOD = ("leave-future-out: refit on the smallest k budgets, predict each larger budget (Marin's scaling-law "
+          "validation; Bhagia et al. 2024's model ladder)")
+# (approach, quantity) of every backtest row, in table order
+SERIES = (("frontier", "loss"), ("approach3", "loss"), ("approach2", "N_opt"), ("approach3", "N_opt"))
+# Errors a refit may raise on data it cannot fit: the cut-off is recorded as skipped, never a crash.
+REFIT_ERRORS = (HarnessError, FloatingPointError, np.linalg.LinAlgError)
+
+
+@dataclass
+class BacktestSettings:
+    """backtest.* config keys: on/off, bootstrap resamples per refit, the smallest cut-off, how many cut-offs."""
+
+    enabled: bool = True
+    bootstrap: int = 200
+    min_budgets: int = 2
+    max_cutoffs: int = 8
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> BacktestSettings:
+        """Read backtest.enabled, backtest.bootstrap, backtest.min_budgets, backtest.max_cutoffs (defaults above)."""
+        s = cls()
+        for f in dataclasses.fields(cls):
+            v = cfg_get(cfg, f"backtest.{f.name}")
+            if v is not None:
+                setattr(s, f.name, coerce(f"backtest.{f.name}", v, type(getattr(s, f.name))))
+        if s.bootstrap < 0 or s.min_budgets < 2 or s.max_cutoffs < 1:
+            raise HarnessError(f"backtest settings {dataclasses.asdict(s)} are out of range; use backtest.bootstrap"
+                               ">=0, backtest.min_budgets>=2 (Approach 2 needs 2 budgets), backtest.max_cutoffs>=1")
+        return s
+
+
+def compare(actual: float, predicted: Estimate) -> dict[str, Any]:
+    """Predicted vs actual: absolute and relative error (actual - predicted), and whether the interval covers it."""
+    p = predicted.value
+    if p is None or actual is None or not math.isfinite(actual):
+        return {"predicted": predicted, "actual": actual, "abs_error": None, "rel_error": None, "inside": None}
+    return {"predicted": predicted, "actual": actual, "abs_error": actual - p, "rel_error": (actual - p) / actual,
+            "inside": predicted.contains(actual)}
+
+
+def choose_cutoffs(n_budgets: int, bt: BacktestSettings) -> list[int]:
+    """Cut-offs k (fit the k smallest budgets): min_budgets .. K-1, thinned evenly to max_cutoffs, ends kept."""
+    ks = list(range(bt.min_budgets, n_budgets))
+    if len(ks) <= bt.max_cutoffs:
+        return ks
+    picks = np.unique(np.round(np.linspace(0, len(ks) - 1, bt.max_cutoffs)).astype(int))
+    return [ks[i] for i in picks]
+
+
+def _loss_reference(b: dict[str, Any]) -> tuple[float | None, str]:
+    """A held-back budget's loss target: its parabola minimum if usable, else its lowest observed loss."""
+    if b["used"] and b["L_opt"].value is not None:
+        return b["L_opt"].value, "parabola L_opt"
+    return float(b["L_min_observed"]), "lowest observed loss"
+
+
+def _rows_for_budget(sub: Fits, b: dict[str, Any], cutoff: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every comparison at one held-back budget from one cut-off's refit (N_opt rows need a usable parabola)."""
+    pred = predict_at_budget(sub, float(b["C"]))
+    loss_ref, loss_name = _loss_reference(b)
+    n_ref = b["N_opt"].value if b["used"] else None
+    targets = {
+        ("frontier", "loss"): (pred["approach2"]["loss"], loss_ref, loss_name),
+        ("approach3", "loss"): (pred["approach3"]["loss"], loss_ref, loss_name),
+        ("approach2", "N_opt"): (pred["approach2"]["N"], n_ref, "parabola N_opt"),
+        ("approach3", "N_opt"): (pred["approach3"]["N"], n_ref, "parabola N_opt"),
+    }
+    rows = []
+    for (approach, quantity), (predicted, actual, reference) in targets.items():
+        if actual is None:
+            continue
+        rows.append({"cutoff": cutoff["k"], "fitted_up_to": cutoff["largest_budget"], "budget": b["budget"],
+                     "C": float(b["C"]), "extrapolation": pred["extrapolation"], "approach": approach,
+                     "quantity": quantity, "reference": reference, **compare(float(actual), predicted)})
+    return rows
+
+
+def _refit(used: pd.DataFrame, fitted: list[float], settings: Settings) -> Fits:
+    """fit_all on the runs of the given budgets only (overflow in far-off bootstrap thetas stays quiet)."""
+    keep = np.isclose(used["budget"].to_numpy(float)[:, None], np.asarray(fitted)[None, :], rtol=1e-9).any(axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return fit_all(used[keep].reset_index(drop=True), settings=settings)
+
+
+def _run_cutoff(used: pd.DataFrame, budgets: list[dict[str, Any]], k: int,
+                settings: Settings) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Refit on the k smallest budgets and compare at every larger one; a refit error skips the cut-off."""
+    fitted = [b["budget"] for b in budgets[:k]]
+    cutoff: dict[str, Any] = {"k": k, "fitted_budgets": fitted, "largest_budget": fitted[-1], "status": "ok"}
+    try:
+        sub = _refit(used, fitted, settings)
+    except REFIT_ERRORS as e:
+        return {**cutoff, "status": "skipped", "reason": str(e)}, []
+    cutoff.update({"frontier_method": sub.frontier["method"], "n_runs": sub.data["n_used"],
+                   "approach2_budgets": sub.approach2["n_budgets"], "warnings": len(sub.warnings)})
+    rows = []
+    for b in budgets[k:]:
+        try:
+            rows += _rows_for_budget(sub, b, cutoff)
+        except REFIT_ERRORS as e:  # a prediction the refit cannot make (e.g. a non-finite exponent)
+            cutoff.setdefault("errors", []).append(f"budget {b['budget']:.3g}: {e}")
+    return cutoff, rows
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (approach, quantity): pairs, mean and max |relative error|, and k of n intervals covering the actual."""
+    out = []
+    for approach, quantity in SERIES:
+        sel = [r for r in rows if r["approach"] == approach and r["quantity"] == quantity and r["rel_error"] is not None]
+        if not sel:
+            continue
+        err = np.abs([r["rel_error"] for r in sel])
+        judged = [r["inside"] for r in sel if r["inside"] is not None]
+        out.append({"approach": approach, "quantity": quantity, "n": len(sel), "mean_abs_rel_error": float(err.mean()),
+                    "max_abs_rel_error": float(err.max()), "inside": int(sum(judged)), "n_intervals": len(judged),
+                    "max_extrapolation": max(r["extrapolation"] for r in sel)})
+    return out
+
+
+def run_backtest(df: pd.DataFrame, fits: Fits, cfg: Any = None) -> dict[str, Any]:
+    """The backtest block of fits.json: cut-offs, one row per (cut-off, held-back budget, approach, quantity) and
+    a summary; `skipped` (with the reason) when disabled or when the table has too few budgets."""
+    t0 = time.perf_counter()
+    bt = BacktestSettings.from_cfg(cfg)
+    settings = dataclasses.replace(Settings.from_cfg(cfg), predict=())
+    settings.bootstrap = min(bt.bootstrap, settings.bootstrap)
+    block: dict[str, Any] = {"method": METHOD, "bootstrap": settings.bootstrap, "level": settings.level,
+                             "cutoffs": [], "rows": [], "summary": []}
+    budgets = sorted(fits.budgets, key=lambda b: b["budget"])
+    cutoffs = choose_cutoffs(len(budgets), bt)
+    if not bt.enabled:
+        return {**block, "skipped": "disabled (backtest.enabled=false)"}
+    if not cutoffs:
+        return {**block, "skipped": f"{len(budgets)} budget(s): a backtest fits >= {bt.min_budgets} and predicts at "
+                                    f"least one more, so it needs >= {bt.min_budgets + 1} budgets; add budgets"}
+    used = select_fit_rows(df).used
+    for k in cutoffs:
+        cutoff, rows = _run_cutoff(used, budgets, k, settings)
+        block["cutoffs"].append(cutoff)
+        block["rows"] += rows
+    block["summary"] = summarize(block["rows"])
+    block["seconds"] = round(time.perf_counter() - t0, 3)
+    return block
+
+
+def attach_backtest(fits: Fits, df: pd.DataFrame, cfg: Any = None) -> Fits:
+    """Run the backtest into fits.backtest; a skipped backtest or cut-off also becomes a note of the fits."""
+    fits.backtest = run_backtest(df, fits, cfg)
+    reason = fits.backtest.get("skipped")
+    if reason and "disabled" not in reason:
+        fits.notes.append(f"backtest skipped: {reason}")
+    for c in fits.backtest["cutoffs"]:
+        if c["status"] != "ok":
+            fits.notes.append(f"backtest cut-off k={c['k']} (budgets <= {c['largest_budget']:.3g}) skipped: "
+                              f"{c['reason']}")
+    return fits
