@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TextIO
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -27,3 +29,11 @@ def atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def say(line: str, stream: TextIO | None = None) -> None:
+    """Print one line with a single write() and flush: parallel jobs sharing a pipe (joblib workers,
+    PYTHONUNBUFFERED, where print() writes the text and the newline separately) never glue lines together."""
+    out = stream or sys.stdout
+    out.write(line + "\n")
+    out.flush()

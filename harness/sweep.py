@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from harness.data import load_corpus
 from harness.errors import HarnessError
+from harness.fsutil import say
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.results import check_compatible, check_results_dir, find_ok
 
@@ -76,5 +77,5 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
 
     record = run(job_config(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
-    print(progress_line(cfg, runs, ids), flush=True)
+    say(progress_line(cfg, runs, ids))
     return {"runs": runs, "notes": notes, "record": record}

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from harness import __version__
 from harness.counting import flops_per_token_6n, param_counts
 from harness.data import Corpus, eval_windows, load_corpus, sample_batch
-from harness.fsutil import atomic_write
+from harness.fsutil import atomic_write, say
 from harness.model import GPT
 from harness.plan import RunContext
 from harness.results import check_compatible, check_results_dir, find_ok, sync_csv, write_record
@@ -144,7 +144,7 @@ class Trainer:
             self.train_loss = float(state["loss_sum"])
         self.window_sum = torch.as_tensor(state.get("window_sum", 0.0), dtype=torch.float32).clone().to(self.device)
         self.last_log = int(state.get("last_log", self.step_n))
-        print(f"[harness] resuming run {self.ctx.run_id} from checkpoint at step {self.step_n}/{self.ctx.plan.steps}")
+        say(f"[harness] resuming run {self.ctx.run_id} from checkpoint at step {self.step_n}/{self.ctx.plan.steps}")
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
         """The module the steps call: DDP under torchrun, torch.compile'd if train.compile."""
@@ -286,12 +286,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     corpus = load_corpus(cfg.data, ctx.gcfg.seq_len)
     ctx = ctx.with_corpus(corpus.fingerprint, corpus.vocab_size)
     for w in ctx.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        say(f"warning: {w}", sys.stderr)
     check_compatible(ctx.results_dir, ctx.fingerprint)
     done = find_ok(ctx.results_dir, ctx.run_id)
     if done is not None and not cfg.get("force", False):
         sync_csv(ctx.results_dir)  # a kill between the JSON write and the CSV rebuild left its row out
-        print(f"[harness] run {ctx.run_id} ({ctx.name} @ {ctx.budget:.3g} FLOPs) already has an ok row; skipping")
+        ctx.checkpoint_path.unlink(missing_ok=True)  # a kill between the record and this unlink left it behind
+        say(f"[harness] run {ctx.run_id} ({ctx.name} @ {ctx.budget:.3g} FLOPs) already has an ok row; skipping")
         return done
     trainer = Trainer(ctx, tc, corpus, int(cfg.seed), device, dtype).train()
     record = trainer.record(str(cfg.role), started)

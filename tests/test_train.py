@@ -97,6 +97,16 @@ def test_rerun_skips(first_run, tiny_cfg, tmp_path: Path, monkeypatch: pytest.Mo
     assert len(csv_rows(results)) == 1
 
 
+def test_skip_removes_a_checkpoint_left_by_a_kill_after_the_record(first_run, tiny_cfg, tmp_path: Path) -> None:
+    """A SIGKILL between writing the record and unlinking the checkpoint leaves a stale .pt; the skip cleans it."""
+    rec, _ = first_run
+    stale = tmp_path / "results" / "checkpoints" / f"{rec['run_id']}.pt"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"stale")
+    assert run(tiny_cfg()) == rec
+    assert not stale.exists()
+
+
 def test_same_seed_same_result_other_seed_differs(first_run, tiny_cfg, tmp_path: Path) -> None:
     rec, _ = first_run
     forced = run(tiny_cfg("force=true"))
