@@ -14,17 +14,25 @@ from omegaconf import DictConfig
 
 from harness import CONF_DIR
 from harness.analysis.estimate import Estimate
+from harness.confcheck import check_hydra_cfg, config_errors, filesystem_message
 from harness.errors import HarnessError
 
 
 def guarded(fn: Callable[[DictConfig], int | None]) -> Callable[[DictConfig], int | None]:
-    """Turn HarnessError into one `error:` line on stderr and exit status 2; pass other exit codes on."""
+    """Check the config's keys; turn HarnessError and OSError on a path into one `error:` line and exit status 2;
+    pass other exit codes on."""
 
     def wrapper(cfg: DictConfig) -> int | None:
         try:
+            check_hydra_cfg(cfg)
             code = fn(cfg)
         except HarnessError as e:
             print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:  # a path the user gave cannot be written or read: one line, not a traceback
+            if e.filename is None:
+                raise
+            print(f"error: {filesystem_message(e)}", file=sys.stderr)
             sys.exit(2)
         if code:
             sys.exit(code)
@@ -44,6 +52,7 @@ def count(cfg: DictConfig) -> dict[str, Any]:
     return {"model": name, **gcfg.__dict__, **count_report(gcfg, measure=bool(cfg.get("measure", True)))}
 
 
+@config_errors
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="run")
 @guarded
 def count_main(cfg: DictConfig) -> int:
@@ -52,6 +61,7 @@ def count_main(cfg: DictConfig) -> int:
     return 0
 
 
+@config_errors
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="run")
 @guarded
 def train_main(cfg: DictConfig) -> int:
@@ -73,6 +83,7 @@ def train_main(cfg: DictConfig) -> int:
     return 0
 
 
+@config_errors
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sweep_run")
 @guarded
 def sweep_main(cfg: DictConfig) -> int:
@@ -89,6 +100,7 @@ def sweep_main(cfg: DictConfig) -> int:
     return 0
 
 
+@config_errors
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="sweep_run")
 @guarded
 def validate_main(cfg: DictConfig) -> int:
@@ -152,6 +164,7 @@ def _comparison_line(c: dict[str, Any]) -> str:
     return f"predicted {p.value:.4f} [{lo:.4f}, {hi:.4f}] -> error {rel}, {inside} the interval"
 
 
+@config_errors
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="analyze")
 @guarded
 def analyze_main(cfg: DictConfig) -> int:
@@ -172,11 +185,17 @@ def analyze_main(cfg: DictConfig) -> int:
     return 0
 
 
+@config_errors
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="budget")
 @guarded
 def plan_budget_main(cfg: DictConfig) -> int:
     """harness-plan-budget C=<FLOPs> | N=<params> D=<tokens> [fits=fits.json] [gpu=...]: cost and optimum."""
-    from harness.budget import format_plan, plan_budget
+    from harness.analysis.load import cfg_get
+    from harness.budget import plan_budget, render_plan
+    from harness.plots import plot_lifetime
 
-    print(format_plan(plan_budget(cfg)))
+    plan = plan_budget(cfg)
+    if cfg_get(cfg, "plot") and plan.get("lifetime"):
+        plot_lifetime(plan["lifetime"], Path(cfg_get(cfg, "plot")))
+    print(render_plan(plan, str(cfg_get(cfg, "format", "text"))))
     return 0

@@ -85,6 +85,36 @@ def _text_files(path: str, pattern: str) -> tuple[Path, list[Path]]:
     return p, files
 
 
+def _not_text(path: Path) -> str | None:
+    """Why a file's first 64 KiB are not text (NUL bytes, mostly invalid UTF-8), or None."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\0" in head:
+        return "holds NUL bytes"
+    bad = len(head) - len(head.decode("utf-8", errors="ignore").encode())
+    return f"is {bad / len(head):.0%} invalid UTF-8" if head and bad > 0.3 * len(head) else None
+
+
+def _text_only(files: list[Path], skip_binary: bool) -> list[Path]:
+    """Refuse a binary file among text inputs (or, with data.skip_binary=true, leave such files out)."""
+    bad = [(f, why) for f in files if (why := _not_text(f))]
+    if not bad:
+        return files
+    first, why = bad[0]
+    if len(files) == 1:
+        raise HarnessError(f"data.path {str(first)!r} {why}: it is not a text file; pass text (or data=tokens)")
+    if not skip_binary:
+        raise HarnessError(
+            f"{len(bad)} of {len(files)} files are not text (first: {str(first)!r} {why}); remove them, narrow "
+            "data.pattern, or set data.skip_binary=true to leave them out"
+        )
+    if len(bad) == len(files):
+        raise HarnessError(f"all {len(files)} files are binary (first: {str(first)!r} {why}); pass a text corpus")
+    print(f"warning: skipped {len(bad)} binary file(s) of {len(files)} (first: {first})")
+    skip = {f for f, _ in bad}
+    return [f for f in files if f not in skip]
+
+
 def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir: Path, name: str) -> Corpus:
     """Byte-tokenize a list of files into cached train/val arrays; fingerprint = sha256 of names + bytes."""
     stat_key = hashlib.sha256(f"val_fraction={val_fraction!r}\n".encode())
@@ -99,7 +129,9 @@ def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir:
         meta = _build_files_cache(root, files, val_fraction, key_dir)
     train = np.memmap(key_dir / "train.bin", dtype=np.uint8, mode="r") if meta["train_bytes"] else np.zeros(0)
     val = np.memmap(key_dir / "val.bin", dtype=np.uint8, mode="r") if meta["val_bytes"] else np.zeros(0)
-    desc = f"{name}: {len(files)} files, {meta['train_bytes'] + meta['val_bytes']} bytes under {root}"
+    size = meta["train_bytes"] + meta["val_bytes"]
+    desc = (f"{name}: {files[0]} ({size} bytes)" if len(files) == 1
+            else f"{name}: {len(files)} files, {size} bytes under {root}")
     return Corpus(train, val, 256, 1.0, meta["fingerprint"], desc)
 
 
@@ -220,6 +252,7 @@ def load_corpus(dc: Any, seq_len: int) -> Corpus:
         if not dc.get("path"):
             raise HarnessError("data=text needs data.path=<file, directory or glob>")
         root, files = _text_files(str(dc.path), str(dc.get("pattern", "**/*.txt")))
+        files = _text_only(files, bool(dc.get("skip_binary", False)))
         corpus = _files_corpus(root, files, val_fraction, cache_dir, "text")
     elif kind == "tokens":
         if not dc.get("path"):

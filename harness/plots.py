@@ -348,3 +348,28 @@ def render_plots(fits: Fits, df: pd.DataFrame, holdout: Holdouts = None) -> list
         held = " and the held-out run" + ("s" if len(runs) > 1 else "")
         plots.append(Plot(name, caption + (held if name == PLOTS["frontier"][0] and runs else ""), png_bytes(fig)))
     return plots
+
+
+def plot_lifetime(life: Mapping[str, Any], path: Path | None = None) -> Figure:
+    """Total (training + inference) compute vs N along the iso-loss curve, marking the compute-optimal and the
+    lifetime-optimal models (Sardana et al. 2024); `life` is harness.analysis.allocation.lifetime_plan's dict."""
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot(1, 1, 1)
+    cur = {k: np.asarray(v, float) for k, v in life["curve"].items()}
+    ax.plot(cur["N"], cur["total_flops"], "k-", label="training + inference")
+    ax.plot(cur["N"], cur["train_flops"], "C0--", label="training kappa N D")
+    ax.plot(cur["N"], cur["inference_flops"], "C2:", label="inference 2 N I")
+    for key, style, name in (("compute_optimal", "C3o", "compute-optimal"), ("lifetime_optimal", "C1*",
+                                                                              "lifetime-optimal")):
+        m = life[key]
+        ax.plot([m["N"]], [m["total_flops"]], style, ms=10, label=f"{name}: N={fmt(m['N'], 3)}, "
+                f"total={fmt(m['total_flops'], 3)}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    lo = min(life["compute_optimal"]["total_flops"], life["lifetime_optimal"]["total_flops"])
+    ax.set_ylim(lo / 20, lo * 20)
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("FLOPs")
+    ax.set_title(f"iso-loss L(N, D) = {life['target_loss']:.4g}, {fmt(life['inference_tokens'], 3)} inference tokens")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

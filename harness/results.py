@@ -14,6 +14,7 @@ import csv
 import fcntl
 import io
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,9 +52,19 @@ def locked(results_dir: Path, exclusive: bool = True) -> Iterator[None]:
 
 
 def check_results_dir(results_dir: Path) -> None:
-    """Refuse a results_dir that is a file (before anything is trained)."""
+    """Refuse a results_dir that is a file, under a file or not writable (before anything is trained)."""
     if results_dir.exists() and not results_dir.is_dir():
         raise HarnessError(f"results_dir {str(results_dir)!r} is a file; point results_dir at a directory")
+    probe = results_dir.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise HarnessError(f"results_dir {str(results_dir)!r}: {str(probe)!r} is a file, not a directory; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise HarnessError(
+            f"results_dir {str(results_dir)!r} cannot be written ({str(probe)!r} is read-only or not yours); point "
+            "results_dir at a writable directory"
+        )
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

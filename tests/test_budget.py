@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from harness import CONF_DIR
 from harness.analysis import canonicalize, fit_all
 from harness.analysis.synthetic import Law, isoflop_sweep
-from harness.budget import format_plan, gpu_cost, plan_budget
+from harness.budget import format_plan, gpu_cost, inference_flops_per_token, plan_budget, render_plan
 from harness.errors import HarnessError
 
 LAW = Law()
@@ -72,3 +75,58 @@ def test_bad_requests(overrides: list[str], match: str) -> None:
 def test_custom_gpu_peak() -> None:
     plan = plan_budget(cfg("C=3.6e15", "gpu=mine", "peak_tflops=1", "utilization=1", "price_per_hour=3"))
     assert plan["gpu_hours"] == pytest.approx(1.0) and plan["cost"] == pytest.approx(3.0)
+
+
+DEMO = Path(__file__).resolve().parents[1] / "results" / "demo" / "fits.json"
+
+
+def test_strategies_and_lifetime_on_demo_fits() -> None:
+    plan = plan_budget(cfg("C=1e23", f"fits={DEMO}", "inference_tokens=1e13", "context=4096", "sizes=[7e9]"))
+    rows = plan["strategies"]
+    assert [r["strategy"] for r in rows][-1] == "N=7e+09" and len(rows) == 7
+    assert all(r["gpu_hours"] == pytest.approx(plan["gpu_hours"]) for r in rows)
+    assert all(r["inference_flops_per_token"] > 2 * r["N"].value for r in rows)  # attention at 4096 context
+    assert plan["extrapolation"] > 100 and "past 100x" in plan["warnings"][0]
+    assert plan["lifetime"]["savings"] > 0
+    text = render_plan(plan)
+    for needle in ("over-trained x10", "Kaplan 2020", "lifetime-optimal (same loss)", "WARNING", "laws:",
+                   "Sardana et al. 2024", "$ per 1M tokens"):
+        assert needle in text
+    assert "| compute-optimal (Approach 3) |" in render_plan(plan, "markdown")
+    data = json.loads(render_plan(plan, "json"))
+    assert data["strategies"][1]["loss"]["lo"] is not None and data["lifetime"]["curve"]["N"]
+
+
+def test_inference_cost_per_token() -> None:
+    assert inference_flops_per_token(1e9, None) == 2e9
+    n_layer = (1e9 / (12 * 128**2)) ** (1 / 3)
+    assert inference_flops_per_token(1e9, 2048, 128) == pytest.approx(2e9 + 2 * n_layer * 2048 * 128 * n_layer)
+
+
+def test_bad_allocation_requests(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="unreachable"):
+        plan_budget(cfg("C=1e23", f"fits={DEMO}", "inference_tokens=1e13", "target_loss=0.1"))
+    with pytest.raises(HarnessError, match="inference_tokens"):
+        plan_budget(cfg("C=1e23", f"fits={DEMO}", "inference_tokens=-1"))
+    with pytest.raises(HarnessError, match="need a fit"):
+        plan_budget(cfg("C=1e23", "inference_tokens=1e12"))
+    with pytest.raises(HarnessError, match="inference_tokens"):
+        plan_budget(cfg("C=1e23", f"fits={DEMO}", f"plot={tmp_path / 'x.png'}"))
+    with pytest.raises(HarnessError, match="format"):
+        render_plan(plan_budget(cfg("C=1e21")), "yaml")
+    d = json.loads(DEMO.read_text())
+    d["approach3"] = {}
+    (tmp_path / "fits.json").write_text(json.dumps(d))
+    with pytest.raises(HarnessError, match="no Approach 3"):
+        plan_budget(cfg("C=1e23", f"fits={tmp_path / 'fits.json'}"))
+
+
+def test_cli_writes_the_lifetime_plot(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", "from harness.cli import plan_budget_main; plan_budget_main()",
+                          "C=1e22", f"fits={DEMO}", "inference_tokens=1e12", f"plot={tmp_path / 'life.png'}",
+                          "format=markdown"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "life.png").stat().st_size > 1000 and "| lifetime-optimal (same loss) |" in out.stdout
+    bad = subprocess.run([sys.executable, "-c", "from harness.cli import plan_budget_main; plan_budget_main()",
+                          "C=1e22", f"fits={DEMO}", "inference_tokens=-5"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "error:" in bad.stderr + bad.stdout

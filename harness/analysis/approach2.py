@@ -17,6 +17,7 @@ from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.estimate import estimate
 from harness.analysis.isoflop import (
     DOWNWARD,
+    EDGE,
     OK,
     STATUS_NAMES,
     TOO_FEW,
@@ -119,7 +120,8 @@ def _check_minima(fit: IsoflopFit, settings: Settings, diag: Diagnostics) -> Non
         raise HarnessError(
             f"only {fit.n_usable} of {len(usable)} budgets have a usable parabola minimum ({detail}); Approach 2 needs "
             ">= 2: re-centre each budget's sizes on its optimum and add sizes"
-            + (", or accept edge optima with isoflop.exclude_edge=false" if settings.exclude_edge else "")
+            + (", or accept edge optima with isoflop.exclude_edge=false"
+               if settings.exclude_edge and (status[~usable] == EDGE).any() else "")
         )
 
 

@@ -77,8 +77,8 @@ def derived(theta: np.ndarray) -> dict[str, Any]:
     with np.errstate(all="ignore"):
         s = al + be
         G = np.exp((np.log(al) + a - np.log(be) - b) / s)
-    return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be, "a": be / s, "b": al / s,
-            "G": G}
+        return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be, "a": be / s, "b": al / s,
+                "G": G}
 
 
 def summarize_approach3(runs: RunArrays, fit: ParametricFit, samples: dict[str, np.ndarray], settings: Settings,

@@ -152,7 +152,7 @@ def _numeric(raw: pd.DataFrame, col: str, what: str, rows: pd.Series, allow_nan:
     if nonpos.any():
         i = int(np.flatnonzero(nonpos.to_numpy())[0])
         raise HarnessError(
-            f"column {col!r} ({what}) must be > 0 but data row {i + 1} holds {values.iloc[i]!r}; fix the CSV or mark "
+            f"column {col!r} ({what}) must be > 0 but data row {i + 1} holds {float(values.iloc[i]):g}; fix the CSV or mark "
             "that run status=failed"
         )
     return values

@@ -60,6 +60,7 @@ class FrontierFit:
     n: np.ndarray
 
 
+@np.errstate(over="ignore")  # exponents at the grid's far end overflow to inf: a huge SSE, not an error
 def _profile(lnc: np.ndarray, L: np.ndarray, m: np.ndarray, k: np.ndarray, E_fixed: np.ndarray | None):
     """Best (E, K) and SSE for exponents k (shape (B,) or (B, G)); lnc = ln(C/C_ref)."""
     if k.ndim == 2:
@@ -148,6 +149,7 @@ def fit_frontier(
     )
 
 
+@np.errstate(over="ignore")  # exponents at the grid's far end overflow to inf: a huge SSE, not an error
 def frontier_value(E: np.ndarray, lnK_ref: np.ndarray, k: np.ndarray, lnC: np.ndarray, lnC_ref: float) -> np.ndarray:
     """Evaluate L_opt(C) = E + K_ref (C/C_ref)^-k; parameters broadcast against lnC."""
     return E + np.exp(lnK_ref - k * (lnC - lnC_ref))
