@@ -108,13 +108,24 @@ def _yaml(path: Path) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("defaults", "hydra")}
 
 
+def _package_global(path: Path) -> bool:
+    """Whether a config file's header declares `# @package _global_`."""
+    head = path.read_text().splitlines()[:5]
+    return any(line.replace(" ", "") == "#@package_global_" for line in head)
+
+
 def schema(conf_dir: Path, config_name: str, choices: dict[str, str | None]) -> dict[str, Any]:
     """{dotted key: default} of a root config and the chosen group presets: the keys a run may set."""
     tree: dict[str, Any] = {}
+    global_parts = []  # presets declared `# @package _global_` (e.g. sweep/gpu.yaml) set keys from the root
     for group, choice in choices.items():
-        if choice and not group.startswith("hydra") and (conf_dir / group / f"{choice}.yaml").exists():
-            tree[group] = _yaml(conf_dir / group / f"{choice}.yaml")
-    root = OmegaConf.merge(tree, _yaml(conf_dir / f"{config_name}.yaml"))
+        path = conf_dir / group / f"{choice}.yaml"
+        if choice and not group.startswith("hydra") and path.exists():
+            if _package_global(path):
+                global_parts.append(_yaml(path))
+            else:
+                tree[group] = _yaml(path)
+    root = OmegaConf.merge(tree, *global_parts, _yaml(conf_dir / f"{config_name}.yaml"))
     flat = _flat(OmegaConf.to_container(root, resolve=False))
     for sub, name in SUBTREE_SCHEMAS.items():
         if sub in tree or any(k == sub or k.startswith(sub + ".") for k in flat):

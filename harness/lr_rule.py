@@ -21,6 +21,7 @@ SCHEMA = 1
 DEFAULT = "default"
 DEFAULT_PATH = Path(CONF_DIR) / "lr_rules" / "stdlib_family.json"
 PARAM_CONVENTIONS = ("total", "nonembedding", "scaling")
+EXTRAPOLATION_WARN = 10.0
 FAMILY_KEYS = ("aspect", "min_layers", "head_dim", "ff_mult", "d_model_step", "seq_len")
 
 
@@ -35,6 +36,8 @@ class LRRuleFile:
     provenance: dict[str, Any]
     path: str
     sha256: str
+    n_range: tuple[float, float] | None = None  # the N and D the rule was fitted on (from its points)
+    d_range: tuple[float, float] | None = None
 
     def lr(self, n_params: float, tokens: float) -> float:
         """The learning rate the rule gives a model of n_params (this file's convention) trained on tokens."""
@@ -72,7 +75,31 @@ def load_rule(value: Any) -> LRRuleFile:
         raise HarnessError(f"{str(path)!r} is not a valid schema-{SCHEMA} rule file; refit it with the lr sweep")
     # the rule's identity is what sets the LR (coefficients, convention), not its intervals or provenance text
     ident = json.dumps({"c": c, "p": p, "q": q, "params": params}, sort_keys=True).encode()
-    return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(ident).hexdigest())
+    n_range, d_range = _ranges(d.get("points") or [])
+    return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(ident).hexdigest(),
+                      n_range, d_range)
+
+
+def _ranges(points: list[Any]) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """(min, max) of N and of D over the points the rule was fitted on (None for a hand-written rule)."""
+    try:
+        n = [float(pt["N"]) for pt in points if pt.get("status") == "ok"]
+        d = [float(pt["D"]) for pt in points if pt.get("status") == "ok"]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None, None
+    return ((min(n), max(n)), (min(d), max(d))) if n and d else (None, None)
+
+
+def extrapolation(rule: LRRuleFile, n_params: float, tokens: float, factor: float = EXTRAPOLATION_WARN) -> list[str]:
+    """A warning when N or D lies more than `factor` times outside what the rule was fitted on: a power law
+    fitted on one regime (here, runs of hundreds to thousands of steps) need not hold far from it."""
+    out = []
+    for name, value, rng in (("N", n_params, rule.n_range), ("D", tokens, rule.d_range)):
+        if rng and not rng[0] / factor <= value <= rng[1] * factor:
+            out.append(f"the LR rule {rule.tag} was fitted on {name} in [{rng[0]:.3g}, {rng[1]:.3g}]; this run's "
+                       f"{name} = {value:.3g} is more than {factor:g}x outside it: refit the rule at this scale "
+                       "(scripts/sweep.sh sweep=lr with larger sweep.budgets/d_models) or use train.lr=auto")
+    return out
 
 
 def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any) -> list[str]:
@@ -94,3 +121,10 @@ def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any) -> list[st
                 out.append(f"the LR rule {rule.tag} was fitted on a family with "
                            + ", ".join(f"{k}={family[k]}" for k in diff) + "; this run's model differs")
     return out
+
+
+def rule_warnings(rule: LRRuleFile, fingerprint: str | None, model: Any, params: dict[str, int],
+                  tokens: float) -> list[str]:
+    """Where a run leaves what its LR rule was fitted on: another corpus or family, or far outside its N, D
+    (params: the run's parameter counts under every convention, as harness.counting.param_counts gives them)."""
+    return [*mismatches(rule, fingerprint, model), *extrapolation(rule, params[f"params_{rule.params}"], tokens)]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
-from harness.lr_rule import load_rule, mismatches
+from harness.lr_rule import load_rule, rule_warnings
 from harness.model import GPTConfig
 
 
@@ -170,7 +170,8 @@ class RunContext:
             ctx = dataclasses.replace(self, vocab_size=vocab_size, name=name, gcfg=gcfg, plan=plan, peak_lr=lr)
         rid = run_id(run_spec(self.cfg, ctx.name, ctx.gcfg, fingerprint))
         rule = str(self.cfg.train.lr) == "rule"
-        warn = tuple(mismatches(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model)) if rule else ()
+        warn = tuple(rule_warnings(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model,
+                                   param_counts(ctx.gcfg), ctx.plan.sequences * ctx.gcfg.seq_len)) if rule else ()
         return dataclasses.replace(ctx, fingerprint=fingerprint, run_id=rid, warnings=warn)
 
     @property

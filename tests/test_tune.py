@@ -159,3 +159,27 @@ def test_rule_from_another_corpus_warns_and_a_bad_rule_is_refused(text_corpus: P
     job.train.lr = -1e-3
     with pytest.raises(HarnessError, match="positive"):
         resolve_run(job, "sha256:y", 256)
+
+
+def test_rule_warns_far_outside_what_it_was_fitted_on() -> None:
+    from harness.lr_rule import load_rule, rule_warnings
+
+    rule = load_rule("default")
+    assert rule.n_range is not None and rule.d_range is not None
+    n_mid, d_mid = sum(rule.n_range) / 2, sum(rule.d_range) / 2
+    model = {"name": "family", **rule.provenance["family"]}
+    inside = rule_warnings(rule, None, model, {"params_nonembedding": n_mid}, d_mid)
+    assert inside == []
+    far = rule_warnings(rule, None, model, {"params_nonembedding": n_mid}, rule.d_range[1] * 50)
+    assert len(far) == 1 and "D =" in far[0] and "train.lr=auto" in far[0]
+
+
+def test_cpu_scale_sweeps_use_the_rule_and_the_gpu_sweep_keeps_auto(run_cli, stdlib_cache: Path) -> None:
+    """The fitted rule covers CPU scale only; the gpu sweep (a `@package _global_` preset) sets train.lr=auto,
+    and its keys pass the config check."""
+    for name, want in (("demo", "rule"), ("cpu", "rule"), ("gpu", "auto")):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            assert compose("sweep_run", overrides=[f"sweep={name}"]).train.lr == want, name
+    out = run_cli("harness-sweep", "sweep=gpu", "print=count", f"data.cache_dir={stdlib_cache}")
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.strip().splitlines()[-1]) > 0
