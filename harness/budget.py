@@ -19,7 +19,8 @@ from harness.analysis.load import cfg_get
 from harness.errors import HarnessError
 
 
-def _pos(cfg: Any, key: str) -> float | None:
+def _pos(cfg: Any, key: str, zero_ok: bool = False) -> float | None:
+    """cfg[key] as a finite float > 0 (>= 0 with zero_ok), or None when unset; one error line otherwise."""
     v = cfg_get(cfg, key)
     if v is None:
         return None
@@ -27,8 +28,8 @@ def _pos(cfg: Any, key: str) -> float | None:
         x = float(v)
     except (TypeError, ValueError):
         raise HarnessError(f"{key}={v!r} is not a number; pass e.g. {key}=1e21") from None
-    if not math.isfinite(x) or x <= 0:
-        raise HarnessError(f"{key}={v!r} must be a positive number")
+    if not math.isfinite(x) or x < 0 or (x == 0 and not zero_ok):
+        raise HarnessError(f"{key}={v!r} must be {'>= 0' if zero_ok else 'a positive number'}")
     return x
 
 
@@ -97,23 +98,9 @@ def _costed(row: dict[str, Any], hw: Mapping[str, Any], context: float | None, a
             "cost_per_1M_tokens": serve["cost"]}
 
 
-def _nonneg(cfg: Any, key: str) -> float | None:
-    """cfg[key] as a float >= 0, or None when unset."""
-    v = cfg_get(cfg, key)
-    if v is None:
-        return None
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        raise HarnessError(f"{key}={v!r} is not a number; pass e.g. {key}=1e12") from None
-    if not math.isfinite(x) or x < 0:
-        raise HarnessError(f"{key}={v!r} must be >= 0")
-    return x
-
-
 def _allocations(cfg: Any, fits: Fits, C: float, hw: Mapping[str, Any]) -> dict[str, Any]:
     """Strategies at C with costs, the extrapolation multiple and (with inference_tokens=) the lifetime plan."""
-    inference_tokens = _nonneg(cfg, "inference_tokens")
+    inference_tokens = _pos(cfg, "inference_tokens", zero_ok=True)
     context, aspect = _pos(cfg, "context"), _pos(cfg, "aspect_ratio") or 128.0
     sizes = [float(x) for x in (cfg_get(cfg, "sizes") or [])]
     overtrain = [float(x) for x in (cfg_get(cfg, "overtrain") or OVERTRAIN)]
