@@ -7,7 +7,14 @@ import pytest
 from harness.analysis import canonicalize, select_fit_rows
 from harness.analysis.approach2 import fit_isoflop
 from harness.analysis.context import Diagnostics, Settings
-from harness.analysis.frontier import E_FROM_APPROACH3, FREE, fit_frontier_stage, k_at_bound, summarize_frontier
+from harness.analysis.frontier import (
+    E_AT_BOUND,
+    E_FROM_APPROACH3,
+    FREE,
+    fit_frontier_stage,
+    k_at_bound,
+    summarize_frontier,
+)
 from harness.analysis.powerlaw import K_BOUNDS
 from harness.analysis.synthetic import Law, isoflop_sweep
 
@@ -33,6 +40,20 @@ def test_few_budgets_fix_E_to_approach3() -> None:
     block = summarize_frontier(stage, fit.n_usable, {}, 0.95, diag)
     assert stage.method == E_FROM_APPROACH3 and block["E"].value == 1.5 and block["dof"] == 1
     assert any("E is fixed to Approach 3" in n for n in diag.notes)
+
+
+def test_free_E_at_its_bound_is_replaced_by_approach3s() -> None:
+    """A surface with no irreducible loss (E = 0): the free fit puts E on its bound, which identifies nothing,
+    so E is fixed to Approach 3's value (Marin's remedy) and the note says why."""
+    flat = Law(E=1e-12)
+    raw = isoflop_sweep(flat, budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=7, span=12, noise=0.0)
+    fit, diag = fit_isoflop(select_fit_rows(canonicalize(raw)).used, Settings(), Diagnostics()), Diagnostics()
+    stage = fit_frontier_stage(fit, Settings(), approach3_E=0.25)
+    block = summarize_frontier(stage, fit.n_usable, {}, 0.95, diag)
+    assert stage.method == E_AT_BOUND and block["E"].value == 0.25 and block["dof"] == 2
+    assert any("bound 0" in n for n in diag.notes)
+    # with an identifiable E (the default law) the free fit stays free
+    assert fit_frontier_stage(iso((1e18, 1e19, 1e20, 1e21)), Settings(), approach3_E=0.25).method == FREE
 
 
 def test_k_at_bound() -> None:

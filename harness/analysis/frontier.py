@@ -18,6 +18,8 @@ from harness.analysis.powerlaw import K_BOUNDS, FrontierFit, fit_frontier
 
 FREE = "free"
 E_FROM_APPROACH3 = "E_from_approach3"
+E_AT_BOUND = "E_from_approach3_free_E_at_bound"  # enough budgets, but the free fit drove E to its bound 0
+E_BOUND_TOL = 1e-6  # a free E at or below this (in loss units) sits at the bound
 # k within this relative distance of a search bound counts as "at the bound" (the fit did not find a minimum)
 K_BOUND_RTOL = (0.02, 1.0 / 300.0)
 
@@ -44,6 +46,11 @@ def fit_frontier_stage(iso: IsoflopFit, settings: Settings, approach3_E: float) 
     e_fixed = None if method == FREE else np.array([approach3_E])
     points = _points(iso.parabolas, settings.frontier_source)
     fit = fit_frontier(iso.lnC, points, iso.parabolas.usable, lnC_ref, e_fixed)
+    if method == FREE and np.isfinite(fit.E[0]) and fit.E[0] <= E_BOUND_TOL:
+        # E = 0 is no estimate of the irreducible loss but the edge of the search: the budgets do not identify it.
+        # Fix it to Approach 3's E (as Marin does when the frontier cannot identify E), for point and bootstrap.
+        method = E_AT_BOUND
+        fit = fit_frontier(iso.lnC, points, iso.parabolas.usable, lnC_ref, np.array([approach3_E]))
     return FrontierStage(fit, method, settings.frontier_source, lnC_ref)
 
 
@@ -77,7 +84,10 @@ def summarize_frontier(stage: FrontierStage, n_points: int, samples: dict[str, n
         "method": stage.method, "source": stage.source, "n_points": n_points, "dof": dof,
         "rmse": float(np.sqrt(fit.sse[0] / n_points)) if np.isfinite(fit.sse[0]) else None,
     }
-    if stage.method != FREE:
+    if stage.method == E_AT_BOUND:
+        diag.note(f"the free frontier fit put E at its bound 0 (the {n_points} budgets do not identify it), so E is "
+                  f"fixed to Approach 3's E and only K, k are fitted ({dof} residual dof)")
+    elif stage.method != FREE:
         diag.note(f"the frontier has {n_points} points for E, K, k; E is fixed to Approach 3's E and only K, k are "
                   f"fitted ({dof} residual dof)")
     elif n_points == 3:
