@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.analysis import Estimate, Fits, load_fits, predict_at_budget, predict_loss
 from harness.analysis.allocation import EXTRAPOLATION_WARN, KAPLAN_EXPONENT, OVERTRAIN, law3, lifetime_plan, strategies
+from harness.analysis.fits import to_jsonable
 from harness.analysis.load import cfg_get
 from harness.errors import HarnessError
 
@@ -232,23 +233,10 @@ def _allocation_lines(plan: Mapping[str, Any], markdown: bool) -> list[str]:
     return lines
 
 
-def _jsonable(x: Any) -> Any:
-    """JSON-safe copy: Estimates as {value, lo, hi, n}, non-finite floats as None."""
-    if isinstance(x, Estimate):
-        return x.to_dict()
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def render_plan(plan: Mapping[str, Any], fmt: str = "text") -> str:
     """harness-plan-budget output: format=text (readable), format=json (machine) or format=markdown (to paste)."""
     if fmt == "json":
-        return json.dumps(_jsonable(plan), indent=2)
+        return json.dumps(to_jsonable(plan), indent=2)
     if fmt not in ("text", "markdown"):
         raise HarnessError(f"format={fmt!r}: use format=text, format=json or format=markdown")
     text = format_plan(plan)

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from harness.analysis.estimate import format_cell
 from harness.analysis.lr import LROptimum, LRRule, fit_lr_optimum, fit_lr_rule
 from harness.errors import HarnessError
+from harness.figures import colors, png_bytes
 from harness.fsutil import atomic_write
 from harness.lr_rule import SCHEMA
 
@@ -76,14 +77,10 @@ def rule_document(rule: LRRule, params: str, points: Sequence[TunePointData], op
     }
 
 
-def _fmt(x: float | None, spec: str = ".3g") -> str:
-    return "-" if x is None or not math.isfinite(x) else format(x, spec)
-
-
 def render_markdown(doc: dict[str, Any]) -> str:
     """report.md of the LR sweep: the rule, the per-point optima, and what was flagged."""
     r = doc["rule"]
-    est = {k: f"{_fmt(r[k]['value'], '.4g')} [{_fmt(r[k]['lo'], '.4g')}, {_fmt(r[k]['hi'], '.4g')}]" for k in r}
+    est = {k: f"{format_cell(r[k]['value'], '.4g')} [{format_cell(r[k]['lo'], '.4g')}, {format_cell(r[k]['hi'], '.4g')}]" for k in r}
     lines = [
         "# LR sweep", "",
         f"Fitted rule: **lr\\* = c N^p D^q** with N = {doc['params']} parameters, D = tokens: c = {est['c']}, "
@@ -95,12 +92,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for p in doc["points"]:
         o = p["lr_opt"]
         lines.append(f"| {p['model']} | {p['budget']:.3g} | {p['N']:,.0f} | {p['D']:,.0f} | {len(p['tried'])} | "
-                     f"{_fmt(o['value'])} [{_fmt(o['lo'])}, {_fmt(o['hi'])}] | {_fmt(p['loss_at_opt'], '.4f')} | "
+                     f"{format_cell(o['value'], '.3g')} [{format_cell(o['lo'], '.3g')}, {format_cell(o['hi'], '.3g')}] | {format_cell(p['loss_at_opt'], '.4f')} | "
                      f"{p['status']} |")
     flagged = [p for p in doc["points"] if p["status"] != "ok"]
     if flagged:
         lines += ["", "**Flagged, not used in the rule:** " + "; ".join(
-            f"{p['model']} at {p['budget']:.3g} ({p['status']}: best tried lr {_fmt(p['lr_opt']['value'])})"
+            f"{p['model']} at {p['budget']:.3g} ({p['status']}: best tried lr {format_cell(p['lr_opt']['value'], '.3g')})"
             for p in flagged) + ". Widen sweep.lr_grid or raise sweep.max_rounds to bracket them."]
     lines += ["", "![loss vs LR](lr_curves.png)", "", "![optimal LR and the rule](lr_rule.png)", ""]
     return "\n".join(lines)
@@ -112,16 +109,16 @@ def plot_curves(points: Sequence[TunePointData], optima: Sequence[LROptimum]) ->
     fig = Figure(figsize=(5 * len(budgets), 4), layout="constrained")
     axes = fig.subplots(1, len(budgets), squeeze=False)[0]
     sizes = sorted({p.d_model for p in points})
-    colors = {d: c for d, c in zip(sizes, _palette(len(sizes)))}
+    by_size = dict(zip(sizes, colors(len(sizes))))
     for ax, b in zip(axes, budgets):
         for p, o in zip(points, optima):
             if p.budget != b:
                 continue
             lr, loss = np.array(sorted(zip(p.lrs, p.losses))).T
-            ax.plot(lr, np.where(np.isfinite(loss), loss, np.nan), "o-", color=colors[p.d_model], label=p.name)
+            ax.plot(lr, np.where(np.isfinite(loss), loss, np.nan), "o-", color=by_size[p.d_model], label=p.name)
             if o.status == "ok" and o.lr.has_interval:
                 ax.errorbar([o.lr.value], [o.loss], xerr=[[o.lr.value - o.lr.lo], [o.lr.hi - o.lr.value]],
-                            fmt="*", ms=12, color=colors[p.d_model], capsize=3)
+                            fmt="*", ms=12, color=by_size[p.d_model], capsize=3)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones collide
         ax.set_xlabel("peak learning rate")
@@ -151,7 +148,7 @@ def plot_rule(points: Sequence[TunePointData], optima: Sequence[LROptimum], rule
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.subplots()
     budgets = sorted({p.budget for p in points})
-    for b, color in zip(budgets, _palette(len(budgets))):
+    for b, color in zip(budgets, colors(len(budgets))):
         _plot_budget(ax, [(p, o) for p, o in zip(points, optima) if p.budget == b], rule, color, f"{b:.3g} FLOPs")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -162,21 +159,6 @@ def plot_rule(points: Sequence[TunePointData], optima: Sequence[LROptimum], rule
     return fig
 
 
-def _palette(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return [cmap(i / max(1, n - 1) * 0.9) for i in range(n)]
-
-
-def _png(fig: Figure) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buf)
-    return buf.getvalue()
-
-
 def write_lr_report(points: Sequence[TunePointData], out_dir: str | Path, params: str, noise_rel: float,
                     provenance: dict[str, Any]) -> dict[str, Any]:
     """Fit everything and write lr_curves.png, lr_rule.png, report.md and lr_rule.json (last: the completion
@@ -185,8 +167,8 @@ def write_lr_report(points: Sequence[TunePointData], out_dir: str | Path, params
     optima = fit_points(points, noise_rel)
     rule, _ = fit_rule(points, optima)
     doc = rule_document(rule, params, points, optima, provenance)
-    atomic_write(out / "lr_curves.png", [_png(plot_curves(points, optima))])
-    atomic_write(out / "lr_rule.png", [_png(plot_rule(points, optima, rule))])
+    atomic_write(out / "lr_curves.png", [png_bytes(plot_curves(points, optima))])
+    atomic_write(out / "lr_rule.png", [png_bytes(plot_rule(points, optima, rule))])
     atomic_write(out / "report.md", [render_markdown(doc).encode()])
     atomic_write(out / "lr_rule.json", [json.dumps(doc, indent=1, allow_nan=False).encode()])
     return doc

@@ -146,11 +146,12 @@ class RunContext:
     cfg: DictConfig | None = field(default=None, repr=False, compare=False)  # the run config it came from
 
     @classmethod
-    def resolve(cls, cfg: DictConfig, world: int = 1) -> RunContext:
-        """Stage 1, no data: budget, model, step plan for `world` processes and peak LR, or a HarnessError."""
+    def resolve(cls, cfg: DictConfig, world: int = 1, vocab_size: int | None = None) -> RunContext:
+        """Stage 1, no data: budget, model, step plan for `world` processes and peak LR, or a HarnessError
+        (planned with vocab_size when the corpus' is known, else with the config's hint)."""
         budget = parse_budget(cfg.budget)
         tc = cfg.train
-        name, gcfg = model_config(cfg.model, vocab_hint(cfg))
+        name, gcfg = model_config(cfg.model, vocab_size or vocab_hint(cfg))
         if int(tc.batch_size) % world:
             raise HarnessError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes ({world})")
         plan = plan_steps(budget, gcfg, int(tc.batch_size), int(tc.min_steps), world)
@@ -161,13 +162,7 @@ class RunContext:
         """Stage 2: the model and plan for the corpus' vocabulary, and the run_id on this corpus."""
         if self.cfg is None:
             raise ValueError("with_corpus needs a context made by RunContext.resolve(cfg)")
-        ctx = self
-        if vocab_size != self.gcfg.vocab_size:
-            name, gcfg = model_config(self.cfg.model, vocab_size)
-            tc = self.cfg.train
-            plan = plan_steps(self.budget, gcfg, int(tc.batch_size), int(tc.min_steps), self.world)
-            lr, _ = learning_rate(tc, gcfg, plan.sequences * gcfg.seq_len)
-            ctx = dataclasses.replace(self, vocab_size=vocab_size, name=name, gcfg=gcfg, plan=plan, peak_lr=lr)
+        ctx = self if vocab_size == self.gcfg.vocab_size else RunContext.resolve(self.cfg, self.world, vocab_size)
         rid = run_id(run_spec(self.cfg, ctx.name, ctx.gcfg, fingerprint))
         rule = str(self.cfg.train.lr) == "rule"
         warn = tuple(rule_warnings(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model,
@@ -193,6 +188,11 @@ def job_config_for(cfg: DictConfig, d_model: int, budget: float, seed: int, role
     job.seed = seed
     job.role = role
     return job
+
+
+def sweep_seeds(cfg: DictConfig) -> list[int]:
+    """The seeds every sweep point trains: sweep.seeds, or the run's seed."""
+    return [int(s) for s in (cfg.sweep.get("seeds") or [int(cfg.seed)])]
 
 
 def parse_budget(value: Any) -> float:
@@ -238,12 +238,11 @@ def _sweep_budget(b: Any) -> float:
     try:
         return parse_budget(b)
     except HarnessError:
-        raise HarnessError(
-            f"sweep.budgets holds {b!r}, not a positive number of FLOPs; use e.g. sweep.budgets=[1e12,3e12]"
-        ) from None
+        raise HarnessError(f"sweep.budgets holds {b!r}, not a positive number of FLOPs; use e.g. "
+                           "sweep.budgets=[1e12,3e12]") from None
 
 
-def _budgets(sc: DictConfig) -> list[float]:
+def sweep_budgets(sc: DictConfig) -> list[float]:
     """sweep.budgets, sorted and deduplicated; a single value counts as a list of one."""
     raw = sc.get("budgets")
     if raw is not None and not isinstance(raw, (list, tuple, ListConfig)):
@@ -344,10 +343,10 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
     sweep.min_steps steps are dropped (too few steps to finish warmup and decay: their loss says more about
     the schedule than about N), and budgets left with < 3 sizes are refused."""
     sc = cfg.sweep
-    budgets = _budgets(sc)
+    budgets = sweep_budgets(sc)
     k = _sizes_per_budget(sc)
     fam = _family(cfg, vocab_size)
-    seeds = [int(s) for s in (sc.get("seeds") or [int(cfg.seed)])]
+    seeds = sweep_seeds(cfg)
     runs: list[PlannedRun] = []
     notes: list[str] = []
     for C in budgets:

@@ -6,7 +6,6 @@ harness.analysis) and their bootstrap samples.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from harness.analysis.bootstrap import interval
 from harness.analysis.estimate import format_number as fmt
 from harness.analysis.parametric import predict_log_loss
 from harness.analysis.predict import approach2_curves, approach3_curves
+from harness.figures import colors, png_bytes
 
 # key -> (file name, caption in report.md)
 PLOTS = {
@@ -63,19 +63,12 @@ def _budget_rows(fits: Fits, df: pd.DataFrame) -> tuple[pd.DataFrame, list[pd.Da
     return used, per
 
 
-def _colors(n: int) -> list[Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["viridis"]
-    return [cmap(0.1 + 0.8 * i / max(1, n - 1)) for i in range(n)]
-
-
 def plot_isoflop(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Figure:
     """Loss vs N per budget with the fitted robust parabolas and their optima (excluded budgets hollow)."""
     _, per = _budget_rows(fits, df)
     fig = Figure(figsize=(7, 5))
     ax = fig.add_subplot()
-    for b, rows, col in zip(fits.budgets, per, _colors(len(fits.budgets))):
+    for b, rows, col in zip(fits.budgets, per, colors(len(fits.budgets))):
         N = rows["params"].to_numpy(float)
         down = set(d["run_id"] for d in b.get("downweighted", []))
         bad = rows["run_id"].astype(str).isin(down).to_numpy()
@@ -211,7 +204,7 @@ def plot_approach3(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Fi
     kappa = float(fits.approach3["kappa"])
     fig = Figure(figsize=(11, 4.5))
     ax = fig.add_subplot(1, 2, 1)
-    cols = _colors(len(fits.budgets))
+    cols = colors(len(fits.budgets))
     for b, rows, col in zip(fits.budgets, per, cols):
         lnN = np.log(rows["params"].to_numpy(float))
         res = np.log(rows["loss"].to_numpy(float)) - predict_log_loss(theta, lnN, np.log(rows["tokens"].to_numpy(float)))
@@ -245,13 +238,6 @@ def plot_approach3(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Fi
     ax2.set_title("L(N, D) contours, IsoFLOP lines (dotted)")
     ax2.legend(fontsize=7)
     return _save(fig, path)
-
-
-def png_bytes(fig: Any) -> bytes:
-    """A figure's PNG bytes (as the plot functions write them to a path)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return buf.getvalue()
 
 
 def _backtest_series(ax: Any, rows: list[dict[str, Any]], key: tuple[str, str]) -> None:

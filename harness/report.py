@@ -6,7 +6,6 @@ that looks complete.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
 from harness.analysis.estimate import format_number
+from harness.figures import png_bytes
 from harness.fsutil import atomic_write
 
 
@@ -203,13 +203,6 @@ def render_markdown(fits: Fits, extra: Sequence[str] = (), plots: Sequence[Rende
     return "\n".join(out) + "\n"
 
 
-def _png(fig: Any) -> bytes:
-    """A figure's PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def _extra(extra_sections: Sequence[Any] | None) -> tuple[list[str], dict[str, bytes]]:
     """Markdown of the extra sections and the images they bring ({file name: PNG bytes})."""
     texts: list[str] = []
@@ -225,7 +218,7 @@ def _extra(extra_sections: Sequence[Any] | None) -> tuple[list[str], dict[str, b
         if image is not None:
             if hasattr(image, "savefig"):
                 slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_") or f"extra{i + 1}"
-                name, data = f"{slug}.png", _png(image)
+                name, data = f"{slug}.png", png_bytes(image)
             else:
                 name, data = Path(image).name, Path(image).read_bytes()
             images[name] = data

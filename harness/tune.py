@@ -11,6 +11,7 @@ of rounds < r, so every parallel job of a round computes the same plan (and a ki
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,19 +19,22 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from harness import __version__
 from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.lr_report import TunePointData, write_lr_report
+from harness.lr_rule import FAMILY_KEYS
 from harness.model import GPTConfig
 from harness.plan import (
     estimate_seconds,
     job_config_for,
     model_config,
-    parse_budget,
     plan_steps,
-    resolve_run,
     results_dir,
+    run_id_of,
+    sweep_budgets,
+    sweep_seeds,
     vocab_hint,
 )
 from harness.results import check_compatible, check_results_dir, read_records
@@ -98,7 +102,7 @@ def tune_points(cfg: DictConfig, vocab: int) -> list[tuple[Point, str, GPTConfig
     out = []
     for d in sorted({int(v) for v in sc.d_models}):
         name, g = model_config({**cfg.model, "d_model": d}, vocab)
-        for b in sorted({parse_budget(v) for v in sc.budgets}):
+        for b in sweep_budgets(sc):
             steps = plan_steps(b, g, int(cfg.train.batch_size), int(sc.min_steps)).steps
             out.append(((d, b), name, g, steps))
     if len({b for (_, b), *_ in out}) < 2:
@@ -131,7 +135,7 @@ def plan_round(cfg: DictConfig, rnd: int, loss_of: Callable[[Point, float], floa
     points = tune_points(cfg, vocab_hint(cfg))
     new = _tried_and_new(cfg, rnd, loss_of, [pt for pt, *_ in points])
     batch = int(cfg.train.batch_size)
-    seeds = [int(s) for s in (cfg.sweep.get("seeds") or [int(cfg.seed)])]
+    seeds = sweep_seeds(cfg)
     runs: list[TuneRun] = []
     for pt, name, g, steps in points:
         est = estimate_seconds(steps, batch * g.seq_len, flops_per_token(g), cfg.sweep)
@@ -149,17 +153,19 @@ def job_config(cfg: DictConfig, run: TuneRun) -> DictConfig:
 
 def losses_from(cfg: DictConfig) -> tuple[Callable[[Point, float], float | None], dict[str, dict[str, Any]]]:
     """loss_of(point, lr): the mean val_bpb over the sweep's seeds of the finished runs (inf if any diverged,
-    None if any has no record yet), read from the results directory's records."""
+    None if any has no record yet), read from the results directory's records. Memoised: every round's plan asks
+    again about every LR of the rounds before it."""
     corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
     check_compatible(results_dir(cfg), corpus.fingerprint)
     records = read_records(results_dir(cfg))
-    seeds = [int(s) for s in (cfg.sweep.get("seeds") or [int(cfg.seed)])]
+    seeds = sweep_seeds(cfg)
 
+    @functools.cache
     def loss_of(pt: Point, lr: float) -> float | None:
         vals = []
         for seed in seeds:
             job = job_config(cfg, TuneRun(0, pt[0], "", pt[1], lr, seed, 0, 0.0))
-            rec = records.get(resolve_run(job, corpus.fingerprint, corpus.vocab_size).run_id)
+            rec = records.get(run_id_of(job, corpus.fingerprint, corpus.vocab_size))
             if rec is None or rec.get("status") not in ("ok", "diverged"):
                 return None
             vals.append(float(rec["val_bpb"]) if rec["status"] == "ok" else math.inf)
@@ -215,9 +221,6 @@ def collect_points(cfg: DictConfig, records: dict[str, dict[str, Any]]) -> list[
 
 def fit_tune(cfg: DictConfig) -> dict[str, Any]:
     """Fit every point's optimum and the rule, write lr_rule.json + report.md + plots into results_dir."""
-    from harness import __version__
-    from harness.lr_rule import FAMILY_KEYS
-
     out = results_dir(cfg)
     records = read_records(out)
     points = collect_points(cfg, records)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
 from harness.analysis.backtest import compare
+from harness.analysis.estimate import format_cell
 from harness.counting import param_counts
 from harness.errors import HarnessError
 from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
@@ -216,10 +217,5 @@ def _validation_row(v: dict[str, Any], a: str, c: dict[str, Any]) -> str:
     p = c["predicted"]
     inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "no")
     return (f"| `{v['model']}` | {v['budget']:.3g} | {v['multiple_of_largest']:.1f}x | {v['N']:,.0f} | "
-            f"{v['D']:,.0f} | {v['status']} | {a} | {_cell(p.value)} | [{_cell(p.lo)}, {_cell(p.hi)}] | "
-            f"{_cell(c['actual'])} | {_cell(c['abs_error'], '+.4f')} | {_cell(c['rel_error'], '+.2%')} | {inside} |")
-
-
-def _cell(x: Any, spec: str = ".4f") -> str:
-    """A table cell: the number formatted, or '-' when missing or not finite."""
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+            f"{v['D']:,.0f} | {v['status']} | {a} | {format_cell(p.value)} | [{format_cell(p.lo)}, {format_cell(p.hi)}] | "
+            f"{format_cell(c['actual'])} | {format_cell(c['abs_error'], '+.4f')} | {format_cell(c['rel_error'], '+.2%')} | {inside} |")

@@ -80,6 +80,11 @@ def format_number(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def format_cell(x: Any, spec: str = ".4f") -> str:
+    """A table cell: x with a format spec, or '-' when missing or not finite."""
+    return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
 def _number(x: Any) -> float | None:
     """A finite float, or None (NaN, inf and None all mean 'no number')."""
     if x is None:

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Fits:
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (Estimates as {value, lo, hi, n}; NaN/inf become null); samples are left out."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "samples"}
-        return {"schema_version": SCHEMA_VERSION, **_clean(d)}
+        return {"schema_version": SCHEMA_VERSION, **to_jsonable(d)}
 
     def to_json(self, indent: int = 2) -> str:
         """fits.json text."""
@@ -116,16 +117,16 @@ def load_fits(path: str | Path) -> Fits:
     return Fits.from_dict(d, samples, source=repr(str(p)))
 
 
-def _clean(x: Any) -> Any:
+def to_jsonable(x: Any) -> Any:
     """JSON-safe copy: Estimates as dicts, numpy scalars and arrays as Python, non-finite floats as None."""
     if isinstance(x, Estimate):
         return x.to_dict()
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, Mapping):
+        return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [to_jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return _clean(x.tolist())
+        return to_jsonable(x.tolist())
     if isinstance(x, (bool, np.bool_)):
         return bool(x)
     if isinstance(x, (int, np.integer)):
@@ -136,7 +137,7 @@ def _clean(x: Any) -> Any:
 
 
 def _revive(x: Any) -> Any:
-    """Inverse of _clean for Estimates: every {value, lo, hi, n} dict becomes an Estimate again."""
+    """Inverse of to_jsonable for Estimates: every {value, lo, hi, n} dict becomes an Estimate again."""
     if Estimate.is_serialised(x):
         return Estimate.from_dict(x)
     if isinstance(x, dict):
