@@ -131,7 +131,11 @@ def train_bpe(texts: Callable[[], Iterable[str]], vocab_size: int, corpus_fp: st
                                       special_tokens=[], show_progress=True)
         hf.train_from_iterator(texts(), trainer)
         atomic_write(path, [hf.to_str().encode()])
-    return _from_hf(HFTokenizer.from_file(str(path)), f"bpe-{vocab_size}")
+    tok = _from_hf(HFTokenizer.from_file(str(path)), f"bpe-{vocab_size}")
+    if tok.vocab_size < vocab_size:  # a small corpus ran out of pairs to merge: keep the vocabulary asked for
+        tok.token_bytes = np.pad(tok.token_bytes, (0, vocab_size - tok.vocab_size))
+        tok.vocab_size = vocab_size
+    return tok
 
 
 def cache_dtype(vocab_size: int, token_dtype: str | None) -> np.dtype:

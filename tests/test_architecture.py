@@ -20,7 +20,7 @@ FLOORS: dict[str, int] = {
     "harness.model": 1, "harness.tokenize": 1, "harness.hf_data": 1, "harness.runtime": 1, "harness.lr_rule": 1, "harness.figures": 1, "harness.confcheck": 1,
     "harness.counting": 2, "harness.data": 2,
     "harness.plan": 3,
-    "harness.results": 4,
+    "harness.results": 4, "harness.repetition": 4,
     "harness.train": 5,
     "harness.analysis": 6,
     "harness.report": 7, "harness.plots": 7, "harness.budget": 7, "harness.lr_report": 7,
