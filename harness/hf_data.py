@@ -87,8 +87,16 @@ def _is_saved(p: Path) -> bool:
     return p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists())
 
 
-def _load(path: str, cache_dir: Path) -> tuple[dict[str, Any], list[Path]]:
-    """{split: Dataset} of data.path, and the files it was read from (for the fingerprint's stat key)."""
+def _source_files(path: str) -> list[Path]:
+    """The files data.path reads (a save_to_disk directory's own files included), for the memo's stat key."""
+    p = Path(path).expanduser()
+    if not any(ch in path for ch in "*?[") and _is_saved(p):
+        return sorted(f for f in p.rglob("*") if f.is_file())
+    return _files(path)
+
+
+def _load(path: str, files: list[Path], cache_dir: Path) -> dict[str, Any]:
+    """{split: Dataset} of data.path (a save_to_disk directory, or the data files through their builder)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files only: never reach for the Hub
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -100,17 +108,14 @@ def _load(path: str, cache_dir: Path) -> tuple[dict[str, Any], list[Path]]:
     p = Path(path).expanduser()
     if not any(ch in path for ch in "*?[") and _is_saved(p):
         loaded = datasets.load_from_disk(str(p))
-        files = sorted(f for f in p.rglob("*") if f.is_file())
     else:
-        files = _files(path)
         try:
             loaded = datasets.load_dataset(_builder(files), data_files=_split_files(files),
                                            cache_dir=str(cache_dir / "hf"))
         except Exception as e:  # pyarrow/json parse errors come in many types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise HarnessError(f"cannot read {str(files[0].parent)!r} as a dataset ({first}); check the files") from None
-    splits = dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
-    return splits, files
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
 def _pick_splits(splits: dict[str, Any], field: str) -> tuple[Any, Any]:
@@ -171,16 +176,23 @@ def _summary(streams: dict[str, Callable[[], Iterator[str]]], rule: str) -> dict
 
 
 def load_documents(dc: Any, cache_dir: Path) -> Documents:
-    """The documents of data.path (data=hf): splits, fingerprint (memoised by the files' names, sizes and
-    mtimes, so a rerun does not reread the text) and a description."""
+    """The documents of data.path (data=hf): splits, fingerprint and a description. The fingerprint is
+    memoised by the files' names, sizes and mtimes, and `datasets` is only opened when the text is read, so a
+    sweep job whose token cache exists never imports it."""
     if not dc.get("path"):
         raise HarnessError("data=hf needs data.path=<JSONL/Parquet/CSV/Arrow file, directory, glob or save_to_disk dir>")
-    field, vf = str(dc.get("text_field") or "text"), float(dc.val_fraction)
-    splits, files = _load(str(dc.path), cache_dir)
-    train, val = _pick_splits(splits, field)
-    rule = "files' own splits" if val is not None else f"by document, crc32 < {vf}"
-    streams = _streams(train, val, field, vf)
-    key = hashlib.sha256(f"{field}\0{rule}\0".encode())
+    path, field, vf = str(dc.path), str(dc.get("text_field") or "text"), float(dc.val_fraction)
+    files = _source_files(path)
+    state: dict[str, Any] = {}
+
+    def opened() -> dict[str, Any]:
+        if not state:
+            train, val = _pick_splits(_load(path, files, cache_dir), field)
+            state["rule"] = "files' own splits" if val is not None else f"by document, crc32 < {vf}"
+            state["streams"] = _streams(train, val, field, vf)
+        return state
+
+    key = hashlib.sha256(f"{field}\0{vf!r}\0".encode())
     for f in files:
         st = f.stat()
         key.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
@@ -188,9 +200,10 @@ def load_documents(dc: Any, cache_dir: Path) -> Documents:
     if memo.exists():
         summary = json.loads(memo.read_text())
     else:
-        summary = _summary(streams, f"{rule}\0field={field}")
+        summary = {**_summary(opened()["streams"], f"{opened()['rule']}\0field={field}"), "rule": opened()["rule"]}
         atomic_write(memo, [json.dumps(summary).encode()])
     nbytes = summary["train_bytes"] + summary["val_bytes"]
-    desc = (f"hf: {dc.path} [{field}] ({summary['train_docs']}+{summary['val_docs']} docs, {nbytes} bytes, "
-            f"split {rule})")
+    desc = (f"hf: {path} [{field}] ({summary['train_docs']}+{summary['val_docs']} docs, {nbytes} bytes, "
+            f"split {summary['rule']})")
+    streams = {split: (lambda split=split: opened()["streams"][split]()) for split in ("train", "val")}
     return Documents(streams, summary["fingerprint"], nbytes, desc)

@@ -93,6 +93,21 @@ def test_hf_with_bpe_is_exact_and_cached(tmp_path: Path) -> None:
     assert int(c.token_bytes[np.asarray(c.val)].sum()) == len(byte.val)  # exact bytes, not a mean
 
 
+def test_a_cached_corpus_does_not_open_the_dataset(tmp_path: Path, monkeypatch) -> None:
+    """A sweep job after the dry run: fingerprint memo, BPE and token cache all hit, `datasets` never opened."""
+    p = write_jsonl(tmp_path / "d.jsonl", docs(100, seed=6))
+    first = load_corpus(hf_dc(p, tmp_path / "c", tokenizer="bpe", vocab_size=300), 32)
+
+    def refuse(*a, **kw):
+        raise AssertionError("opened the dataset again")
+
+    monkeypatch.setattr("harness.hf_data._load", refuse)
+    again = load_corpus(hf_dc(p, tmp_path / "c", tokenizer="bpe", vocab_size=300), 32)
+    assert again.fingerprint == first.fingerprint and np.array_equal(again.val, first.val)
+    with pytest.raises(AssertionError, match="opened the dataset again"):  # a new tokenizer reads the text
+        load_corpus(hf_dc(p, tmp_path / "c", tokenizer="bpe", vocab_size=320), 32)
+
+
 def test_bad_hf_inputs(tmp_path: Path) -> None:
     p = write_jsonl(tmp_path / "d.jsonl", docs(60))
     with pytest.raises(HarnessError, match=r"no field 'body'; its fields are id, text"):
@@ -103,12 +118,12 @@ def test_bad_hf_inputs(tmp_path: Path) -> None:
     write_jsonl(d / "validation.jsonl", [{"id": 0, "text": ""}, {"id": 1, "text": None}])
     with pytest.raises(HarnessError, match="the val split of the dataset holds no document"):
         load_corpus(hf_dc(d, tmp_path / "c"), 32)
-    with pytest.raises(HarnessError, match="the val split .* raise data.val_fraction"):
+    with pytest.raises(HarnessError, match=r"the val split .* raise data.val_fraction"):
         load_corpus(hf_dc(write_jsonl(tmp_path / "one.jsonl", docs(1)), tmp_path / "c", val_fraction=0.0001), 32)
     with pytest.raises(HarnessError, match="holds int values, not text"):
         load_corpus(hf_dc(p, tmp_path / "c", text_field="id"), 32)
     (tmp_path / "broken.jsonl").write_text('{"text": "a"}\n{"text": \n')
-    with pytest.raises(HarnessError, match="cannot read .* as a dataset"):
+    with pytest.raises(HarnessError, match=r"cannot read .* as a dataset"):
         load_corpus(hf_dc(tmp_path / "broken.jsonl", tmp_path / "c"), 32)
     with pytest.raises(HarnessError, match="does not exist"):
         load_corpus(hf_dc(tmp_path / "nope.jsonl", tmp_path / "c"), 32)
