@@ -30,7 +30,15 @@ import torch
 from harness.errors import HarnessError
 from harness.fsutil import atomic_write
 from harness.hf_data import load_documents
-from harness.tokenize import Tokenizer, build_token_cache, cache_dtype, make_tokenizer, open_split, text_chunks
+from harness.tokenize import (
+    Tokenizer,
+    build_token_cache,
+    cache_dtype,
+    load_tokenizer_file,
+    make_tokenizer,
+    open_split,
+    text_chunks,
+)
 
 _CHUNK = 1 << 24
 
@@ -243,7 +251,8 @@ def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
     dtype = np.dtype(str(dc.token_dtype))
     if dtype not in (np.uint16, np.uint32):
         raise HarnessError(f"data.token_dtype={dc.token_dtype!r} is not supported; use uint16 or uint32")
-    vocab, bpt = _token_meta(dc, p)
+    tok = load_tokenizer_file(Path(str(dc.tokenizer)).expanduser()) if dc.get("tokenizer") else None
+    vocab, bpt = _token_meta(dc, p) if tok is None else (tok.vocab_size, 1.0)
     files = _token_files(p, dtype)
     arrays = [np.memmap(f, dtype=dtype, mode="r") if f.stat().st_size else np.zeros(0, dtype) for f in files]
     for f, a in zip(files, arrays):
@@ -255,6 +264,9 @@ def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
         train, val = arrays[0][:cut], arrays[0][cut:]
     digest = hashlib.sha256("".join(_file_digest(f, cache_dir) for f in files).encode()).hexdigest()[:16]
     nbytes = sum(f.stat().st_size for f in files)
+    if tok is not None:  # the tokenizer that made the ids: exact bytes per token (harness.tokenize)
+        return Corpus(train, val, vocab, float(tok.token_bytes.mean()), f"{digest}-{nbytes}/{tok.tag}",
+                      f"tokens: {p} ({dtype.name}), {tok.tag} tokens", tok.token_bytes, tok.tag)
     return Corpus(train, val, vocab, bpt, f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})",
                   tokenizer=f"none (bytes_per_token={bpt:g}, approximate bpb)")
 

@@ -163,3 +163,19 @@ def test_harness_train_text_bpe_row(run_cli, tiny_overrides: list[str], tmp_path
     assert 0 < float(row["epochs"]) < 1 and math.isfinite(float(row["val_bpb"]))
     rec = json.loads(next((out / "runs").glob("*.json")).read_text())
     assert rec["val_bpb"] < rec["val_loss"] / math.log(2) / 1.5  # nats per token over > 1.5 bytes per token
+
+
+def test_token_files_are_exact_with_their_tokenizer_and_approximate_without(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 256, 20_000).astype(np.uint16)
+    ids.tofile(tmp_path / "t.bin")
+    base = {"kind": "tokens", "path": str(tmp_path / "t.bin"), "token_dtype": "uint16", "vocab_size": None,
+            "bytes_per_token": None, "val_fraction": 0.05, "cache_dir": str(tmp_path / "c")}
+    tj = single_byte_tokenizer(tmp_path / "bytes.json")
+    exact = load_corpus(OmegaConf.create({**base, "tokenizer": str(tj)}), 32)
+    approx = load_corpus(OmegaConf.create({**base, "vocab_size": 256, "bytes_per_token": 3.0}), 32)
+    w = eval_windows(exact.val, 4, 32)
+    assert exact.eval_bytes_per_token(w) == 1.0 and exact.row(100)["bpb_method"] == "exact"
+    assert approx.eval_bytes_per_token(w) == 3.0 and approx.row(100)["bpb_method"] == "approximate"
+    assert "approximate" in approx.tokenizer and exact.tokenizer.startswith("bytes.json@")
+    assert exact.fingerprint.startswith(approx.fingerprint + "/")
