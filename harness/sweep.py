@@ -8,6 +8,7 @@ an overall progress line after each job.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -17,6 +18,7 @@ from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
+from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
 
 # What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
@@ -69,7 +71,9 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         print_mode(cfg)  # before the corpus is read
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
-        return {"runs": runs, "notes": notes, "table": format_plan(runs, notes)}
+        for w in check_repetition(runs, len(corpus.train), cfg.data):
+            say(f"warning: {w}", sys.stderr)
+        return {"runs": runs, "notes": notes, "table": format_plan(runs, notes, len(corpus.train))}
     idx = int(idx)
     if not 0 <= idx < len(runs):
         raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(runs) - 1}); rerun the dry run")

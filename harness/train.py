@@ -127,6 +127,7 @@ class Trainer:
         self.lr = ctx.peak_lr
         self.status, self.error = "ok", ""
         self.val_loss = float("nan")
+        self.eval_bpt = corpus.bytes_per_token  # exact mean bytes of the eval tokens, set by evaluate()
         self.train_seconds = 0.0
 
     def resume(self) -> None:
@@ -245,6 +246,7 @@ class Trainer:
         """Mean loss on the fixed held-out windows (the same for every run); non-finite marks it diverged."""
         windows = eval_windows(self.corpus.val, int(self.tc.eval_windows), self.ctx.gcfg.seq_len)
         self.val_loss = mean_loss(self.model, windows, self.device, self.amp, 64)
+        self.eval_bpt = self.corpus.eval_bytes_per_token(windows)
         if not math.isfinite(self.val_loss):
             self.status, self.error = "diverged", "non-finite validation loss"
         return self.val_loss
@@ -262,13 +264,13 @@ class Trainer:
             **param_counts(g), "flops_per_token": c.plan.flops_per_token, "flops_per_token_6n": flops_per_token_6n(g),
             "budget_flops": c.budget, "flops": tokens * c.plan.flops_per_token, "tokens": tokens,
             "steps": self.step_n, "batch_size": self.batch_size, "lr": c.peak_lr, "train_loss": self.train_loss,
-            "val_loss": self.val_loss, "val_bpb": self.val_loss / math.log(2) / self.corpus.bytes_per_token,
+            "val_loss": self.val_loss, "val_bpb": self.val_loss / math.log(2) / self.eval_bpt,
             "status": self.status, "role": role, "seed": self.seed, "data_fingerprint": self.corpus.fingerprint,
             "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."), "compile": bool(tc.compile),
             "threads": torch.get_num_threads(), "world_size": self.ddp.world,
             "wall_seconds": round(time.time() - started, 3),
             "tokens_per_second": round(trained / max(self.train_seconds, 1e-9), 1),
-            "harness_version": __version__, "error": self.error, "lr_rule": c.lr_source,
+            "harness_version": __version__, "error": self.error, "lr_rule": c.lr_source, **self.corpus.row(tokens),
         }
 
 
