@@ -18,9 +18,10 @@ PACKAGE = ROOT / "harness"
 FLOORS: dict[str, int] = {
     "harness": 0, "harness.errors": 0, "harness.fsutil": 0,
     "harness.model": 1, "harness.data": 1, "harness.runtime": 1, "harness.lr_rule": 1, "harness.figures": 1, "harness.confcheck": 1,
+    "harness.trackers": 1,
     "harness.counting": 2,
     "harness.plan": 3,
-    "harness.results": 4,
+    "harness.results": 4, "harness.curves": 4,
     "harness.train": 5,
     "harness.analysis": 6,
     "harness.report": 7, "harness.plots": 7, "harness.budget": 7, "harness.lr_report": 7,
