@@ -29,6 +29,7 @@ from harness.fsutil import atomic_write
 from harness.trackers import check_tracker, make_tracker
 
 CURVES_DIR, LIVE_DIR = "curves", "live"
+LIVE_VIEW = "HARNESS_LIVE_VIEW"  # set by a sweep's live view (harness.live): per-run bars off in its jobs
 CURVES_PLOT = ("curves.png", "Learning curves: training loss (lines) and validation bpb on the curve slice (dots) "
                "per budget, with the held-out runs")
 

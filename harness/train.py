@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from harness import __version__
 from harness.counting import flops_per_token_6n, param_counts
-from harness.curves import curve_log
+from harness.curves import LIVE_VIEW, curve_log
 from harness.data import Corpus, eval_windows, load_corpus, sample_batch
 from harness.fsutil import atomic_write, say
 from harness.model import GPT
@@ -204,7 +205,8 @@ class Trainer:
         signal goes on to the handler installed before (submitit's requeue), else the process exits 143."""
         c = self.ctx
         bar = tqdm(total=c.plan.steps, initial=self.step_n, desc=f"{c.name} {c.budget:.2g}F", unit="step",
-                   disable=not (self.tc.progress and self.ddp.main), leave=False, dynamic_ncols=True)
+                   disable=not (self.tc.progress and self.ddp.main) or LIVE_VIEW in os.environ,  # harness.live
+                   leave=False, dynamic_ncols=True)
         t0 = time.time()
         with Preemption(self.ddp, self.device) as preemption, bar:  # handlers restored and bar closed on any exit
             preempted = self._loop(preemption, bar)
