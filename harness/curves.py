@@ -30,8 +30,8 @@ from harness.trackers import check_tracker, make_tracker
 
 CURVES_DIR, LIVE_DIR = "curves", "live"
 LIVE_VIEW = "HARNESS_LIVE_VIEW"  # set by a sweep's live view (harness.live): per-run bars off in its jobs
-CURVES_PLOT = ("curves.png", "Learning curves: training loss (lines) and validation bpb on the curve slice (dots) "
-               "per budget, with the held-out runs")
+CURVES_PLOT = ("curves.png", "Learning curves: training loss (lines) and validation loss on the curve slice (dots) "
+               "per budget, and the held-out runs")
 
 
 def curve_path(results_dir: Path, run_id: str) -> Path:
@@ -199,8 +199,9 @@ def _budget_groups(curves: dict[str, list[dict[str, Any]]], records: dict[str, d
 
 
 def plot_curves(results_dir: Path, records: dict[str, dict[str, Any]]) -> Any:
-    """One panel per budget (and one for the held-out runs): training loss in nats vs tokens seen fraction
-    (step / steps) per size, validation bpb on the curve slice as dots on a twin axis; None without curves."""
+    """One panel per budget (and one for the held-out runs): training loss (lines) and validation loss on the
+    curve slice (dots), both in nats, vs the fraction of the run's steps, one colour per size; None without
+    curves."""
     import matplotlib.pyplot as plt
 
     groups = _budget_groups(load_curves(results_dir), records)
@@ -210,18 +211,16 @@ def plot_curves(results_dir: Path, records: dict[str, dict[str, Any]]) -> Any:
     rows = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
     for ax, (title, runs) in zip(axes.flat, groups.items()):
-        twin = ax.twinx()
         for color, (rec, pts) in zip(colors(len(runs)), runs):
             steps = max(1, int(rec.get("steps") or 1))
-            label = f"{rec.get('model')} ({float(rec.get('params_total') or 0):.2g} p)"
+            label = f"{rec.get('model')} ({float(rec.get('params_total') or 0):.2g} params)"
             x, y = _series(pts, "train", "loss")
             ax.plot([s / steps for s in x], y, color=color, lw=1.2, label=label)
-            vx, vy = _series(pts, "val", "bpb")
-            twin.plot([s / steps for s in vx], vy, "o", color=color, ms=3)
+            vx, vy = _series(pts, "val", "loss")
+            ax.plot([s / steps for s in vx], vy, "o", color=color, ms=3)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("fraction of the run's steps")
-        ax.set_ylabel("train loss (nats)")
-        twin.set_ylabel("val bpb (curve slice, dots)")
+        ax.set_ylabel("loss (nats): train lines, val dots")
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(groups):]:
         ax.set_visible(False)
