@@ -18,6 +18,7 @@ from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.results import check_compatible, check_results_dir, find_ok
+from harness.trackers import check_tracker
 
 # What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
 PRINT_MODES = ("table", "count", "results_dir", "plan")
@@ -67,6 +68,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
+        check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
         return {"runs": runs, "notes": notes, "table": format_plan(runs, notes)}

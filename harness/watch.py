@@ -169,7 +169,7 @@ def _num(x: float | None, fmt: str = ".4f") -> str:
 def status_table(st: SweepState) -> str:
     """The `harness-status` text: a summary line, then one row per run (state, model, budget, step, losses)."""
     counts = " | ".join(f"{st.count(s)} {s}" for s in STATES)
-    planned = f"{st.planned} planned" if st.planned else "no plan.json (runs outside a sweep: recorded runs only)"
+    planned = f"{st.planned} planned" if st.planned else "no plan.json (written when a multirun starts): recorded runs only"
     lines = [f"{st.results_dir}  sweep {st.sweep}: {planned} | {counts}",
              f"{'state':<8} {'run_id':<14} {'model':<16} {'role':<8} {'budget':>9} {'step':>11} {'train loss':>10} "
              f"{'val_bpb':>8}  note"]

@@ -130,3 +130,17 @@ def test_wandb_offline_run(tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyP
     rec = run(tiny_cfg(*CURVE, "train.tracker=wandb", f"train.tracker_dir={tmp_path / 'wb'}"))
     runs = list((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rec['run_id']}"))
     assert runs and list(runs[0].glob("*.wandb"))
+
+
+def test_sweep_dry_run_refuses_a_bad_tracker(text_corpus: Path, tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from harness import CONF_DIR
+    from harness.sweep import sweep
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = compose("sweep_run", overrides=["data=text", f"data.path={text_corpus}", "train.tracker=tensorbord",
+                                              f"results_dir={tmp_path / 'r'}"])
+    with pytest.raises(HarnessError, match="unknown train.tracker='tensorbord'"):
+        sweep(cfg)
+    assert not (tmp_path / "r").exists()
