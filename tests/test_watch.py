@@ -151,3 +151,17 @@ def test_live_sweep_view_and_status(text_corpus: Path, tmp_path: Path) -> None:
     assert "[live] 6 done, 0 running, 0 failed, 0 missing" in out
     logs = list((results / ".hydra").glob("*/sweep.log"))
     assert len(logs) == 1 and "#5 : " in logs[0].read_text()  # the listing went to the log
+
+
+def test_launched_indices_follow_the_plan_index_override() -> None:
+    from omegaconf import OmegaConf
+
+    from harness.live import launched_indices
+
+    def cfg(*task: str):
+        return OmegaConf.create({"hydra": {"overrides": {"task": list(task)}}})
+
+    assert launched_indices(cfg("seed=1", "plan_index=range(1,3)"), 6) == [1, 2]
+    assert launched_indices(cfg("plan_index=0,4,9"), 6) == [0, 4]  # outside the plan: the job refuses it itself
+    assert launched_indices(cfg("plan_index=5"), 6) == [5]
+    assert launched_indices(cfg("seed=1"), 3) == [0, 1, 2]
