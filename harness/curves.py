@@ -128,7 +128,7 @@ class CurveLog:
 
     def _live(self, step: int, loss: float) -> None:
         state = {**self.meta, "step": step, "steps": self.steps, "loss": None if not math.isfinite(loss) else loss,
-                 "pid": os.getpid(), "host": socket.gethostname(), "updated": time.time()}
+                 "pid": os.getpid(), "host": socket.gethostname(), "started": self.started, "updated": time.time()}
         atomic_write(live_path(self.results_dir, self.run_id), [json.dumps(state).encode()])
 
     def close(self, record: dict[str, Any]) -> None:

@@ -150,6 +150,7 @@ def sweep_state(results_dir: Path, stale_s: float = 600.0) -> SweepState:
     plan = {r["run_id"]: r for r in manifest.get("runs", [])}
     records = read_records(results_dir)
     lives = read_live(results_dir)
+    current = _current(lives)
     now = time.time()
     out = SweepState(results_dir, str(manifest.get("sweep", results_dir.name)), planned=len(plan))
     for rid in [*plan, *(r for r in records if r not in plan), *(r for r in lives if r not in plan and r not in records)]:
@@ -157,8 +158,21 @@ def sweep_state(results_dir: Path, stale_s: float = 600.0) -> SweepState:
             out.runs.append(_from_record(rid, records[rid], plan.get(rid, {})))
         else:
             live = lives.get(rid)
-            out.runs.append(_unrecorded(rid, plan.get(rid, {}), live, live is not None and _alive(live, stale_s, now)))
+            alive = live is not None and rid in current and _alive(live, stale_s, now)
+            out.runs.append(_unrecorded(rid, plan.get(rid, {}), live, alive))
     return out
+
+
+def _current(lives: dict[str, dict[str, Any]]) -> set[str]:
+    """The run each process (host, pid) started last: a process trains one run at a time, so an older live
+    state of the same process (a run that raised or was preempted inside a worker that lives on) is not running."""
+    latest: dict[tuple[Any, Any], tuple[float, str]] = {}
+    for rid, live in lives.items():
+        key = (live.get("host"), live.get("pid"))
+        started = float(live.get("started") or 0)
+        if key not in latest or started > latest[key][0]:
+            latest[key] = (started, rid)
+    return {rid for _, rid in latest.values()}
 
 
 # ------------------------------------------------------------------------------------------------ rendering

@@ -141,6 +141,6 @@ def test_sweep_dry_run_refuses_a_bad_tracker(text_corpus: Path, tmp_path: Path) 
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = compose("sweep_run", overrides=["data=text", f"data.path={text_corpus}", "train.tracker=tensorbord",
                                               f"results_dir={tmp_path / 'r'}"])
-    with pytest.raises(HarnessError, match="unknown train.tracker='tensorbord'"):
+    with pytest.raises(HarnessError, match=r"unknown train\.tracker='tensorbord'"):
         sweep(cfg)
     assert not (tmp_path / "r").exists()

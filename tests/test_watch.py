@@ -35,11 +35,11 @@ def _record(results: Path, rid: str, status: str, budget: float) -> None:
     (results / "runs" / f"{rid}.json").write_text(json.dumps(rec))
 
 
-def _live(results: Path, rid: str, pid: int, step: int, budget: float) -> None:
+def _live(results: Path, rid: str, pid: int, step: int, budget: float, started: float = 0.0) -> None:
     live_path(results, rid).parent.mkdir(parents=True, exist_ok=True)
     live_path(results, rid).write_text(json.dumps({"run_id": rid, "model": "m", "budget": budget, "step": step,
                                                    "steps": 10, "loss": 4.0, "pid": pid, "host": os.uname().nodename,
-                                                   "updated": time.time()}))
+                                                   "started": started, "updated": time.time()}))
 
 
 def _dead_pid() -> int:
@@ -54,13 +54,14 @@ def test_status_classifies_done_failed_running_and_missing(tmp_path: Path) -> No
     _record(tmp_path, "run1", "diverged", 2e9)
     _live(tmp_path, "run2", os.getpid(), 4, 3e9)  # this process: alive
     _live(tmp_path, "run3", _dead_pid(), 7, 4e9)  # killed: its live state stays behind
+    _live(tmp_path, "old", os.getpid(), 2, 1e9, started=-1.0)  # this process ran it before run2: not running
     states = {r.run_id: r for r in sweep_state(tmp_path).runs}
     assert {k: r.state for k, r in states.items()} == {"run0": "done", "run1": "failed", "run2": "running",
-                                                        "run3": "missing"}
+                                                        "run3": "missing", "old": "missing"}
     assert (states["run2"].step, states["run2"].steps, states["run2"].loss) == (4, 10, 4.0)
     assert "stopped at step 7" in states["run3"].note
     table = status_command([str(tmp_path)])
-    assert "sweep toy: 4 planned | 1 done | 1 running | 1 failed | 1 missing" in table
+    assert "sweep toy: 4 planned | 1 done | 1 running | 1 failed | 2 missing" in table
     assert re.search(r"^running\s+run2 .* 4/10\s+4\.0000", table, re.M)
     # the live view of the same state: runs 0 and 1 finished, run 2 at 4/10; FLOPs 1e9 + 2e9 + 0.4 x 3e9
     head, *jobs = view_lines(sweep_state(tmp_path), ids, elapsed=60.0, width=200)
