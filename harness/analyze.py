@@ -13,7 +13,7 @@ from harness.analysis.backtest import attach_backtest
 from harness.analysis.load import cfg_get
 from harness.errors import HarnessError
 from harness.plots import BACKTEST_PLOT, PLOT_FILES, render_plots
-from harness.report import backtest_lines, write_report
+from harness.report import backtest_lines, noise_line, write_report
 
 OUTPUT_NAMES = ["report.md", "fits.json", "bootstrap_samples.npz", *PLOT_FILES, BACKTEST_PLOT[0]]
 
@@ -41,6 +41,6 @@ def run_analysis(cfg: Any) -> dict[str, Any]:
     summary = {
         "a_approach2": a2["a"], "a_approach3": a3["a"], "b_approach2": a2["b"], "b_approach3": a3["b"],
         "frontier": {k: fits.frontier[k] for k in ("E", "K", "k")}, "n_used": fits.data["n_used"],
-        "warnings": list(fits.warnings), "backtest": backtest_lines(fits),
+        "warnings": list(fits.warnings), "backtest": backtest_lines(fits), "noise": noise_line(fits),
     }
     return {"out": str(out), "files": {k: str(v) for k, v in files.items()}, "fits": fits, "summary": summary}

@@ -106,7 +106,7 @@ def sweep_main(cfg: DictConfig) -> int:
 def validate_main(cfg: DictConfig) -> int:
     """harness-validate sweep=NAME: fit and backtest the sweep, train the held-out ladder, compare, write the
     report (an LR sweep: fit each point's optimum and the LR rule, write lr_rule.json and the report)."""
-    from harness.report import backtest_lines, fmt_est
+    from harness.report import backtest_lines, fmt_est, noise_line
     from harness.validate import ladder_coverage, validate
 
     if cfg.sweep.get("kind") == "lr":
@@ -118,7 +118,7 @@ def validate_main(cfg: DictConfig) -> int:
     for name in ("approach2", "approach3"):
         f = getattr(fits, name)
         print(f"{name}: a (N_opt ~ C^a) = {fmt_est(f['a'])}, b (D_opt ~ C^b) = {fmt_est(f['b'])}")
-    for line in backtest_lines(fits):
+    for line in filter(None, [noise_line(fits), *backtest_lines(fits)]):
         print(line)
     for v in entries:
         print(f"held-out {v['model']} at {v['budget']:.3g} FLOPs: actual {v['metric']} = {v['actual']:.4f} "
@@ -161,7 +161,8 @@ def _comparison_line(c: dict[str, Any]) -> str:
     inside = "n/a" if c["inside"] is None else ("inside" if c["inside"] else "OUTSIDE")
     rel = "n/a" if c["rel_error"] is None else f"{c['rel_error']:+.2%}"
     lo, hi = (float("nan") if x is None else x for x in (p.lo, p.hi))
-    return f"predicted {p.value:.4f} [{lo:.4f}, {hi:.4f}] -> error {rel}, {inside} the interval"
+    near = {True: ", within seed noise", False: ", beyond seed noise"}.get(c.get("within_noise"), "")
+    return f"predicted {p.value:.4f} [{lo:.4f}, {hi:.4f}] -> error {rel}, {inside} the interval{near}"
 
 
 @config_errors
@@ -178,7 +179,7 @@ def analyze_main(cfg: DictConfig) -> int:
     print(f"a (N_opt ~ C^a): approach 2 {fmt_est(s['a_approach2'])}; approach 3 {fmt_est(s['a_approach3'])}")
     fr = s["frontier"]
     print(f"frontier L = E + K C^-k: E {fmt_est(fr['E'])}, k {fmt_est(fr['k'])}")
-    for line in s.get("backtest", []):
+    for line in filter(None, [s.get("noise"), *s.get("backtest", [])]):
         print(line)
     for w in s["warnings"]:
         print(f"warning: {w}")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
-from harness.analysis.estimate import format_number
+from harness.analysis.estimate import format_cell, format_number
+from harness.analysis.noise import noise_floor, within_noise
 from harness.figures import png_bytes
 from harness.fsutil import atomic_write
 
@@ -160,6 +161,14 @@ def backtest_lines(fits: Fits) -> list[str]:
             "interval" for s in bt["summary"]]
 
 
+def _noise_cells(fits: Fits, row: dict[str, Any]) -> list[str]:
+    """A backtest row's seed-noise floor (its budget's, else pooled; loss targets only) and whether the error is
+    within NOISE_Z of it."""
+    floor = noise_floor(fits.noise, row["C"]) if row["quantity"] == "loss" else None
+    near = within_noise(row["rel_error"], floor)
+    return [format_cell(floor, ".2%"), _inside(near)]
+
+
 def _backtest_section(fits: Fits) -> list[str]:
     """The leave-future-out backtest: how it was done, a summary per series, every comparison, skipped cut-offs."""
     bt = fits.backtest
@@ -183,19 +192,48 @@ def _backtest_section(fits: Fits) -> list[str]:
     rows = [[f"{r['cutoff']} (<= {fmt(r['fitted_up_to'], 3)})", fmt(r["C"], 3), f"{fmt(r['extrapolation'], 3)}x",
              r["approach"], r["quantity"], fmt_est(r["predicted"], 4),
              fmt(r["actual"], 4) + ("" if r["reference"].startswith("parabola") else " (lowest observed)"),
-             _pct(r["rel_error"]), _inside(r["inside"])] for r in bt["rows"]]
+             _pct(r["rel_error"]), _inside(r["inside"]), *_noise_cells(fits, r)] for r in bt["rows"]]
     out += ["", _table(["fitted budgets", "held-back C", "extrapolation", "approach", "target", "predicted",
-                        "actual", "error", "inside"], rows)]
+                        "actual", "error", "inside", "seed noise (1 sd)", "within noise"], rows)]
     skipped = [f"- k={c['k']} (budgets <= {fmt(c['largest_budget'], 3)}): {c['reason']}"
                for c in bt["cutoffs"] if c["status"] != "ok"]
     return out + (["", "Skipped cut-offs:", "", *skipped] if skipped else [])
+
+
+def noise_line(fits: Fits) -> str:
+    """One line: the pooled seed noise with its interval, or why it was not measured."""
+    nz = fits.noise or {}
+    if not nz.get("measured"):
+        return f"seed noise: not measured ({nz.get('reason', 'no repeats')})" if nz else ""
+    p = nz["pooled"]
+    return (f"seed noise: sd of ln(loss) {p['rel_sd']:.2%} [{p['rel_sd_lo']:.2%}, {p['rel_sd_hi']:.2%}] from "
+            f"{p['points']} repeated points ({p['dof']} degrees of freedom)")
+
+
+def _noise_section(fits: Fits) -> list[str]:
+    """Seed noise: pooled and per budget, how the bootstrap used it, and every repeated point."""
+    nz = fits.noise or {}
+    if not nz:
+        return []
+    out = ["", "## Seed noise", "", noise_line(fits) + "."]
+    if not nz.get("measured"):
+        return [*out, "", "Prediction errors below are not judged against a noise floor."]
+    out += ["", f"Method: {nz['method']}. The bootstrap resampled points within each budget and then seeds within "
+            "each drawn point (Davison & Hinkley 1997's two-stage bootstrap), so every interval carries seed noise."]
+    out += ["", _table(["budget", "repeated points", "dof", "sd of ln(loss)", "95% interval"],
+                       [[fmt(b["budget"], 3), str(b["points"]), str(b["dof"]), f"{b['rel_sd']:.2%}",
+                         f"[{b['rel_sd_lo']:.2%}, {b['rel_sd_hi']:.2%}]"] for b in nz["per_budget"]])]
+    if nz.get("wild_points"):
+        out += ["", f"{nz['wild_points']} point(s) whose seeds disagree far beyond this noise are left out of these "
+                "figures and named in the warnings."]
+    return out
 
 
 def render_markdown(fits: Fits, extra: Sequence[str] = (), plots: Sequence[RenderedPlot] = ()) -> str:
     """report.md text: inputs, assumptions, warnings, tables, backtest, plots, limitations, extra sections."""
     out = ["# Scaling-law analysis", "", *_inputs_section(fits), *_assumptions_section(fits),
            *_warnings_section(fits), *_fits_sections(fits), *_budgets_section(fits), *_predictions_section(fits),
-           *_backtest_section(fits), "", "## Plots", ""]
+           *_noise_section(fits), *_backtest_section(fits), "", "## Plots", ""]
     out += [f"![{p.caption}]({p.name})\n" for p in plots]
     out += ["## Limitations", "", *LIMITATIONS]
     for section in extra:

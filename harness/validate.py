@@ -13,11 +13,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import format_cell
+from harness.analysis.noise import NOISE_Z, noise_floor, within_noise
 from harness.counting import param_counts
 from harness.errors import HarnessError
 from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
@@ -124,7 +126,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     from harness.report import write_report
     from harness.results import read_records
 
-    targets = target_budgets(cfg)  # bad multiples fail here, before anything is fitted or trained
+    targets = target_budgets(cfg)  # bad multiples and seeds fail here, before anything is fitted or trained
+    holdout_seeds(cfg)
     acfg = analysis_config(cfg)
     if not Path(acfg.results).exists():
         raise HarnessError(f"{acfg.results} does not exist; run the sweep first (scripts/sweep.sh)")
@@ -134,9 +137,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     attach_backtest(fits, df, acfg)
     entries, records, holdouts = [], [], []
     for i, C in enumerate(targets):
-        entry, record, holdout = _holdout_run(cfg, acfg, fits, C, f"{i + 1}/{len(targets)}")
+        entry, runs, holdout = _holdout_run(cfg, acfg, fits, C, f"{i + 1}/{len(targets)}")
         entries.append(entry)
-        records.append(record)
+        records.extend(runs)
         holdouts.append(holdout)
     fits.validation = entries
     plots = render_plots(fits, df, holdouts) + curves_plots(results_dir(cfg), read_records(results_dir(cfg)))
@@ -158,24 +161,72 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
     n_star = math.exp(sum(math.log(n) for n in stars) / len(stars))  # geometric mean of the approaches' N*
     convention = str(acfg.params)
     name, g = choose_size(cfg, n_star, C, convention, vocab_hint(cfg))
-    job = job_config_for(cfg, d_model=g.d_model, budget=C, seed=int(cfg.seed), role="holdout")
-    job.train.threads = int(cfg.sweep.holdout.threads)
     print(f"[validate] held-out run {which}: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ "
           f"{n_star:,.0f}) at {C:.3g} FLOPs ({pred['extrapolation']:.1f}x the largest sweep budget)", flush=True)
-    record = run(job)
+    records = [run(_holdout_job(cfg, g.d_model, C, seed)) for seed in holdout_seeds(cfg)]
+    record = records[0]
     N, D = float(record[f"params_{convention}"]), float(record["tokens"])
-    actual = float(record[str(acfg.metric)]) if record["status"] == "ok" else float("nan")
+    actuals = [float(r[str(acfg.metric)]) for r in records if r["status"] == "ok"]
+    actual = float(np.mean(actuals)) if len(actuals) == len(records) else float("nan")
     predictions = {"approach2": pred["approach2"]["loss"], "approach3": predict_loss(fits, N, D)}
+    floor = holdout_noise(fits.noise, actuals, C)
     entry = {
         "budget": C, "multiple_of_largest": pred["extrapolation"], "model": name, "run_id": record["run_id"],
-        "status": record["status"], "N": N, "D": D, "N_star": {a: pred[a]["N"] for a in APPROACHES},
+        "status": _ladder_status(records), "N": N, "D": D, "N_star": {a: pred[a]["N"] for a in APPROACHES},
         "D_star": {a: pred[a]["D"] for a in APPROACHES}, "metric": str(acfg.metric), "actual": actual,
+        "seeds": [int(r["seed"]) for r in records], "actuals": actuals, "noise": floor,
         "approach3_at_optimum": pred["approach3"]["loss"],
-        "comparison": {a: {"source": PREDICTION_SOURCES[a], **compare(actual, predictions[a])} for a in APPROACHES},
+        "comparison": {a: _compare_with_noise(actual, predictions[a], floor, PREDICTION_SOURCES[a])
+                       for a in APPROACHES},
     }
     holdout = {"flops": float(record["flops"]), "loss": actual if math.isfinite(actual) else None,
                "label": f"held-out {name}", "predicted": predictions}
-    return entry, record, holdout
+    return entry, records, holdout
+
+
+def holdout_seeds(cfg: DictConfig) -> list[int]:
+    """Seeds of every held-out run: sweep.holdout.seeds (repeats measure the held-out run's own seed noise), else
+    the run's seed."""
+    raw = _as_list(cfg.sweep.holdout.get("seeds"))
+    if not raw:
+        return [int(cfg.seed)]
+    fix = (f"sweep.holdout.seeds={_show(cfg.sweep.holdout.get('seeds'))} must be distinct integers; use e.g. "
+           "sweep.holdout.seeds=[0,1], or null for the run's seed")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in raw) or len(set(raw)) != len(raw):
+        raise HarnessError(fix)
+    return [int(x) for x in raw]
+
+
+def _holdout_job(cfg: DictConfig, d_model: int, C: float, seed: int) -> DictConfig:
+    """The job config of one held-out run (role=holdout, the held-out thread count)."""
+    job = job_config_for(cfg, d_model=d_model, budget=C, seed=seed, role="holdout")
+    job.train.threads = int(cfg.sweep.holdout.threads)
+    return job
+
+
+def _ladder_status(records: list[dict[str, Any]]) -> str:
+    """ok when every seed of a held-out run finished ok, else the first other status."""
+    bad = [r["status"] for r in records if r["status"] != "ok"]
+    return bad[0] if bad else "ok"
+
+
+def holdout_noise(sweep_noise: dict[str, Any], actuals: list[float], C: float) -> dict[str, Any]:
+    """The seed noise to judge a held-out error by: the held-out run's own seeds when it has >= 2 (sd of ln(loss)),
+    else the sweep's repeated points; `rel_sd_of_mean` divides by sqrt(seeds), since `actual` is their mean."""
+    k = len(actuals)
+    if k >= 2:
+        sd, source = float(np.std(np.log(actuals), ddof=1)), f"{k} held-out seeds"
+    else:
+        sd, source = noise_floor(sweep_noise, C), "the sweep's repeated points (pooled)"
+    if sd is None:
+        return {"rel_sd": None, "rel_sd_of_mean": None, "source": "not measured (one seed everywhere)"}
+    return {"rel_sd": sd, "rel_sd_of_mean": sd / math.sqrt(max(k, 1)), "source": source}
+
+
+def _compare_with_noise(actual: float, predicted: Any, floor: dict[str, Any], source: str) -> dict[str, Any]:
+    """compare() plus whether the error is within the seed noise of the actual value."""
+    c = compare(actual, predicted)
+    return {"source": source, **c, "within_noise": within_noise(c["rel_error"], floor["rel_sd_of_mean"])}
 
 
 def ladder_coverage(entries: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
@@ -198,13 +249,13 @@ def validation_markdown(entries: list[dict[str, Any]]) -> str:
         "the fits it checks. Error = (actual - predicted) / actual.",
         "",
         "| run | budget | x largest | N | D | status | approach | predicted | interval | actual | abs error | "
-        "rel error | inside |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "rel error | inside | seed noise (1 sd) | within noise |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in entries:
         lines += [_validation_row(v, a, c) for a, c in v["comparison"].items()]
     cover = "; ".join(f"{a} {k} of {m} inside" for a, (k, m) in ladder_coverage(entries).items())
-    lines += ["", f"Interval coverage across the ladder: {cover}.", ""]
+    lines += ["", f"Interval coverage across the ladder: {cover}.", "", *_noise_lines(entries), ""]
     for v in entries:
         ns = ", ".join(f"{a}: {x.value:,.0f}" for a, x in v["N_star"].items() if x.value)
         lines.append(f"- `{v['model']}` at {v['budget']:.3g} FLOPs: N* {ns}; the family member nearest their "
@@ -215,10 +266,24 @@ def validation_markdown(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _noise_lines(entries: list[dict[str, Any]]) -> list[str]:
+    """Where each held-out run's seed-noise figure comes from (an error inside it is not a measurable miss)."""
+    out = [f"Seed noise: `{v['model']}` at {v['budget']:.3g}: {v['noise']['source']}"
+           + (f", seeds {v['seeds']} gave {', '.join(format_cell(x) for x in v['actuals'])}" if len(v["seeds"]) > 1 else "")
+           for v in entries if v.get("noise")]
+    if out:
+        out.append(f"An error within {NOISE_Z} sd of the noise of the actual value (the sd over sqrt(seeds), as it "
+                   "is a mean of seeds) is marked `within noise`: it is smaller than what a reseed would move.")
+    return out
+
+
 def _validation_row(v: dict[str, Any], a: str, c: dict[str, Any]) -> str:
     """One table row: a held-out run's prediction by one approach against its actual loss."""
     p = c["predicted"]
     inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "no")
+    sd = (v.get("noise") or {}).get("rel_sd_of_mean")
+    near = c.get("within_noise")
+    noise = f"{format_cell(sd, '.2%')} | {'-' if near is None else ('yes' if near else 'no')} |"
     return (f"| `{v['model']}` | {v['budget']:.3g} | {v['multiple_of_largest']:.1f}x | {v['N']:,.0f} | "
             f"{v['D']:,.0f} | {v['status']} | {a} | {format_cell(p.value)} | [{format_cell(p.lo)}, {format_cell(p.hi)}] | "
-            f"{format_cell(c['actual'])} | {format_cell(c['abs_error'], '+.4f')} | {format_cell(c['rel_error'], '+.2%')} | {inside} |")
+            f"{format_cell(c['actual'])} | {format_cell(c['abs_error'], '+.4f')} | {format_cell(c['rel_error'], '+.2%')} | {inside} | {noise}")

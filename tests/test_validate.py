@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
@@ -149,3 +150,29 @@ def test_validate_trains_a_holdout_ladder(text_corpus: Path, tmp_path: Path, res
     assert printed.count("held-out family-") == 2 and "held-out ladder interval coverage: approach2 " in printed
     assert "backtest frontier loss: mean |error|" in printed
     assert len(pd.read_csv(res / "results.csv")) == 17
+
+
+def test_holdout_seeds_measure_the_held_out_runs_own_noise(text_corpus: Path, tmp_path: Path,
+                                                           restore_torch_threads) -> None:
+    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.seeds=[0,1]")
+    res = _sweep_table(cfg, tmp_path)
+    v = validate(cfg)["validation"][0]
+    hold = pd.read_csv(res / "results.csv").query("role == 'holdout'")
+    assert sorted(hold.seed.tolist()) == [0, 1] and v["seeds"] == [0, 1]
+    assert v["actual"] == pytest.approx(hold.val_bpb.mean())
+    assert v["noise"]["source"] == "2 held-out seeds"
+    sd = float(np.std(np.log(hold.val_bpb), ddof=1))
+    assert v["noise"]["rel_sd_of_mean"] == pytest.approx(sd / np.sqrt(2))
+    for c in v["comparison"].values():
+        assert c["within_noise"] == (abs(c["rel_error"]) <= 1.96 * sd / np.sqrt(2))
+    assert "within noise" in (res / "report.md").read_text()
+
+
+@pytest.mark.parametrize("seeds", ["[0,0]", "[a]", "[1.5]"])
+def test_bad_holdout_seeds_fail_before_anything_runs(text_corpus: Path, tmp_path: Path, seeds: str) -> None:
+    cfg = _cfg(text_corpus, tmp_path, f"sweep.holdout.seeds={seeds}")
+    res = _sweep_table(cfg, tmp_path)
+    before = (res / "results.csv").read_bytes()
+    with pytest.raises(HarnessError, match=r"sweep\.holdout\.seeds"):
+        validate(cfg)
+    assert (res / "results.csv").read_bytes() == before and not (res / "fits.json").exists()

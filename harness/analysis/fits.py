@@ -29,6 +29,7 @@ from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.estimate import Estimate
 from harness.analysis.frontier import fit_frontier_stage, summarize_frontier
 from harness.analysis.load import Selection, canonicalize, select_fit_rows
+from harness.analysis.noise import has_repeats, point_codes, seed_noise
 from harness.analysis.parametric import single_blas_thread
 from harness.analysis.resample import bootstrap_fits, valid_counts
 from harness.errors import HarnessError
@@ -37,7 +38,7 @@ SCHEMA_VERSION = 2
 # Approach 2 and 3 exponents a further apart than this disagree (even when their intervals overlap).
 MAX_EXPONENT_GAP = 0.05
 # Fits fields that fits.json may lack (filled in after fit_all, or absent from older files).
-OPTIONAL_FIELDS = ("samples", "validation", "backtest")
+OPTIONAL_FIELDS = ("samples", "validation", "backtest", "noise")
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Fits:
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     validation: list[dict[str, Any]] = field(default_factory=list)  # held-out comparisons (harness.validate)
     backtest: dict[str, Any] = field(default_factory=dict)  # leave-future-out refits (harness.analysis.backtest)
+    noise: dict[str, Any] = field(default_factory=dict)  # seed noise from repeated points (harness.analysis.noise)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (Estimates as {value, lo, hi, n}; NaN/inf become null); samples are left out."""
@@ -93,7 +95,7 @@ class Fits:
         validation = _revive(d.get("validation") or [])
         return cls(**{n: _revive(d[n]) for n in names}, samples=dict(samples or {}),
                    validation=[validation] if isinstance(validation, dict) else validation,  # one run: older files
-                   backtest=_revive(d.get("backtest") or {}))
+                   backtest=_revive(d.get("backtest") or {}), noise=d.get("noise") or {})
 
 
 def load_fits(path: str | Path) -> Fits:
@@ -216,7 +218,8 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
         point3 = fit_approach3(runs, settings, diag)
         frontier = fit_frontier_stage(iso, settings, float(np.exp(point3.theta[2])))
         t_boot = time.perf_counter()
-        samples = bootstrap_fits(used, iso, runs, point3.theta, frontier, settings)
+        points = point_codes(used)
+        samples = bootstrap_fits(used, iso, runs, point3.theta, frontier, settings, points)
         t_boot = time.perf_counter() - t_boot
     level = settings.level
     approach2 = summarize_approach2(iso, laws, samples, level)
@@ -226,11 +229,13 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
     _cross_check(approach2, approach3, diag)
     valid = valid_counts(samples, settings.bootstrap, diag)
     _warn_tokens_derived(used, diag)
+    noise = seed_noise(used, diag)
+    scheme = "budget, then seed within point" if has_repeats(points) else "budget"
     return Fits(
         inputs=_inputs_summary(df, used), settings=dataclasses.asdict(settings),
         data=_data_summary(df, sel, len(iso.rows), len(iso.layout.C), runs.kappa), budgets=budgets,
         approach2=approach2, frontier=frontier_block, approach3=approach3,
-        bootstrap={"n": settings.bootstrap, "seed": settings.seed, "level": level, "stratified_by": "budget",
+        bootstrap={"n": settings.bootstrap, "seed": settings.seed, "level": level, "stratified_by": scheme,
                    "valid": valid, "seconds": round(t_boot, 3), "total_seconds": round(time.perf_counter() - t_start, 3)},
-        predictions=[], warnings=diag.warnings, notes=diag.notes, samples=samples,
+        predictions=[], warnings=diag.warnings, notes=diag.notes, samples=samples, noise=noise,
     )

@@ -56,20 +56,29 @@ def isoflop_sweep(
     seed: int = 0,
     offset: float = 1.0,
     kappa: float = 6.0,
+    seeds: int = 1,
 ) -> pd.DataFrame:
     """A harness-schema results table: at each budget, `sizes_per_budget` sizes log-spaced over a factor `span`
-    centred on offset * N_opt(C); D = C/(kappa N); loss multiplied by exp(noise * standard normal)."""
+    centred on offset * N_opt(C); D = C/(kappa N); loss multiplied by exp(noise * standard normal), drawn afresh
+    for each of `seeds` repeats of every point (the `seed` column), as seed noise would be."""
     rng = np.random.default_rng(seed)
     rows = []
     for C in budgets:
         centre = law.n_opt(C, kappa) * offset
         N = centre * np.exp(np.linspace(-0.5, 0.5, sizes_per_budget) * np.log(span))
         D = C / (kappa * N)
-        L = law.loss(N, D) * np.exp(noise * rng.standard_normal(N.size))
-        rows.extend({
-            "run_id": f"c{C:.0e}-n{i}", "params_total": float(N[i]), "params_nonembedding": float(N[i]) * 0.9,
-            "params_scaling": float(N[i]) * 0.95, "budget_flops": float(C), "flops": float(C),
-            "tokens": float(D[i]), "val_bpb": float(L[i]), "val_loss": float(L[i]) * np.log(2.0),
-            "status": "ok", "role": "sweep", "data_fingerprint": "synthetic",
-        } for i in range(N.size))
+        for s in range(seeds):
+            L = law.loss(N, D) * np.exp(noise * rng.standard_normal(N.size))
+            rows.extend(_rows(C, N, D, L, s, seeds))
     return pd.DataFrame(rows)
+
+
+def _rows(C: float, N: np.ndarray, D: np.ndarray, L: np.ndarray, s: int, seeds: int) -> list[dict]:
+    """Result rows of one budget and seed (run ids carry the seed only when there are repeats)."""
+    tag = f"-s{s}" if seeds > 1 else ""
+    return [{
+        "run_id": f"c{C:.0e}-n{i}{tag}", "seed": s, "params_total": float(N[i]), "params_nonembedding": float(N[i]) * 0.9,
+        "params_scaling": float(N[i]) * 0.95, "budget_flops": float(C), "flops": float(C),
+        "tokens": float(D[i]), "val_bpb": float(L[i]), "val_loss": float(L[i]) * np.log(2.0),
+        "status": "ok", "role": "sweep", "data_fingerprint": "synthetic",
+    } for i in range(N.size)]

@@ -1,0 +1,135 @@
+"""Seed noise: how much the loss of one (N, D) point moves when only the seed changes, measured from repeats.
+
+A point is a set of usable runs with the same budget, N and D (the sweep's `sweep.seeds` repeats, or any table's
+duplicated rows). The spread is measured on ln(loss), so it reads as a relative error and compares directly with
+prediction errors. Pooled over points, s^2 = sum (n_i - 1) s_i^2 / sum (n_i - 1), with a chi-square interval
+(the textbook pooled variance; e.g. Montgomery, "Design and Analysis of Experiments"). With repeats present the
+bootstrap resamples in two stages, points within a budget and then seeds within each drawn point (the
+hierarchical bootstrap of Davison & Hinkley 1997, section 3.8), so intervals carry seed noise as well as the
+choice of sizes; without repeats it is the plain stratified bootstrap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.analysis.context import Diagnostics
+
+# Seeds of one point that differ by more than this relative spread (or WILD_FACTOR x the other points' pooled
+# noise, whichever is larger) are reported as disagreeing: a diverged or broken run, not seed noise.
+WILD_SPREAD = 0.04
+WILD_FACTOR = 8.0
+# An error within this many seed standard deviations of zero is reported as within the noise (95% two-sided).
+NOISE_Z = 1.96
+METHOD = ("sd of ln(loss) across seeds of one (budget, N, D) point, pooled over points with their degrees of "
+          "freedom; chi-square 95% interval")
+
+
+def point_codes(used: pd.DataFrame) -> np.ndarray:
+    """One integer per row naming its (budget, N, D) point; rows that repeat a point share a code."""
+    if not len(used):
+        return np.zeros(0, int)
+    key = pd.DataFrame({c: np.round(np.log(used[c].astype(float).to_numpy()), 9) for c in ("budget", "params", "tokens")})
+    return pd.MultiIndex.from_frame(key).factorize()[0]
+
+
+def hierarchical_weights(budgets: np.ndarray, points: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_runs) multiplicities: draw each budget's points with replacement, then, for every drawn
+    point, as many of its seeds as it has, with replacement (Davison & Hinkley 1997's two-stage bootstrap)."""
+    rng = np.random.default_rng(seed)
+    W = np.zeros((n_resamples, points.size), dtype=np.int32)
+    members = {p: np.flatnonzero(points == p) for p in np.unique(points)}
+    for b in np.unique(budgets):
+        pts = np.unique(points[budgets == b])
+        picks = rng.integers(0, pts.size, size=(n_resamples, pts.size))
+        for j, p in enumerate(pts):
+            rows = members[p]
+            times = (picks == j).sum(axis=1)  # how often each resample drew point p
+            for r in np.flatnonzero(times):
+                draws = rng.integers(0, rows.size, size=times[r] * rows.size)
+                W[r, rows] += np.bincount(draws, minlength=rows.size).astype(np.int32)
+    return W
+
+
+def has_repeats(points: np.ndarray) -> bool:
+    """Whether any point has more than one run (seed repeats to measure noise from)."""
+    return points.size > 0 and np.bincount(points).max() > 1
+
+
+def _pooled(sd: np.ndarray, n: np.ndarray) -> dict[str, Any] | None:
+    """Pooled sd of ln(loss) with its chi-square interval over points of sizes n (None without repeats)."""
+    dof = int((n - 1).sum())
+    if dof <= 0:
+        return None
+    s = math.sqrt(float(((n - 1) * sd**2).sum()) / dof)
+    lo, hi = (s * math.sqrt(dof / stats.chi2.ppf(q, dof)) for q in (0.975, 0.025))
+    return {"rel_sd": s, "rel_sd_lo": lo, "rel_sd_hi": hi, "dof": dof, "points": int((n > 1).sum())}
+
+
+def _point_table(used: pd.DataFrame, points: np.ndarray) -> pd.DataFrame:
+    """Per repeated point: budget, N, D, seeds, mean loss, sd and range of ln(loss)."""
+    lg = pd.DataFrame({"p": points, "C": used["budget"].astype(float), "N": used["params"].astype(float),
+                       "D": used["tokens"].astype(float), "L": used["loss"].astype(float),
+                       "lnL": np.log(used["loss"].astype(float))})
+    g = lg.groupby("p")
+    t = pd.DataFrame({"budget": g["C"].first(), "N": g["N"].first(), "D": g["D"].first(), "n": g.size(),
+                      "mean_loss": g["L"].mean(), "rel_sd": g["lnL"].std(ddof=1),
+                      "rel_range": g["lnL"].max() - g["lnL"].min()})
+    return t[t["n"] > 1].sort_values(["budget", "N"])
+
+
+def _wild(points: pd.DataFrame) -> pd.Series:
+    """Points whose seeds disagree far beyond the other points' noise (a diverged or broken seed)."""
+    out = []
+    for p, row in points.iterrows():
+        others = points.drop(index=p)
+        pooled = _pooled(others["rel_sd"].to_numpy(), others["n"].to_numpy()) if len(others) else None
+        limit = max(WILD_SPREAD, WILD_FACTOR * pooled["rel_sd"]) if pooled else WILD_SPREAD
+        out.append(row["rel_range"] > limit)
+    return pd.Series(out, index=points.index, dtype=bool)
+
+
+def seed_noise(used: pd.DataFrame, diag: Diagnostics) -> dict[str, Any]:
+    """The seed-noise block of fits.json: pooled and per-budget sd of ln(loss) and every repeated point; points
+    whose seeds disagree wildly are warned about by name (they stay in the fit: the table shows them)."""
+    points = point_codes(used)
+    if not has_repeats(points):
+        return {"measured": False, "method": METHOD,
+                "reason": "one run per (budget, N, D) point: train repeats (sweep.seeds=[0,1]) to measure it"}
+    table = _point_table(used, points)
+    wild = _wild(table)
+    for _, row in table[wild].iterrows():
+        diag.warn(f"seeds disagree at budget {row['budget']:.3g}, N={row['N']:,.0f}: ln(loss) range "
+                  f"{row['rel_range']:.2%} over {int(row['n'])} seeds, far beyond the seed noise elsewhere; "
+                  "check those runs (a diverged or broken seed); they are kept in the fit")
+    calm = table[~wild]
+    per_budget = []
+    for C, grp in calm.groupby("budget"):
+        pooled = _pooled(grp["rel_sd"].to_numpy(), grp["n"].to_numpy())
+        if pooled:
+            per_budget.append({"budget": float(C), **pooled})
+    return {"measured": True, "method": METHOD, "pooled": _pooled(calm["rel_sd"].to_numpy(), calm["n"].to_numpy()),
+            "per_budget": per_budget, "wild_points": int(wild.sum()),
+            "points": [{k: (int(v) if k == "n" else float(v)) for k, v in r.items()} for _, r in table.iterrows()]}
+
+
+def noise_floor(noise: dict[str, Any] | None, budget: float | None = None) -> float | None:
+    """The relative seed sd to judge an error at `budget` against: that budget's own when measured, else the
+    pooled one (seed noise is roughly constant in ln(loss) across these small budgets); None if unmeasured."""
+    if not noise or not noise.get("measured"):
+        return None
+    own = [b for b in noise.get("per_budget", []) if budget is not None and math.isclose(b["budget"], budget, rel_tol=1e-6)]
+    pooled = own[0] if own else noise.get("pooled")
+    return float(pooled["rel_sd"]) if pooled else None
+
+
+def within_noise(rel_error: float | None, floor: float | None) -> bool | None:
+    """Whether a relative error is within NOISE_Z seed standard deviations of zero (None when either is missing)."""
+    if rel_error is None or floor is None or not math.isfinite(rel_error):
+        return None
+    return abs(rel_error) <= NOISE_Z * floor
