@@ -166,3 +166,20 @@ def test_launched_indices_follow_the_plan_index_override() -> None:
     assert launched_indices(cfg("plan_index=0,4,9"), 6) == [0, 4]  # outside the plan: the job refuses it itself
     assert launched_indices(cfg("plan_index=5"), 6) == [5]
     assert launched_indices(cfg("seed=1"), 3) == [0, 1, 2]
+
+
+def test_plain_view_prints_at_a_modest_rate(tmp_path: Path) -> None:
+    import io
+
+    from harness.live import Renderer
+
+    ids = _plan(tmp_path)
+    out = io.StringIO()
+    r = Renderer(tmp_path, ids, out, tty=False, every_s=3600)
+    r.draw()
+    _record(tmp_path, "run0", "ok", 1e9)
+    r.draw()  # changed, but within every_s: nothing
+    assert out.getvalue().count("\n") == 1 and "0/4 runs" in out.getvalue() and "\x1b" not in out.getvalue()
+    r.stop()  # the final state is always printed
+    assert out.getvalue().count("\n") == 2 and out.getvalue().splitlines()[-1].startswith("[toy] ")
+    assert "1/4 runs" in out.getvalue().splitlines()[-1]
