@@ -20,6 +20,7 @@ from harness.fsutil import say
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
+from harness.trackers import check_tracker
 
 # What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
 PRINT_MODES = ("table", "count", "results_dir", "plan")
@@ -69,6 +70,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
+        check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
         for w in check_repetition(runs, len(corpus.train), cfg.data):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from harness import __version__
 from harness.counting import flops_per_token_6n, param_counts
+from harness.curves import LIVE_VIEW, curve_log
 from harness.data import Corpus, eval_windows, load_corpus, sample_batch
 from harness.fsutil import atomic_write, say
 from harness.model import GPT
@@ -40,6 +42,7 @@ from harness.runtime import (
     pick_device,
     pick_dtype,
 )
+from harness.trackers import check_tracker
 
 
 def make_optimizer(model: torch.nn.Module, tc: DictConfig, lr: float) -> torch.optim.AdamW:
@@ -129,6 +132,13 @@ class Trainer:
         self.val_loss = float("nan")
         self.eval_bpt = corpus.bytes_per_token  # exact mean bytes of the eval tokens, set by evaluate()
         self.train_seconds = 0.0
+        self.curves = curve_log(ctx, tc, self.start_step, self.ddp.main, self.curve_eval)  # harness.curves
+
+    def curve_eval(self) -> tuple[float, float]:
+        """(val loss, val bpb) on the learning curve's small fixed slice (train.curve_eval_windows)."""
+        windows = eval_windows(self.corpus.val, int(self.tc.get("curve_eval_windows", 32)), self.ctx.gcfg.seq_len)
+        loss = mean_loss(self.model, windows, self.device, self.amp, 64)
+        return loss, loss / math.log(2) / self.corpus.bytes_per_token
 
     def resume(self) -> None:
         """Continue from this run's checkpoint: weights, optimizer, both RNG streams and the open log window.
@@ -196,7 +206,8 @@ class Trainer:
         signal goes on to the handler installed before (submitit's requeue), else the process exits 143."""
         c = self.ctx
         bar = tqdm(total=c.plan.steps, initial=self.step_n, desc=f"{c.name} {c.budget:.2g}F", unit="step",
-                   disable=not (self.tc.progress and self.ddp.main), leave=False, dynamic_ncols=True)
+                   disable=not (self.tc.progress and self.ddp.main) or LIVE_VIEW in os.environ,  # harness.live
+                   leave=False, dynamic_ncols=True)
         t0 = time.time()
         with Preemption(self.ddp, self.device) as preemption, bar:  # handlers restored and bar closed on any exit
             preempted = self._loop(preemption, bar)
@@ -221,6 +232,7 @@ class Trainer:
                 break
             if self.last_log == self.step_n:
                 bar.set_postfix(loss=f"{self.train_loss:.3f}", lr=f"{self.lr:.2e}")
+            self.curves.after_step(self.step_n, self.last_log == self.step_n, self.train_loss, self.lr)
             bar.update(1)
             if preemption.requested():
                 self.checkpoint()
@@ -283,6 +295,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ctx = RunContext.resolve(cfg, env_world_size())  # cheap checks before data
     check_results_dir(ctx.results_dir)
     tc = cfg.train
+    check_tracker(str(tc.get("tracker", "none")))
     device = pick_device(str(tc.device))
     dtype = pick_dtype(str(tc.dtype), device, ctx.gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
     corpus = load_corpus(cfg.data, ctx.gcfg.seq_len)
@@ -301,6 +314,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.ddp.main:
         write_record(ctx.results_dir, record)
         ctx.checkpoint_path.unlink(missing_ok=True)
+        trainer.curves.close(record)
     if trainer.ddp.world > 1:
         dist.barrier()
     return record
