@@ -138,7 +138,7 @@ class Trainer:
         """(val loss, val bpb) on the learning curve's small fixed slice (train.curve_eval_windows)."""
         windows = eval_windows(self.corpus.val, int(self.tc.get("curve_eval_windows", 32)), self.ctx.gcfg.seq_len)
         loss = mean_loss(self.model, windows, self.device, self.amp, 64)
-        return loss, loss / math.log(2) / self.corpus.bytes_per_token
+        return loss, loss / math.log(2) / self.corpus.eval_bytes_per_token(windows)
 
     def resume(self) -> None:
         """Continue from this run's checkpoint: weights, optimizer, both RNG streams and the open log window.
