@@ -175,10 +175,13 @@ def analyze_main(cfg: DictConfig) -> int:
     res = run_analysis(cfg)
     s = res["summary"]
     print(f"fitted {s['n_used']} runs -> {res['out']}")
+    if "lines" in s:  # a table that is not an IsoFLOP grid (harness.table_report)
+        print("\n".join(s["lines"] + [f"warning: {w}" for w in s["warnings"]]))
+        return 0
     print(f"a (N_opt ~ C^a): approach 2 {fmt_est(s['a_approach2'])}; approach 3 {fmt_est(s['a_approach3'])}")
     fr = s["frontier"]
     print(f"frontier L = E + K C^-k: E {fmt_est(fr['E'])}, k {fmt_est(fr['k'])}")
-    for line in s.get("backtest", []):
+    for line in s.get("backtest", []) + s.get("targets", []):
         print(line)
     for w in s["warnings"]:
         print(f"warning: {w}")

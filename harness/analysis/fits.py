@@ -37,7 +37,7 @@ SCHEMA_VERSION = 2
 # Approach 2 and 3 exponents a further apart than this disagree (even when their intervals overlap).
 MAX_EXPONENT_GAP = 0.05
 # Fits fields that fits.json may lack (filled in after fit_all, or absent from older files).
-OPTIONAL_FIELDS = ("samples", "validation", "backtest")
+OPTIONAL_FIELDS = ("samples", "validation", "backtest", "targets")
 
 
 @dataclass
@@ -58,10 +58,13 @@ class Fits:
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     validation: list[dict[str, Any]] = field(default_factory=list)  # held-out comparisons (harness.validate)
     backtest: dict[str, Any] = field(default_factory=dict)  # leave-future-out refits (harness.analysis.backtest)
+    targets: dict[str, Any] = field(default_factory=dict)  # predict.N/D model target (harness.analysis.targets)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (Estimates as {value, lo, hi, n}; NaN/inf become null); samples are left out."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "samples"}
+        if not self.targets:
+            d.pop("targets")  # only analyses given predict.N / predict.D carry it
         return {"schema_version": SCHEMA_VERSION, **to_jsonable(d)}
 
     def to_json(self, indent: int = 2) -> str:
@@ -93,7 +96,7 @@ class Fits:
         validation = _revive(d.get("validation") or [])
         return cls(**{n: _revive(d[n]) for n in names}, samples=dict(samples or {}),
                    validation=[validation] if isinstance(validation, dict) else validation,  # one run: older files
-                   backtest=_revive(d.get("backtest") or {}))
+                   backtest=_revive(d.get("backtest") or {}), targets=_revive(d.get("targets") or {}))
 
 
 def load_fits(path: str | Path) -> Fits:
