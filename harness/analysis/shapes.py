@@ -154,7 +154,7 @@ def detect_shape(used: pd.DataFrame, min_sizes: int = 3) -> Shape:
     budgets = used["budget"].to_numpy(float)
     levels = np.unique(budgets)
     sizes_per_budget = np.array([np.unique(n_lab[budgets == b]).size for b in levels])
-    refuse_unidentifiable(len(used), points, levels.size)
+    refuse_unidentifiable(len(used), points)
     shape = Shape(labels=[], n_runs=len(used), n_points=points, n_N=int(np.unique(n_lab).size),
                   n_D=int(np.unique(d_lab).size), n_levels=int(levels.size),
                   isoflop_budgets=int((sizes_per_budget >= min_sizes).sum()))
@@ -176,11 +176,11 @@ def grown_together(used: pd.DataFrame) -> bool:
     return bool(varied and np.all(np.diff(lnN) >= -slack) and np.all(np.diff(lnD) >= -slack))
 
 
-def refuse_unidentifiable(n_runs: int, n_points: int, n_levels: int) -> None:
+def refuse_unidentifiable(n_runs: int, n_points: int) -> None:
     """One error line when no fit is possible: a single run, or every run at the same N and D."""
     if n_runs < 2:
         raise HarnessError("the table has 1 usable run: every scaling law needs runs that differ in N, D or C; add "
                            f"at least {MIN_LADDER} runs of different sizes, token counts or budgets")
-    if n_points < 2 and n_levels < 2:
+    if n_points < 2:
         raise HarnessError(f"all {n_runs} usable runs have the same N and D (only seeds differ): nothing to fit a law "
                            f"to; add at least {MIN_LADDER} runs that differ in N (a size ladder) or D (a data ladder)")
