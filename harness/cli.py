@@ -111,6 +111,8 @@ def validate_main(cfg: DictConfig) -> int:
 
     if cfg.sweep.get("kind") == "lr":
         return _fit_lr_sweep(cfg)
+    if cfg.sweep.get("kind") == "ladder":
+        return _validate_ladder(cfg)
 
     res = validate(cfg)
     entries, fits = res["validation"], res["fits"]
@@ -132,6 +134,17 @@ def validate_main(cfg: DictConfig) -> int:
         print(f"warning: {w}")
     print(f"report: {res['files'].get('report.md', Path(str(cfg.results_dir)) / 'report.md')}")
     return 0 if all(v["status"] == "ok" for v in entries) else 1
+
+
+def _validate_ladder(cfg: DictConfig) -> int:
+    """The last step of a size ladder: L(N), the held-out size's prediction and its measured loss."""
+    from harness.ladder_validate import validate_ladder
+    from harness.validate import analysis_config
+
+    res = validate_ladder(cfg, analysis_config(cfg))
+    print("\n=== size ladder ===\n" + "\n".join(res["lines"] + [f"warning: {w}" for w in res["fits"].warnings]))
+    print(f"report: {res['files']['report.md']}")
+    return 0 if res["status"] == "ok" else 1
 
 
 def _fit_lr_sweep(cfg: DictConfig) -> int:

@@ -83,6 +83,10 @@ def plot_law(tf: TableFits, name: str) -> Figure:
             lo, up = interval(boot, level)
             if np.any(np.isfinite(lo)):
                 ax.fill_between(xs, lo, up, color=col, alpha=0.2, lw=0)
+    model = (tf.targets or {}).get("model") or {}
+    if model.get("actual") is not None and model.get(variable):
+        ax.scatter([model[variable]], [model["actual"]], marker="*", s=160, color="C3", zorder=4,
+                   label=f"held-out run (actual {model['actual']:.4g})")
     target = _target_x(tf, variable)
     if target:
         ax.axvline(target, color="C3", ls=":", label=f"target {variable} = {target:.3g}")
@@ -214,10 +218,10 @@ def render_markdown(tf: TableFits, plots: Sequence[TablePlot], units: str | None
 
 
 def write_table_report(tf: TableFits, plots: Sequence[TablePlot], out_dir: str | Path,
-                       units: str | None = None) -> dict[str, Path]:
-    """Write the plots, report.md and fits.json (last) into out_dir; returns {name: path}."""
+                       units: str | None = None, extra: Sequence[str] = ()) -> dict[str, Path]:
+    """Write the plots, report.md (with `extra` markdown sections) and fits.json (last) into out_dir."""
     files = {p.name: p.png for p in plots}
-    files["report.md"] = render_markdown(tf, plots, units).encode()
+    files["report.md"] = (render_markdown(tf, plots, units) + "".join(f"\n{e.rstrip()}\n" for e in extra)).encode()
     files["fits.json"] = tf.to_json().encode()
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,7 @@ class LawFit:
         return float(np.sqrt(np.mean((self.loss - fitted) ** 2)))
 
 
+@np.errstate(all="ignore")  # resamples with too few distinct points give NaN parameters, dropped by the caller
 def _fit_batch(form: str, lnx: np.ndarray, loss: np.ndarray, lnx_ref: float) -> np.ndarray:
     """(B, 3) parameters (E, ln K_ref, k) for a batch of point sets lnx, loss of shape (B, n)."""
     if form == IRREDUCIBLE:
