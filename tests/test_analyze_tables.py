@@ -152,3 +152,13 @@ def test_partial_problems_are_warnings(tmp_path: Path) -> None:
     res = run_analysis(cfg(f"results={write(tmp_path, df)}", f"out={tmp_path / 'o'}", "bootstrap=50"))
     assert res["fits"].data["excluded"] == {"nan_loss": 1}
     assert any("NaN/inf loss" in w for w in res["summary"]["warnings"]) and "L(N)" in res["fits"].laws
+
+
+def test_planning_refuses_a_table_analysis(tmp_path: Path) -> None:
+    from harness.analysis import load_fits
+
+    path = tmp_path / "ladder.csv"
+    path.write_text(LADDER)
+    run_analysis(cfg(f"results={path}", f"out={tmp_path / 'o'}", "bootstrap=0", *LADDER_ARGS))
+    with pytest.raises(HarnessError, match="non-IsoFLOP table"):
+        load_fits(tmp_path / "o")

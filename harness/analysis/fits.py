@@ -89,6 +89,9 @@ class Fits:
         if version != SCHEMA_VERSION:
             raise HarnessError(f"{source} has fits schema {version}, this harness reads schema {SCHEMA_VERSION}; "
                                "regenerate it with harness-analyze")
+        if d.get("kind") == "table":  # harness.analysis.tables: laws of a ladder, no IsoFLOP fits to plan from
+            raise HarnessError(f"{source} is the analysis of a ladder or other non-IsoFLOP table (its laws are in "
+                               "report.md); planning from a fit needs an IsoFLOP analysis (Approaches 2 and 3)")
         names = [f.name for f in dataclasses.fields(cls) if f.name not in OPTIONAL_FIELDS]
         missing = [n for n in names if n not in d]
         if missing:
