@@ -12,12 +12,17 @@ from hydra import compose, initialize_config_dir
 
 from harness import CONF_DIR
 from harness.analysis.synthetic import Law, runs_table
+from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.ladder import ladder_job_config, plan_ladder, rung_tokens, rungs
 from harness.ladder_validate import validate_ladder
-from harness.plan import vocab_hint
+from harness.plan import model_config, vocab_hint
 from harness.validate import analysis_config
+
+
+def job_fpt(job) -> int:
+    return flops_per_token(model_config(job.model, vocab_hint(job))[1])
 
 
 def cfg(*overrides: str, sweep: str = "ladder"):
@@ -29,13 +34,14 @@ def test_cpu_ladder_plans_every_size_at_one_data_rule() -> None:
     c = cfg()
     runs, notes = plan_ladder(c, vocab_hint(c))
     assert len(runs) == len(c.sweep.d_models) and len({r.params for r in runs}) == len(runs)
+    assert {r.tokens for r in runs} == {1_500_000}  # the CPU ladder trains every size on the same D
     for r in runs:
-        assert r.tokens == int(20 * r.params) and r.budget > 0
         job = ladder_job_config(c, r, vocab_hint(c))
         assert job.model.d_model == r.d_model and job.budget == pytest.approx(r.budget) and job.role == "sweep"
+        assert r.budget == pytest.approx(r.tokens * job_fpt(job))
     assert "held out afterwards: family-d64" in notes[0]
-    fixed, _ = plan_ladder(cfg("sweep.tokens_per_param=null", "sweep.tokens=2e6"))
-    assert {r.tokens for r in fixed} == {2_000_000}
+    ratio, _ = plan_ladder(cfg("sweep.tokens=null", "sweep.tokens_per_param=20"))
+    assert all(r.tokens == int(20 * r.params) for r in ratio)
 
 
 def test_gpu_ladder_uses_the_presets() -> None:
@@ -48,8 +54,8 @@ def test_gpu_ladder_uses_the_presets() -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     (["sweep.d_models=[16,24]"], "needs >= 3 sizes"),
     (["sweep.holdout.d_model=32"], "not larger than"),
-    (["sweep.tokens=1e6"], "exactly one data rule"),
-    (["sweep.tokens_per_param=0.01"], "optimizer steps|trains 0 steps|min 50"),
+    (["sweep.tokens_per_param=20"], "exactly one data rule"),
+    (["sweep.tokens=1e4"], "trains 5 steps"),
     (["sweep.models=[nano,micro,huge]", "sweep.holdout.model=small"], "not a model preset"),
 ])
 def test_bad_ladders_are_refused(overrides: list[str], message: str) -> None:

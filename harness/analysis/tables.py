@@ -54,10 +54,6 @@ class TableFits:
         """fits.json text."""
         return json.dumps(self.as_dict(), indent=indent, allow_nan=False)
 
-    def law_names(self) -> list[str]:
-        """'L(N)', 'L(D)', 'L(C)' for every law fitted here."""
-        return list(self.laws)
-
 
 def law_name(variable: str) -> str:
     """'L(N)' for 'N'."""
