@@ -34,14 +34,14 @@ def test_cpu_ladder_plans_every_size_at_one_data_rule() -> None:
     c = cfg()
     runs, notes = plan_ladder(c, vocab_hint(c))
     assert len(runs) == len(c.sweep.d_models) and len({r.params for r in runs}) == len(runs)
-    assert {r.tokens for r in runs} == {1_500_000}  # the CPU ladder trains every size on the same D
+    assert all(r.tokens == int(20 * r.params) for r in runs)  # the CPU ladder's rule: D = 20 N
     for r in runs:
         job = ladder_job_config(c, r, vocab_hint(c))
         assert job.model.d_model == r.d_model and job.budget == pytest.approx(r.budget) and job.role == "sweep"
         assert r.budget == pytest.approx(r.tokens * job_fpt(job))
     assert "held out afterwards: family-d64" in notes[0]
-    ratio, _ = plan_ladder(cfg("sweep.tokens=null", "sweep.tokens_per_param=20"))
-    assert all(r.tokens == int(20 * r.params) for r in ratio)
+    fixed, _ = plan_ladder(cfg("sweep.tokens_per_param=null", "sweep.tokens=1.5e6"))
+    assert {r.tokens for r in fixed} == {1_500_000}
 
 
 def test_gpu_ladder_uses_the_presets() -> None:
@@ -54,8 +54,8 @@ def test_gpu_ladder_uses_the_presets() -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     (["sweep.d_models=[16,24]"], "needs >= 3 sizes"),
     (["sweep.holdout.d_model=32"], "not larger than"),
-    (["sweep.tokens_per_param=20"], "exactly one data rule"),
-    (["sweep.tokens=1e4"], "trains 5 steps"),
+    (["sweep.tokens=1e6"], "exactly one data rule"),
+    (["sweep.tokens_per_param=0.5"], "trains 5 steps"),
     (["sweep.models=[nano,micro,huge]", "sweep.holdout.model=small"], "not a model preset"),
 ])
 def test_bad_ladders_are_refused(overrides: list[str], message: str) -> None:
