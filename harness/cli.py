@@ -111,6 +111,8 @@ def validate_main(cfg: DictConfig) -> int:
 
     if cfg.sweep.get("kind") == "lr":
         return _fit_lr_sweep(cfg)
+    if cfg.sweep.get("kind") == "ladder":
+        return _validate_ladder(cfg)
 
     res = validate(cfg)
     entries, fits = res["validation"], res["fits"]
@@ -132,6 +134,17 @@ def validate_main(cfg: DictConfig) -> int:
         print(f"warning: {w}")
     print(f"report: {res['files'].get('report.md', Path(str(cfg.results_dir)) / 'report.md')}")
     return 0 if all(v["status"] == "ok" for v in entries) else 1
+
+
+def _validate_ladder(cfg: DictConfig) -> int:
+    """The last step of a size ladder: L(N), the held-out size's prediction and its measured loss."""
+    from harness.ladder_validate import validate_ladder
+    from harness.validate import analysis_config
+
+    res = validate_ladder(cfg, analysis_config(cfg))
+    print("\n=== size ladder ===\n" + "\n".join(res["lines"] + [f"warning: {w}" for w in res["fits"].warnings]))
+    print(f"report: {res['files']['report.md']}")
+    return 0 if res["status"] == "ok" else 1
 
 
 def _fit_lr_sweep(cfg: DictConfig) -> int:
@@ -176,10 +189,13 @@ def analyze_main(cfg: DictConfig) -> int:
     res = run_analysis(cfg)
     s = res["summary"]
     print(f"fitted {s['n_used']} runs -> {res['out']}")
+    if "lines" in s:  # a table that is not an IsoFLOP grid (harness.table_report)
+        print("\n".join(s["lines"] + [f"warning: {w}" for w in s["warnings"]]))
+        return 0
     print(f"a (N_opt ~ C^a): approach 2 {fmt_est(s['a_approach2'])}; approach 3 {fmt_est(s['a_approach3'])}")
     fr = s["frontier"]
     print(f"frontier L = E + K C^-k: E {fmt_est(fr['E'])}, k {fmt_est(fr['k'])}")
-    for line in filter(None, [s.get("noise"), *s.get("backtest", [])]):
+    for line in filter(None, [s.get("noise"), *s.get("backtest", []), *s.get("targets", [])]):
         print(line)
     for w in s["warnings"]:
         print(f"warning: {w}")

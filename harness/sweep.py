@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
+from harness.ladder import is_ladder, ladder_job_config, plan_ladder
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
@@ -28,7 +29,17 @@ PRINT_MODES = ("table", "count", "results_dir", "plan")
 
 def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab: int) -> list[str]:
     """The run_id each planned run records on this corpus (the same derivation as harness.train.run)."""
-    return [run_id_of(job_config(cfg, pr), fingerprint, vocab) for pr in runs]
+    return [run_id_of(_job(cfg, pr), fingerprint, vocab) for pr in runs]
+
+
+def _plan(cfg: DictConfig) -> tuple[list[PlannedRun], list[str]]:
+    """The sweep's runs: an IsoFLOP grid, or a size ladder (sweep.kind=ladder, harness.ladder)."""
+    return (plan_ladder if is_ladder(cfg) else plan_sweep)(cfg, vocab_hint(cfg))
+
+
+def _job(cfg: DictConfig, pr: PlannedRun) -> DictConfig:
+    """The harness-train config of a planned run (a ladder rung keeps its own model config)."""
+    return ladder_job_config(cfg, pr, vocab_hint(cfg)) if is_ladder(cfg) else job_config(cfg, pr)
 
 
 def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> str:
@@ -66,7 +77,7 @@ def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
 def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train run i."""
     check_results_dir(results_dir(cfg))
-    runs, notes = plan_sweep(cfg, vocab_hint(cfg))
+    runs, notes = _plan(cfg)
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
@@ -81,7 +92,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(runs) - 1}); rerun the dry run")
     from harness.train import run
 
-    record = run(job_config(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
+    record = run(_job(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
     say(progress_line(cfg, runs, ids))
     return {"runs": runs, "notes": notes, "record": record}

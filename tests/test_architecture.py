@@ -21,11 +21,13 @@ FLOORS: dict[str, int] = {
     "harness.trackers": 1,
     "harness.counting": 2, "harness.data": 2,
     "harness.plan": 3,
-    "harness.results": 4, "harness.repetition": 4, "harness.curves": 4,
+    "harness.results": 4, "harness.repetition": 4, "harness.curves": 4, "harness.ladder": 4,
     "harness.train": 5,
     "harness.analysis": 6,
     "harness.report": 7, "harness.plots": 7, "harness.watch": 7, "harness.budget": 7, "harness.lr_report": 7,
+    "harness.table_report": 7,
     "harness.sweep": 8, "harness.validate": 8, "harness.analyze": 8, "harness.tune": 8,
+    "harness.ladder_validate": 8,
     "harness.cli": 9, "harness.live": 9,
 }
 MAX_FUNCTION_LINES = 60

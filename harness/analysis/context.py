@@ -4,6 +4,7 @@ warnings and notes (Diagnostics) that ends up in fits.json and report.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,12 @@ def coerce(key: str, v: Any, kind: type) -> Any:
 
 
 def _budgets(pred: Any) -> tuple[float, ...]:
-    """predict= as a tuple of FLOP budgets (one number or a list)."""
+    """predict= as a tuple of FLOP budgets (one number or a list; from a mapping its C entry, the other entries
+    being model targets read by harness.analysis.targets)."""
+    if isinstance(pred, Mapping):
+        pred = pred.get("C")
+        if pred is None:
+            return ()
     try:
         return tuple(float(c) for c in ([pred] if isinstance(pred, (int, float, str)) else pred))
     except (TypeError, ValueError):

@@ -38,7 +38,7 @@ SCHEMA_VERSION = 2
 # Approach 2 and 3 exponents a further apart than this disagree (even when their intervals overlap).
 MAX_EXPONENT_GAP = 0.05
 # Fits fields that fits.json may lack (filled in after fit_all, or absent from older files).
-OPTIONAL_FIELDS = ("samples", "validation", "backtest", "noise")
+OPTIONAL_FIELDS = ("samples", "validation", "backtest", "noise", "targets")
 
 
 @dataclass
@@ -60,10 +60,13 @@ class Fits:
     validation: list[dict[str, Any]] = field(default_factory=list)  # held-out comparisons (harness.validate)
     backtest: dict[str, Any] = field(default_factory=dict)  # leave-future-out refits (harness.analysis.backtest)
     noise: dict[str, Any] = field(default_factory=dict)  # seed noise from repeated points (harness.analysis.noise)
+    targets: dict[str, Any] = field(default_factory=dict)  # predict.N/D model target (harness.analysis.targets)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON-safe dict (Estimates as {value, lo, hi, n}; NaN/inf become null); samples are left out."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "samples"}
+        if not self.targets:
+            d.pop("targets")  # only analyses given predict.N / predict.D carry it
         return {"schema_version": SCHEMA_VERSION, **to_jsonable(d)}
 
     def to_json(self, indent: int = 2) -> str:
@@ -88,6 +91,9 @@ class Fits:
         if version != SCHEMA_VERSION:
             raise HarnessError(f"{source} has fits schema {version}, this harness reads schema {SCHEMA_VERSION}; "
                                "regenerate it with harness-analyze")
+        if d.get("kind") == "table":  # harness.analysis.tables: laws of a ladder, no IsoFLOP fits to plan from
+            raise HarnessError(f"{source} is the analysis of a ladder or other non-IsoFLOP table (its laws are in "
+                               "report.md); planning from a fit needs an IsoFLOP analysis (Approaches 2 and 3)")
         names = [f.name for f in dataclasses.fields(cls) if f.name not in OPTIONAL_FIELDS]
         missing = [n for n in names if n not in d]
         if missing:
@@ -95,7 +101,8 @@ class Fits:
         validation = _revive(d.get("validation") or [])
         return cls(**{n: _revive(d[n]) for n in names}, samples=dict(samples or {}),
                    validation=[validation] if isinstance(validation, dict) else validation,  # one run: older files
-                   backtest=_revive(d.get("backtest") or {}), noise=d.get("noise") or {})
+                   backtest=_revive(d.get("backtest") or {}), noise=d.get("noise") or {},
+                   targets=_revive(d.get("targets") or {}))
 
 
 def load_fits(path: str | Path) -> Fits:

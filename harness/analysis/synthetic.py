@@ -82,3 +82,18 @@ def _rows(C: float, N: np.ndarray, D: np.ndarray, L: np.ndarray, s: int, seeds: 
         "tokens": float(D[i]), "val_bpb": float(L[i]), "val_loss": float(L[i]) * np.log(2.0),
         "status": "ok", "role": "sweep", "data_fingerprint": "synthetic",
     } for i in range(N.size)]
+
+
+def runs_table(N: np.ndarray, D: np.ndarray, law: Law = Law(), noise: float = 0.005, seed: int = 0,
+               kappa: float = 6.0, loss: np.ndarray | None = None) -> pd.DataFrame:
+    """A harness-schema results table of runs at given (N, D): C = kappa N D, loss from `law` (or `loss` given)
+    times exp(noise * standard normal); one budget per run. Ladders and scattered tables for tests."""
+    rng = np.random.default_rng(seed)
+    N, D = np.asarray(N, float), np.asarray(D, float)
+    C = kappa * N * D
+    L = (law.loss(N, D) if loss is None else np.asarray(loss, float)) * np.exp(noise * rng.standard_normal(N.size))
+    return pd.DataFrame({
+        "run_id": [f"r{i}" for i in range(N.size)], "params_total": N, "params_nonembedding": N * 0.9,
+        "params_scaling": N * 0.95, "budget_flops": C, "flops": C, "tokens": D, "val_bpb": L,
+        "val_loss": L * np.log(2.0), "status": "ok", "role": "sweep", "data_fingerprint": "synthetic",
+    })

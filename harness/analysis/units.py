@@ -1,0 +1,71 @@
+"""Units of a foreign table's columns: compute in PF-days (Kaplan et al. 2020 and Brown et al. 2020 tabulate it so;
+1 PF-day = 1e15 FLOP/s x 86400 s = 8.64e19 FLOPs) or other multiples, parameters and tokens in millions or
+billions. `units.flops`, `units.params`, `units.tokens` name them; the mapped source columns are scaled to
+FLOPs, parameters and tokens before the table is validated, and the report states what was converted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from harness.analysis.load import ColumnMap, canonicalize, cfg_get, read_table
+from harness.errors import HarnessError
+
+PF_DAY = 8.64e19
+FLOP_UNITS = {"flops": 1.0, "gflops": 1e9, "tflops": 1e12, "pflops": 1e15, "eflops": 1e18, "zflops": 1e21,
+              "pf_days": PF_DAY, "pf_s": 1e15}
+COUNT_UNITS = {"count": 1.0, "thousands": 1e3, "millions": 1e6, "billions": 1e9, "trillions": 1e12}
+ALIASES = {"flop": "flops", "pf_day": "pf_days", "pfdays": "pf_days", "petaflop_days": "pf_days",
+           "gflop": "gflops", "tflop": "tflops", "pflop": "pflops", "eflop": "eflops", "zflop": "zflops",
+           "k": "thousands", "m": "millions", "b": "billions", "t": "trillions", "1": "count", "units": "count"}
+# canonical quantity -> (config key, table of units, the columns it scales)
+QUANTITIES = {"flops": ("units.flops", FLOP_UNITS, ("flops", "budget")),
+              "params": ("units.params", COUNT_UNITS, ("params",)),
+              "tokens": ("units.tokens", COUNT_UNITS, ("tokens",))}
+
+
+def unit_factors(cfg: Any) -> dict[str, tuple[str, float]]:
+    """{quantity: (unit name, factor to base units)} for flops, params, tokens from `units.*` (default base)."""
+    out = {}
+    for quantity, (key, table, _) in QUANTITIES.items():
+        raw = str(cfg_get(cfg, key, next(iter(table)))).strip().lower()
+        name = ALIASES.get(raw, raw)
+        if name not in table:
+            raise HarnessError(f"{key}={raw!r} is not a known unit; use one of {', '.join(table)}")
+        out[quantity] = (name, table[name])
+    return out
+
+
+def apply_units(raw: pd.DataFrame, cfg: Any) -> pd.DataFrame:
+    """A copy of the raw table with its mapped N, D, C (and budget) columns scaled to base units; text cells are
+    left as they are, so validation still names them."""
+    factors = unit_factors(cfg)
+    cmap = ColumnMap.from_cfg(cfg)
+    out = raw.copy()
+    for quantity, (_, _, canon) in QUANTITIES.items():
+        factor = factors[quantity][1]
+        if factor == 1.0:
+            continue
+        for name in canon:
+            col = getattr(cmap, name)
+            if col is not None and col in out.columns:
+                num = pd.to_numeric(out[col], errors="coerce")
+                out[col] = out[col].where(num.isna(), num * factor)
+    out.attrs.update(raw.attrs)
+    return out
+
+
+def units_text(factors: dict[str, tuple[str, float]]) -> str | None:
+    """'C given in pf_days (x 8.64e+19 FLOPs); ...' for the converted quantities, None when all are base units."""
+    parts = [f"{q} given in {name} (x {factor:.3g})" for q, (name, factor) in factors.items() if factor != 1.0]
+    return "; ".join(parts) if parts else None
+
+
+def load_table(path: str, cfg: Any) -> pd.DataFrame:
+    """load_results with `units.*` applied first: the canonical table in FLOPs, parameters and tokens; its attrs
+    carry the units text for the report (None when nothing was converted)."""
+    df = canonicalize(apply_units(read_table(path), cfg), cfg)
+    df.attrs["units"] = units_text(unit_factors(cfg))
+    return df

@@ -1,0 +1,164 @@
+"""harness-analyze on tables that are not IsoFLOP grids (harness.table_report.analyze_table): a compute ladder in
+PF-days through the console script, the target predictions, units, the IsoFLOP path's untouched outputs and its
+fallback, and the bad inputs that must stop with one error line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness import CONF_DIR
+from harness.analysis.synthetic import isoflop_sweep, runs_table
+from harness.analysis.units import PF_DAY, unit_factors
+from harness.analyze import run_analysis
+from harness.errors import HarnessError
+
+REPO = Path(__file__).resolve().parents[1]
+# A compute ladder as a lab publishes one: sizes and data grown together, compute in PF-days, one run per budget.
+LADDER = """parameters,tokens,compute_pf_days,final_loss
+1.25e8,2.5e9,0.0217,3.35
+3.5e8,7.0e9,0.170,3.02
+1.3e9,2.6e10,2.35,2.72
+6.7e9,1.34e11,62.4,2.45
+"""
+LADDER_ARGS = ["columns.params=parameters", "columns.flops=compute_pf_days", "columns.loss=final_loss",
+               "units.flops=pf_days"]
+
+
+def cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("analyze", overrides=list(overrides))
+
+
+def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    code = "from harness.cli import analyze_main; analyze_main()"
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def write(tmp_path: Path, df: pd.DataFrame, name: str = "results.csv") -> Path:
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_compute_ladder_in_pf_days_end_to_end(tmp_path: Path) -> None:
+    path = tmp_path / "ladder.csv"
+    path.write_text(LADDER)
+    out = tmp_path / "out"
+    proc = cli([f"results={path}", f"out={out}", "bootstrap=300", *LADDER_ARGS, "predict.N=1e10", "predict.D=1e12"],
+               tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "compute ladder (4 compute levels" in proc.stdout
+    assert "predicted loss at N=1.00e+10, D=1.00e+12: L(C) E + A C^-alpha" in proc.stdout
+    fits = json.loads((out / "fits.json").read_text())
+    assert fits["kind"] == "table" and fits["data"]["C_range"][0] == pytest.approx(0.0217 * PF_DAY)
+    lc = fits["laws"]["L(C)"]["irreducible"]
+    assert lc["alpha"]["lo"] < lc["alpha"]["value"] < lc["alpha"]["hi"] and lc["E"]["lo"] is not None
+    model = fits["targets"]["model"]
+    assert model["C"] == pytest.approx(6e22, rel=0.05)  # kappa = C / (N D) of the table, about 6
+    pred = {r["law"]: r["loss"] for r in model["predictions"]}["L(C) E + A C^-alpha"]
+    assert pred["lo"] < pred["value"] < pred["hi"] < 2.45  # below the largest run's loss, with an interval
+    assert any(r["law"] == "L(N)" and "D/N = 20" in r["reason"] for r in model["not_applicable"])
+    report = (out / "report.md").read_text()
+    assert "flops given in pf_days (x 8.64e+19)" in report and "## Not fitted" in report
+    assert "Approach 3 L(N, D): needs >= 6 distinct (N, D) points" in report
+    assert (out / "law_C.png").read_bytes()[:4] == b"\x89PNG" and (out / "law_N.png").exists()
+
+
+def test_compute_target_recommends_from_the_tables_own_trend(tmp_path: Path) -> None:
+    path = tmp_path / "ladder.csv"
+    path.write_text(LADDER)
+    res = run_analysis(cfg(f"results={path}", f"out={tmp_path / 'o'}", "bootstrap=100", *LADDER_ARGS,
+                           "predict.C=[1e23]"))
+    (target,) = res["fits"].targets["C"]
+    rec = target["recommendation"]
+    assert "own trend" in rec["source"] and rec["D"].value / rec["N"].value == pytest.approx(20, rel=0.05)
+    assert any("C = 1.00e+23: N = " in line for line in res["summary"]["lines"])
+
+
+def test_isoflop_outputs_unchanged_without_targets_and_extended_with_them(tmp_path: Path) -> None:
+    path = write(tmp_path, isoflop_sweep(budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=6, seed=4))
+    plain = run_analysis(cfg(f"results={path}", f"out={tmp_path / 'a'}", "bootstrap=20", "backtest.enabled=false"))
+    assert "targets" not in json.loads((tmp_path / "a" / "fits.json").read_text())
+    assert "## Predictions at your targets" not in (tmp_path / "a" / "report.md").read_text()
+    assert "lines" not in plain["summary"]
+    res = run_analysis(cfg(f"results={path}", f"out={tmp_path / 'b'}", "bootstrap=20", "backtest.enabled=false",
+                           "predict.N=1e9", "predict.D=2e10"))
+    fits = json.loads((tmp_path / "b" / "fits.json").read_text())
+    laws = [r["law"] for r in fits["targets"]["model"]["predictions"]]
+    assert laws == ["Approach 3 L(N, D)", "frontier L_opt(C)"]
+    assert "## Predictions at your targets" in (tmp_path / "b" / "report.md").read_text()
+    assert res["summary"]["targets"][0].startswith("predicted loss at N=1.00e+09, D=2.00e+10: Approach 3")
+
+
+def test_isoflop_grid_that_approach2_cannot_use_falls_back(tmp_path: Path) -> None:
+    # every budget's sizes sit far above its optimum: no bracketed minimum, so Approach 2 refuses
+    path = write(tmp_path, isoflop_sweep(budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=5, offset=30.0))
+    res = run_analysis(cfg(f"results={path}", f"out={tmp_path / 'o'}", "bootstrap=30"))
+    fits = json.loads((tmp_path / "o" / "fits.json").read_text())
+    assert fits["kind"] == "table" and fits["approach3"] and "L(C)" in fits["laws"]
+    reason = fits["not_fitted"][0]
+    assert reason["fit"].startswith("Approach 2") and "usable parabola minimum" in reason["reason"]
+    assert res["summary"]["lines"][0].startswith("shape: IsoFLOP grid")
+
+
+def test_units_for_params_and_tokens(tmp_path: Path) -> None:
+    df = runs_table(np.geomspace(1e7, 1e9, 5), np.full(5, 1e10))
+    df["params_total"] /= 1e6
+    df["tokens"] /= 1e9
+    res = run_analysis(cfg(f"results={write(tmp_path, df)}", f"out={tmp_path / 'o'}", "bootstrap=0",
+                           "units.params=millions", "units.tokens=B"))
+    assert res["fits"].data["N_range"] == pytest.approx([1e7, 1e9])
+    assert res["fits"].shape["size_ladders"][0]["value"] == pytest.approx(1e10)
+    with pytest.raises(HarnessError, match=r"units\.flops='petaflop_weeks' is not a known unit"):
+        unit_factors({"units": {"flops": "petaflop_weeks"}})
+
+
+def test_one_row_exits_2_with_one_error_line(tmp_path: Path) -> None:
+    path = tmp_path / "one.csv"
+    path.write_text("parameters,tokens,compute_pf_days,final_loss\n1e8,2e9,0.01,3.3\n")
+    proc = cli([f"results={path}", f"out={tmp_path / 'out'}", *LADDER_ARGS], tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: the table has 1 usable run")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda df: df.assign(params_total=1e8, tokens=1e9), "same N and D"),
+    (lambda df: df.assign(params_total=[-1.0] + [1e8] * 4), "must be > 0"),
+    (lambda df: df.assign(flops=[0.0, *df["flops"][1:]]), "must be > 0"),
+    (lambda df: df.assign(tokens=[0.0, *df["tokens"][1:]]), "must be > 0"),
+    (lambda df: df.assign(val_bpb=np.nan), "no usable runs"),
+])
+def test_bad_tables_are_refused(tmp_path: Path, edit, message: str) -> None:
+    df = edit(runs_table(np.geomspace(1e7, 1e9, 5), np.full(5, 1e10)))
+    with pytest.raises(HarnessError, match=message):
+        run_analysis(cfg(f"results={write(tmp_path, df)}", f"out={tmp_path / 'o'}", "bootstrap=0"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_partial_problems_are_warnings(tmp_path: Path) -> None:
+    df = runs_table(np.geomspace(1e7, 1e9, 6), np.full(6, 1e10))
+    df.loc[2, "val_bpb"] = np.inf
+    res = run_analysis(cfg(f"results={write(tmp_path, df)}", f"out={tmp_path / 'o'}", "bootstrap=50"))
+    assert res["fits"].data["excluded"] == {"nan_loss": 1}
+    assert any("NaN/inf loss" in w for w in res["summary"]["warnings"]) and "L(N)" in res["fits"].laws
+
+
+def test_planning_refuses_a_table_analysis(tmp_path: Path) -> None:
+    from harness.analysis import load_fits
+
+    path = tmp_path / "ladder.csv"
+    path.write_text(LADDER)
+    run_analysis(cfg(f"results={path}", f"out={tmp_path / 'o'}", "bootstrap=0", *LADDER_ARGS))
+    with pytest.raises(HarnessError, match="non-IsoFLOP table"):
+        load_fits(tmp_path / "o")
