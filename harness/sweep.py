@@ -13,11 +13,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from harness.chain import format_chains, plan_chains, run_chain, sweep_jobs
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.results import check_compatible, check_results_dir, find_ok
+from harness.schedule import schedule_of
 
 # What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
 PRINT_MODES = ("table", "count", "results_dir", "plan")
@@ -25,7 +27,7 @@ PRINT_MODES = ("table", "count", "results_dir", "plan")
 
 def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab: int) -> list[str]:
     """The run_id each planned run records on this corpus (the same derivation as harness.train.run)."""
-    return [run_id_of(job_config(cfg, pr), fingerprint, vocab) for pr in runs]
+    return [run_id_of(job, fingerprint, vocab) for job in sweep_jobs(cfg, runs)]
 
 
 def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> str:
@@ -55,7 +57,7 @@ def print_mode(cfg: DictConfig) -> str:
 def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
     """What `harness-sweep print=MODE` prints: the plan table, the run count, the results directory, or (plan)
     the table then `count=N`, `results_dir=DIR` and `rounds=R` lines (R > 1: an LR sweep trained in rounds), so scripts/sweep.sh plans once and parses them."""
-    count, where, rounds = len(out["runs"]), results_dir(cfg), out.get("rounds", 1)
+    count, where, rounds = out.get("jobs", len(out["runs"])), results_dir(cfg), out.get("rounds", 1)
     return {"table": out["table"], "count": str(count), "results_dir": str(where),
             "plan": f"{out['table']}\ncount={count}\nresults_dir={where}\nrounds={rounds}"}[print_mode(cfg)]
 
@@ -64,18 +66,22 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train run i."""
     check_results_dir(results_dir(cfg))
     runs, notes = plan_sweep(cfg, vocab_hint(cfg))
+    chains = plan_chains(cfg, runs) if schedule_of(cfg.train).wsd else []  # WSD: one job per size (harness.chain)
+    jobs = len(chains) if chains else len(runs)
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
-        return {"runs": runs, "notes": notes, "table": format_plan(runs, notes)}
+        table = format_plan(runs, notes) + ("\n" + format_chains(chains) if chains else "")
+        return {"runs": runs, "notes": notes, "table": table, "jobs": jobs, "chains": chains}
     idx = int(idx)
-    if not 0 <= idx < len(runs):
-        raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(runs) - 1}); rerun the dry run")
+    if not 0 <= idx < jobs:
+        raise HarnessError(f"plan_index={idx} is outside the plan (0..{jobs - 1}); rerun the dry run")
     from harness.train import run
 
-    record = run(job_config(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
+    # the record names the corpus: no second load for the progress line
+    record = run_chain(cfg, chains[idx])[-1] if chains else run(job_config(cfg, runs[idx]))
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
     say(progress_line(cfg, runs, ids))
     return {"runs": runs, "notes": notes, "record": record}
