@@ -164,22 +164,24 @@ def run_chain(cfg: DictConfig, chain: Chain) -> list[dict[str, Any]]:
     corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
     ctxs = [resolve_run(j, corpus.fingerprint, corpus.vocab_size, env_world_size()) for j in jobs]
     todo = [find_ok(c.results_dir, c.run_id) is None for c in ctxs]
+    # from the resolved step plans: under torchrun the sequence count rounds to the process count
+    starts = [schedule_of(j.train).cooldown_start(c.plan.steps) for j, c in zip(jobs, ctxs)]
     points: dict[int, list[Path]] = {}
-    for b, ctx, t in zip(chain.branches[:-1], ctxs[:-1], todo[:-1]):
+    for start, ctx, t in zip(starts[:-1], ctxs[:-1], todo[:-1]):
         if t:
-            points.setdefault(b.branch_step, []).append(ctx.checkpoint_path)
+            points.setdefault(start, []).append(ctx.checkpoint_path)
     say(f"[chain {chain.index}] {chain.name} seed {chain.seed}: {len(chain.branches)} budgets, "
         f"{sum(todo)} to train; {chain.flops_spent:.3g} FLOPs vs {chain.flops_independent:.3g} independent")
     make: Callable[..., Trainer] = functools.partial(TrunkTrainer, points=points)
-    records = [run(jobs[-1], make=make, extra=_extra(chain.branches[-1], True))]
-    for b, job, ctx in zip(chain.branches[:-1], jobs[:-1], ctxs[:-1]):
-        records.append(run(job, extra=_extra(b, ctx.checkpoint_path.exists())))
+    records = [run(jobs[-1], make=make, extra=_extra(chain.branches[-1], starts[-1], True))]
+    for b, start, job, ctx in zip(chain.branches[:-1], starts[:-1], jobs[:-1], ctxs[:-1]):
+        records.append(run(job, extra=_extra(b, start, ctx.checkpoint_path.exists())))
     return records
 
 
-def _extra(b: Branch, branched: bool) -> dict[str, Any]:
+def _extra(b: Branch, start: int, branched: bool) -> dict[str, Any]:
     """A branch's chain columns: FLOPs spent and branch step (a branch trained from scratch: its full cost, 0)."""
-    return {"flops_spent": b.flops_spent if branched else b.flops, "branch_step": b.branch_step if branched else 0}
+    return {"flops_spent": b.flops_spent if branched else b.flops, "branch_step": start if branched else 0}
 
 
 def format_chains(chains: list[Chain]) -> str:

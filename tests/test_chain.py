@@ -4,6 +4,12 @@ chain. The LR schedule itself is tested in tests/test_schedule.py."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -137,3 +143,56 @@ def test_wsd_sweep_refuses_a_cooldown_of_too_few_steps(args, tmp_path: Path) -> 
     cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.cooldown_frac=0.05")
     with pytest.raises(HarnessError, match=r"WSD chain of family-d\w+-L2, budget .*leaves a cooldown of \d step"):
         sweep(cfg)
+
+
+def test_sweep_sh_with_wsd_runs_end_to_end_then_trains_nothing(args, tmp_path: Path) -> None:
+    """scripts/sweep.sh train.schedule=wsd: plan, one joblib job per chain, the fit and the held-out run; the rows
+    feed the analysis unchanged, and a rerun skips every run."""
+    root = Path(__file__).resolve().parents[1]
+    bindir = Path(sys.executable).parent
+    if not (bindir / "harness-sweep").exists():
+        pytest.skip(f"harness-sweep not installed beside {sys.executable}")
+    results = tmp_path / "results"
+    cmd = ["bash", str(root / "scripts" / "sweep.sh"), *args, f"results_dir={results}", "hydra.launcher.n_jobs=2",
+           "sweep.holdout.multiple=2", "sweep.holdout.threads=1", "analysis.bootstrap=20",
+           "+analysis.isoflop.exclude_edge=false"]
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    (tmp_path / "cwd").mkdir()
+    out = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "WSD chains" in out.stdout and "[sweep.sh] 5 runs" in out.stdout  # 5 jobs (chains) for 9 runs
+    rows = list(csv.DictReader(io.StringIO((results / "results.csv").read_text())))
+    sweep_rows = [r for r in rows if r["role"] == "sweep"]
+    assert len(sweep_rows) == 9 and all(r["status"] == "ok" and r["schedule"] == "wsd" for r in sweep_rows)
+    assert sum(float(r["flops_spent"]) for r in sweep_rows) < 0.85 * sum(float(r["flops"]) for r in sweep_rows)
+    assert [r["role"] for r in rows].count("holdout") == 1
+    fits = json.loads((results / "fits.json").read_text())
+    assert fits["data"]["n_used"] >= 6 and (results / "report.md").exists()
+    again = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already has an ok row; skipping") == 10 and "resuming" not in again.stdout
+
+
+def test_a_chain_under_torchrun_matches_one_process(args, tmp_path: Path) -> None:
+    """One sweep job (a 3-branch chain) under torchrun with 2 gloo processes: the rows of one process, written once."""
+    exe = Path(sys.executable).parent / "harness-sweep"
+    if not exe.exists():
+        pytest.skip(f"harness-sweep not installed beside {sys.executable}")
+    fp32 = [*args, "train.dtype=fp32"]
+    cfg = sweep_cfg(*fp32, f"results_dir={tmp_path / 'single'}")
+    chain = three_branch_chain(cfg)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR"):
+        env.pop(k, None)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(exe), *fp32, f"results_dir={tmp_path / 'ddp'}", f"plan_index={chain.index}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    single = {r["run_id"]: r for r in run_chain(cfg, chain)}
+    ddp = read_records(tmp_path / "ddp")
+    assert set(ddp) == set(single) and len(ddp) == 3
+    assert len(list((tmp_path / "ddp").glob("runs/*.json"))) == 3 and not list((tmp_path / "ddp").glob("checkpoints/*"))
+    for rid, r in ddp.items():
+        assert r["status"] == "ok" and int(r["world_size"]) == 2 and int(r["branch_step"]) > 0
+        assert float(r["val_bpb"]) == pytest.approx(single[rid]["val_bpb"], rel=1e-3)
