@@ -23,6 +23,7 @@ are skipped; a branch whose branch point is lost trains from scratch (same numbe
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
@@ -83,7 +84,7 @@ def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
     sched = schedule_of(tc)
     batch, seq = int(tc.batch_size), int(cfg.model.seq_len)
     warmup = sched.warmup(group[0].steps, float(tc.warmup_frac))
-    sched = type(sched)(sched.kind, sched.cooldown_frac, sched.shape, warmup)
+    sched = dataclasses.replace(sched, warmup_steps=warmup)
     branches, prev = [], 0
     for pr in group:
         try:

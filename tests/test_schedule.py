@@ -3,6 +3,7 @@ linear cooldown at chosen steps, the recorded columns, and one clear error per b
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -39,7 +40,7 @@ def test_wsd_lr_at_chosen_steps(shape: str) -> None:
         p = (t - 80 + 1) / 20
         assert lr[t] == pytest.approx(PEAK * (MIN + (1 - MIN) * f(p))), t
     assert lr[99] == pytest.approx(PEAK * MIN)
-    assert all(a > b for a, b in zip(lr[79:], lr[80:]))  # strictly decreasing through the cooldown
+    assert all(a > b for a, b in itertools.pairwise(lr[79:]))  # strictly decreasing through the cooldown
     if shape == "1-sqrt":  # 1-sqrt drops fast first: below linear at every inner cooldown step
         assert all(lr[t] < PEAK * (MIN + (1 - MIN) * (1 - (t - 79) / 20)) for t in range(80, 99))
 
