@@ -31,6 +31,7 @@ from harness import CONF_DIR
 from harness.analysis import fit_all, load_results, predict_at_budget, predict_loss
 from harness.chain import plan_chains
 from harness.data import load_corpus
+from harness.figures import colors, png_bytes
 from harness.fsutil import atomic_write
 from harness.plan import plan_sweep
 from harness.sweep import planned_ids
@@ -71,7 +72,7 @@ def point_diffs(cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> dict[st
         cb, wb = float(c["val_bpb"]), float(w["val_bpb"])
         points.append({"model": w["model"], "budget": float(w["budget_flops"]), "tokens": int(w["tokens"]),
                        "cosine_lr": float(c["lr"]), "wsd_lr": float(w["lr"]), "cosine_val_bpb": cb, "wsd_val_bpb": wb,
-                       "rel_diff": (wb - cb) / cb, "branch_step": int(w["branch_step"]), "steps": int(w["steps"])})
+                       "params": int(w["params_total"]), "rel_diff": (wb - cb) / cb, "branch_step": int(w["branch_step"]), "steps": int(w["steps"])})
     rel = [p["rel_diff"] for p in points]
     return {"points": points, "max_abs_rel_diff": max(abs(x) for x in rel), "mean_rel_diff": sum(rel) / len(rel),
             "mean_abs_rel_diff": sum(abs(x) for x in rel) / len(rel),
@@ -96,6 +97,28 @@ def fit_summary(path: Path, holdout: dict[str, str] | None, bootstrap: int) -> d
                              for a, p in (("approach2", pred2), ("approach3", pred3))}}
     out["warnings"] = list(fits.warnings)
     return out
+
+
+def plot(points: list[dict[str, Any]], path: Path) -> None:
+    """IsoFLOP curves of both schedules: val_bpb against parameters, one colour per budget (cosine solid, WSD
+    dashed), written atomically as a PNG beside the JSON."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = sorted({p["budget"] for p in points})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for color, c in zip(colors(len(budgets)), budgets):
+        pts = sorted((p for p in points if p["budget"] == c), key=lambda p: p["params"])
+        n = [p["params"] for p in pts]
+        ax.plot(n, [p["cosine_val_bpb"] for p in pts], "o-", color=color, label=f"{c:.2g} FLOPs cosine")
+        ax.plot(n, [p["wsd_val_bpb"] for p in pts], "s--", color=color, label=f"{c:.2g} FLOPs WSD chain")
+    ax.set(xscale="log", xlabel="parameters (total)", ylabel="val bits per byte",
+           title="WSD cooldown branches vs independent cosine runs")
+    ax.legend(fontsize=7, ncol=2)
+    atomic_write(path, [png_bytes(fig)])
+    plt.close(fig)
 
 
 def planned_ratio(sweep: str, *extra: str) -> float:
@@ -157,6 +180,7 @@ def main() -> None:
     }
     text = json.dumps(doc, indent=1, default=lambda x: None if isinstance(x, float) and not math.isfinite(x) else x)
     atomic_write(args.out, [text.encode() + b"\n"])
+    plot(doc["val_bpb"]["points"], args.out.with_suffix(".png"))
     v = doc["val_bpb"]
     print(f"flops_ratio {doc['flops_ratio']:.3f}; val_bpb WSD vs cosine: max |rel| {v['max_abs_rel_diff']:.2%}, "
           f"mean {v['mean_rel_diff']:+.2%}; -> {args.out}")
