@@ -164,7 +164,7 @@ def run_chain(cfg: DictConfig, chain: Chain) -> list[dict[str, Any]]:
     jobs = [chain_job(cfg, chain, b) for b in chain.branches]
     corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
     ctxs = [resolve_run(j, corpus.fingerprint, corpus.vocab_size, env_world_size()) for j in jobs]
-    todo = [find_ok(c.results_dir, c.run_id) is None for c in ctxs]
+    todo = [bool(cfg.get("force", False)) or find_ok(c.results_dir, c.run_id) is None for c in ctxs]
     # from the resolved step plans: under torchrun the sequence count rounds to the process count
     starts = [schedule_of(j.train).cooldown_start(c.plan.steps) for j, c in zip(jobs, ctxs)]
     points: dict[int, list[Path]] = {}
