@@ -2,14 +2,17 @@
 val_bpb and the fitted scaling laws. Writes results/bench/wsd_vs_cosine.json.
 
     nice python benchmarks/wsd_vs_cosine.py [--sweep demo] [--cosine results/demo/results.csv]
-        [--wsd-dir results/bench/wsd_demo] [--jobs 2] [--out results/bench/wsd_vs_cosine.json]
+        [--wsd-dir results/bench/wsd_demo] [--alone results/bench/wsd_alone/results.csv] [--jobs 2]
+        [--out results/bench/wsd_vs_cosine.json]
 
 The WSD side trains the grid with `harness-sweep --multirun train.schedule=wsd` (one job per chain, resumable:
 rerunning skips finished runs). The cosine side is read from --cosine, a results.csv of the same grid trained with
 the cosine schedule (results/demo/results.csv is the default demo's): every planned cosine run_id must be in it,
 which proves the config (model, data, LR rule, batch, seed, ...) is the same, since run_ids hash all of it;
 otherwise the benchmark refuses and says to train the cosine sweep first (scripts/sweep.sh sweep=NAME).
-Hägele et al. 2024 find WSD with a 20% 1-sqrt cooldown matches cosine at each length; this checks it here.
+--alone (optional) holds WSD runs of some grid points trained on their own (e.g. `harness-train -m
+model=family model.d_model=40,32 budget=1.2e12 train.lr=rule train.schedule=wsd results_dir=results/bench/wsd_alone`),
+to tell the schedule's effect from that of the chain's shared LR. Hägele et al. 2024 find WSD with a 20% 1-sqrt cooldown matches cosine at each length; this checks it here.
 """
 
 from __future__ import annotations
@@ -79,6 +82,25 @@ def point_diffs(cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> dict[st
             "wsd_better": sum(x < 0 for x in rel), "cosine_better": sum(x > 0 for x in rel)}
 
 
+def alone_points(path: Path, cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """WSD runs trained on their own (each with its own rule LR and warmup, `harness-train train.schedule=wsd`) at
+    some grid points: they split a chain's difference from cosine into schedule (alone vs cosine) and the
+    chain's shared LR and warmup (chain vs alone)."""
+    if not path.exists():
+        return []
+    by_key = {(r["model"], float(r["budget_flops"])): r for r in cos}
+    chain = {(r["model"], float(r["budget_flops"])): r for r in wsd}
+    out = []
+    for r in rows_by_id(path).values():
+        key = (r["model"], float(r["budget_flops"]))
+        if r["status"] != "ok" or key not in by_key:
+            continue
+        a, c, w = float(r["val_bpb"]), float(by_key[key]["val_bpb"]), float(chain[key]["val_bpb"])
+        out.append({"model": key[0], "budget": key[1], "lr": float(r["lr"]), "val_bpb": a,
+                    "rel_diff_vs_cosine": (a - c) / c, "chain_rel_diff_vs_alone": (w - a) / a})
+    return out
+
+
 def fit_summary(path: Path, holdout: dict[str, str] | None, bootstrap: int) -> dict[str, Any]:
     """Approach 2 and 3 exponents a (N* ~ C^a), b (D* ~ C^b) of one table, and their error on a held-out run."""
     cfg = {"bootstrap": bootstrap, "seed": 0, "params": "total", "metric": "val_bpb"}
@@ -128,16 +150,22 @@ def planned_ratio(sweep: str, *extra: str) -> float:
     return sum(c.flops_spent for c in chains) / sum(c.flops_independent for c in chains)
 
 
-def main() -> None:
-    """Train (or resume) the WSD chains, compare them with the cosine table, fit both, write the JSON."""
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep", default="demo")
     ap.add_argument("--cosine", type=Path, default=Path("results/demo/results.csv"))
     ap.add_argument("--wsd-dir", type=Path, default=Path("results/bench/wsd_demo"))
+    ap.add_argument("--alone", type=Path, default=Path("results/bench/wsd_alone/results.csv"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("results/bench/wsd_vs_cosine.json"))
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    """Train (or resume) the WSD chains, compare them with the cosine table, fit both, write the JSON."""
+    args = parse_args()
 
     cos_cfg = compose_sweep(args.sweep, f"results_dir={args.cosine.parent}")
     wsd_cfg = compose_sweep(args.sweep, "train.schedule=wsd", f"results_dir={args.wsd_dir}")
@@ -173,6 +201,7 @@ def main() -> None:
                                 "demo_7_budgets": planned_ratio("demo", f"sweep.budgets=[{','.join(DENSE)}]")},
         "wsd_wall_seconds": round(wall, 1),
         "val_bpb": point_diffs(cos, wsd),
+        "wsd_alone": alone_points(args.alone, cos, wsd),
         "fits": {"cosine": fit_summary(args.cosine, holdout, args.bootstrap),
                  "wsd": fit_summary(args.wsd_dir / "results.csv", holdout, args.bootstrap)},
         "reference": "seed noise at this scale: val_bpb std 0.6-0.75% (README 'Learning rate', warmup and beta2 "
