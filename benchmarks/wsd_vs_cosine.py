@@ -55,15 +55,14 @@ def rows_by_id(path: Path) -> dict[str, dict[str, str]]:
         return {r["run_id"]: r for r in csv.DictReader(fh)}
 
 
-def train_wsd(sweep: str, wsd_dir: Path, jobs: int, n_chains: int) -> float:
-    """Run the WSD sweep's chains through Hydra's joblib launcher (skips runs already done); wall seconds."""
+def train_wsd(sweep: str, wsd_dir: Path, jobs: int, n_chains: int) -> None:
+    """Run the WSD sweep's chains through Hydra's joblib launcher (skips runs already done). No timing is
+    recorded: a resumed invocation times only what was left, and this machine is shared."""
     exe = Path(sys.executable).parent / "harness-sweep"
     cmd = [str(exe), "--multirun", f"sweep={sweep}", "train.schedule=wsd", f"results_dir={wsd_dir}",
            f"hydra.launcher.n_jobs={jobs}", f"plan_index=range(0,{n_chains})"]
     print("[bench]", " ".join(cmd), flush=True)
-    t0 = time.time()
-    subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_SWEEP_START=str(int(t0))))
-    return time.time() - t0
+    subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_SWEEP_START=str(int(time.time()))))
 
 
 def point_diffs(cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> dict[str, Any]:
@@ -96,7 +95,8 @@ def alone_points(path: Path, cos: list[dict[str, str]], wsd: list[dict[str, str]
         if r["status"] != "ok" or key not in by_key:
             continue
         a, c, w = float(r["val_bpb"]), float(by_key[key]["val_bpb"]), float(chain[key]["val_bpb"])
-        out.append({"model": key[0], "budget": key[1], "lr": float(r["lr"]), "val_bpb": a,
+        out.append({"model": key[0], "budget": key[1], "lr": float(r["lr"]), "warmup_steps": int(r["warmup_steps"]),
+                    "chain_lr": float(chain[key]["lr"]), "chain_warmup_steps": int(chain[key]["warmup_steps"]), "val_bpb": a,
                     "rel_diff_vs_cosine": (a - c) / c, "chain_rel_diff_vs_alone": (w - a) / a})
     return out
 
@@ -138,7 +138,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         ax.plot(n, [p["wsd_val_bpb"] for p in pts], "s--", color=color, label=f"{c:.2g} FLOPs WSD chain")
     ax.set(xscale="log", xlabel="parameters (total)", ylabel="val bits per byte",
            title="WSD cooldown branches vs independent cosine runs")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     atomic_write(path, [png_bytes(fig)])
     plt.close(fig)
 
@@ -178,7 +178,7 @@ def main() -> None:
         raise SystemExit(f"error: {len(missing)} of {len(cos_ids)} cosine runs of sweep={args.sweep} are not in "
                          f"{args.cosine} (another config); train them with scripts/sweep.sh sweep={args.sweep}")
     chains = plan_chains(wsd_cfg, plan_sweep(wsd_cfg)[0])
-    wall = train_wsd(args.sweep, args.wsd_dir, args.jobs, len(chains))
+    train_wsd(args.sweep, args.wsd_dir, args.jobs, len(chains))
     wsd_rows = rows_by_id(args.wsd_dir / "results.csv")
     wsd_ids = planned_ids(wsd_cfg, runs, corpus.fingerprint, corpus.vocab_size)
     wsd = [wsd_rows[rid] for rid in wsd_ids]
@@ -199,7 +199,6 @@ def main() -> None:
         "flops_ratio": spent / indep, "flops_spent_wsd": spent, "flops_independent_cosine": indep,
         "flops_ratio_planned": {"demo": planned_ratio("demo"), "cpu": planned_ratio("cpu"),
                                 "demo_7_budgets": planned_ratio("demo", f"sweep.budgets=[{','.join(DENSE)}]")},
-        "wsd_wall_seconds": round(wall, 1),
         "val_bpb": point_diffs(cos, wsd),
         "wsd_alone": alone_points(args.alone, cos, wsd),
         "fits": {"cosine": fit_summary(args.cosine, holdout, args.bootstrap),
