@@ -19,6 +19,7 @@ from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
 from harness.lr_rule import load_rule, rule_warnings
 from harness.model import GPTConfig
+from harness.schedule import rule_tokens, schedule_of, schedule_spec
 
 
 def vocab_hint(cfg: DictConfig) -> int:
@@ -107,7 +108,7 @@ def run_spec(cfg: DictConfig, name: str, gcfg: GPTConfig, fingerprint: str) -> d
         "model": name, "arch": gcfg.__dict__, "budget": float(cfg.budget), "seed": int(cfg.seed),
         "data": fingerprint, "split": {k: str(cfg.data.get(k)) for k in data_keys},
         "train": {k: str(tc[k]) for k in keys}, "role": str(cfg.role),
-        **({"lr_rule": load_rule(tc.get("lr_rule")).sha256} if str(tc.lr) == "rule" else {}),
+        **({"lr_rule": load_rule(tc.get("lr_rule")).sha256} if str(tc.lr) == "rule" else {}), **schedule_spec(tc),
     }
 
 
@@ -155,7 +156,8 @@ class RunContext:
         if int(tc.batch_size) % world:
             raise HarnessError(f"train.batch_size={tc.batch_size} must be divisible by the number of processes ({world})")
         plan = plan_steps(budget, gcfg, int(tc.batch_size), int(tc.min_steps), world)
-        lr, source = learning_rate(tc, gcfg, plan.sequences * gcfg.seq_len)
+        schedule_of(tc).check(plan.steps, float(tc.warmup_frac))  # WSD: cooldown long enough, after warmup
+        lr, source = learning_rate(tc, gcfg, rule_tokens(tc, plan.sequences * gcfg.seq_len))
         return cls(budget, results_dir(cfg), gcfg.vocab_size, name, gcfg, plan, lr, source, world=world, cfg=cfg)
 
     def with_corpus(self, fingerprint: str, vocab_size: int) -> RunContext:

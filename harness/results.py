@@ -29,6 +29,7 @@ COLUMNS = [
     "budget_flops", "flops", "tokens", "steps", "batch_size", "lr", "train_loss", "val_loss", "val_bpb",
     "status", "role", "seed", "data_fingerprint", "device", "dtype", "compile", "threads", "world_size",
     "wall_seconds", "tokens_per_second", "harness_version", "error", "lr_rule", "tokenizer", "epochs", "bpb_method",
+    "schedule", "cooldown_frac", "cooldown_shape", "warmup_steps",
 ]
 REQUIRED = {"run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb"}
 STATUSES = ("ok", "diverged", "failed")

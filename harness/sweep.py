@@ -14,13 +14,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from harness.chain import format_chains, plan_chains, run_chain, sweep_jobs
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.ladder import is_ladder, ladder_job_config, plan_ladder
-from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
+from harness.plan import PlannedRun, format_plan, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
+from harness.schedule import schedule_of
 from harness.trackers import check_tracker
 
 # What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
@@ -29,7 +31,7 @@ PRINT_MODES = ("table", "count", "results_dir", "plan")
 
 def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab: int) -> list[str]:
     """The run_id each planned run records on this corpus (the same derivation as harness.train.run)."""
-    return [run_id_of(_job(cfg, pr), fingerprint, vocab) for pr in runs]
+    return [run_id_of(job, fingerprint, vocab) for job in _jobs(cfg, runs)]
 
 
 def _plan(cfg: DictConfig) -> tuple[list[PlannedRun], list[str]]:
@@ -37,9 +39,12 @@ def _plan(cfg: DictConfig) -> tuple[list[PlannedRun], list[str]]:
     return (plan_ladder if is_ladder(cfg) else plan_sweep)(cfg, vocab_hint(cfg))
 
 
-def _job(cfg: DictConfig, pr: PlannedRun) -> DictConfig:
-    """The harness-train config of a planned run (a ladder rung keeps its own model config)."""
-    return ladder_job_config(cfg, pr, vocab_hint(cfg)) if is_ladder(cfg) else job_config(cfg, pr)
+def _jobs(cfg: DictConfig, runs: list[PlannedRun]) -> list[DictConfig]:
+    """The harness-train config of each planned run: a ladder rung keeps its own model config; under WSD a run is
+    its chain's branch (harness.chain)."""
+    if is_ladder(cfg):
+        return [ladder_job_config(cfg, pr, vocab_hint(cfg)) for pr in runs]
+    return sweep_jobs(cfg, runs)
 
 
 def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> str:
@@ -69,7 +74,7 @@ def print_mode(cfg: DictConfig) -> str:
 def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
     """What `harness-sweep print=MODE` prints: the plan table, the run count, the results directory, or (plan)
     the table then `count=N`, `results_dir=DIR` and `rounds=R` lines (R > 1: an LR sweep trained in rounds), so scripts/sweep.sh plans once and parses them."""
-    count, where, rounds = len(out["runs"]), results_dir(cfg), out.get("rounds", 1)
+    count, where, rounds = out.get("jobs", len(out["runs"])), results_dir(cfg), out.get("rounds", 1)
     return {"table": out["table"], "count": str(count), "results_dir": str(where),
             "plan": f"{out['table']}\ncount={count}\nresults_dir={where}\nrounds={rounds}"}[print_mode(cfg)]
 
@@ -78,6 +83,9 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train run i."""
     check_results_dir(results_dir(cfg))
     runs, notes = _plan(cfg)
+    wsd = schedule_of(cfg.train).wsd and not is_ladder(cfg)
+    chains = plan_chains(cfg, runs) if wsd else []  # WSD: one job per size (harness.chain)
+    jobs = len(chains) if chains else len(runs)
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
@@ -86,13 +94,15 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         check_compatible(results_dir(cfg), corpus.fingerprint)
         for w in check_repetition(runs, len(corpus.train), cfg.data):
             say(f"warning: {w}", sys.stderr)
-        return {"runs": runs, "notes": notes, "table": format_plan(runs, notes, len(corpus.train))}
+        table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")
+        return {"runs": runs, "notes": notes, "table": table, "jobs": jobs, "chains": chains}
     idx = int(idx)
-    if not 0 <= idx < len(runs):
-        raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(runs) - 1}); rerun the dry run")
+    if not 0 <= idx < jobs:
+        raise HarnessError(f"plan_index={idx} is outside the plan (0..{jobs - 1}); rerun the dry run")
     from harness.train import run
 
-    record = run(_job(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
+    # the record names the corpus: no second load for the progress line
+    record = run_chain(cfg, chains[idx])[-1] if chains else run(_jobs(cfg, [runs[idx]])[0])
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
     say(progress_line(cfg, runs, ids))
     return {"runs": runs, "notes": notes, "record": record}

@@ -17,6 +17,8 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,6 +44,7 @@ from harness.runtime import (
     pick_device,
     pick_dtype,
 )
+from harness.schedule import COSINE, Schedule, schedule_of
 from harness.trackers import check_tracker
 
 
@@ -73,11 +76,20 @@ def train_step(train_model: torch.nn.Module, model: torch.nn.Module, opt: torch.
     return loss.detach()
 
 
-def lr_at(step: int, steps: int, peak: float, warmup_frac: float, min_ratio: float) -> float:
-    """Linear warmup then cosine decay to min_ratio * peak."""
-    warmup = max(1, round(warmup_frac * steps))
+def lr_at(step: int, steps: int, peak: float, warmup_frac: float, min_ratio: float,
+          sched: Schedule = COSINE) -> float:
+    """The LR of one step: linear warmup, then cosine decay to min_ratio * peak; or WSD (Hägele et al. 2024): the
+    peak held until the cooldown's start, then `1-sqrt` (1 - sqrt(p)) or linear (1 - p) decay with p rising to 1
+    at the last step, so the last update uses min_ratio * peak."""
+    warmup = sched.warmup(steps, warmup_frac)
     if step < warmup:
         return peak * (step + 1) / warmup
+    if sched.wsd:
+        start = sched.cooldown_start(steps)
+        if step < start:
+            return peak
+        p = min(1.0, (step - start + 1) / (steps - start))
+        return peak * (min_ratio + (1 - min_ratio) * (1 - (math.sqrt(p) if sched.shape == "1-sqrt" else p)))
     progress = (step - warmup) / max(1, steps - warmup)
     return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -107,6 +119,7 @@ class Trainer:
         self.ctx, self.tc, self.corpus, self.seed, self.dtype = ctx, tc, corpus, seed, dtype
         self.batch_size = int(tc.batch_size)
         self.log_every = max(1, int(tc.log_every))
+        self.sched = schedule_of(tc)
         self.ddp, self.device = init_distributed(device)
         if int(tc.threads) > 0:
             torch.set_num_threads(int(tc.threads))
@@ -173,7 +186,8 @@ class Trainer:
         # the full global batch is drawn every step (same RNG use on every rank and step), then cut
         x, y = sample_batch(self.corpus.train, self.batch_size, self.ctx.gcfg.seq_len, self.gen)
         x, y = self._rank_slice(x[:n]), self._rank_slice(y[:n])
-        self.lr = lr_at(self.step_n, plan.steps, self.ctx.peak_lr, float(tc.warmup_frac), float(tc.min_lr_ratio))
+        self.lr = lr_at(self.step_n, plan.steps, self.ctx.peak_lr, float(tc.warmup_frac), float(tc.min_lr_ratio),
+                        self.sched)
         loss = train_step(self.train_model, self.model, self.opt, self.scaler, x, y, self.lr, self.amp,
                           float(tc.grad_clip))
         self.window_sum += loss
@@ -242,8 +256,9 @@ class Trainer:
                 last_ckpt = time.time()
         return False
 
-    def checkpoint(self) -> None:
-        """Save what resume() needs (rank 0), atomically: a kill mid-save leaves the previous checkpoint."""
+    def checkpoint(self, path: Path | None = None) -> None:
+        """Save what resume() needs (rank 0), atomically: a kill mid-save leaves the previous checkpoint (to this
+        run's checkpoint_path, or to `path`: a WSD chain's branch point, harness.chain)."""
         if not self.ddp.main:
             return
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "gen": self.gen.get_state(),
@@ -251,7 +266,7 @@ class Trainer:
                  "window_sum": self.window_sum.detach().cpu().clone(), "last_log": self.last_log}
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write(self.ctx.checkpoint_path, [buf.getbuffer()])
+        atomic_write(path or self.ctx.checkpoint_path, [buf.getbuffer()])
 
     # ------------------------------------------------------------------------------------- 4. evaluate
     def evaluate(self) -> float:
@@ -283,14 +298,16 @@ class Trainer:
             "wall_seconds": round(time.time() - started, 3),
             "tokens_per_second": round(trained / max(self.train_seconds, 1e-9), 1),
             "harness_version": __version__, "error": self.error, "lr_rule": c.lr_source, **self.corpus.row(tokens),
+            **self.sched.row(), "warmup_steps": self.sched.warmup(c.plan.steps, float(tc.warmup_frac)),
         }
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, make: Callable[..., Trainer] = Trainer, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train cfg.model to cfg.budget FLOPs on cfg.data; write and return the result record.
 
     Raises HarnessError on bad input before anything is written. A run that diverges is recorded with
-    status 'diverged' (returned, not raised); the CLI turns that into a non-zero exit."""
+    status 'diverged' (returned, not raised); the CLI turns that into a non-zero exit. harness.chain passes a
+    Trainer subclass (`make`, saving branch points) and `extra` columns (flops_spent, branch_step)."""
     started = time.time()
     ctx = RunContext.resolve(cfg, env_world_size())  # cheap checks before data
     check_results_dir(ctx.results_dir)
@@ -309,8 +326,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         ctx.checkpoint_path.unlink(missing_ok=True)  # a kill between the record and this unlink left it behind
         say(f"[harness] run {ctx.run_id} ({ctx.name} @ {ctx.budget:.3g} FLOPs) already has an ok row; skipping")
         return done
-    trainer = Trainer(ctx, tc, corpus, int(cfg.seed), device, dtype).train()
-    record = trainer.record(str(cfg.role), started)
+    trainer = make(ctx, tc, corpus, int(cfg.seed), device, dtype).train()
+    record = {**trainer.record(str(cfg.role), started), **(extra or {})}
     if trainer.ddp.main:
         write_record(ctx.results_dir, record)
         ctx.checkpoint_path.unlink(missing_ok=True)

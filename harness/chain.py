@@ -1,0 +1,200 @@
+"""Many budgets from one run: a WSD chain trains a size's stable phase once and branches a cooldown per budget.
+
+Hägele et al. 2024 ("Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations") show that a
+constant LR with a short cooldown matches cosine at each length, so the runs of one size N at token counts
+D1 < ... < Dk share everything up to their cooldowns. A chain trains the longest run (the trunk) and, as it
+passes the cooldown start of each shorter run, saves the state there as that run's own checkpoint (its branch
+point); each shorter run then resumes from it as a normal run and records a normal row. A chain costs
+Dk + f * (D1 + ... + Dk-1) tokens (f = train.cooldown_frac) instead of D1 + ... + Dk.
+
+Exactness: branch i at step t < s_i (its cooldown start) must see the trunk's LR, batch and state. The batch
+stream is the run's seed alone; the stable LR is the peak, so what remains is the warmup and the peak:
+- warmup is one step count per chain, round(warmup_frac * steps of the SHORTEST branch), so the shortest run
+  warms up as an independent run would and the longer ones slightly less (warmup from the longest would
+  spend most of the shortest run warming up);
+- with train.lr=rule the LR rule is evaluated at one token count per chain, the geometric mean of its
+  branches' (it depends on D; the mean keeps every branch within sqrt(Dk/D1)^q of its own rule LR).
+Both go into each branch's config (train.warmup_steps, train.lr_rule_tokens), so a branch's run_id is that of
+the same run trained alone, which gives the same numbers (tests/test_chain.py).
+
+Resume: the trunk checkpoints like any run; branch points already written are kept; branches with an ok row
+are skipped; a branch whose branch point is lost trains from scratch (same numbers, its full cost).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from harness.counting import flops_per_token
+from harness.data import load_corpus
+from harness.errors import HarnessError
+from harness.fsutil import say
+from harness.plan import PlannedRun, job_config, model_config, resolve_run, vocab_hint
+from harness.results import find_ok
+from harness.runtime import env_world_size
+from harness.schedule import schedule_of
+from harness.train import Trainer, run
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One budget of a chain: its planned run, where its cooldown starts, what it costs alone and in the chain."""
+
+    run: PlannedRun
+    branch_step: int  # the cooldown's first step; the trunk's state after this many steps is the branch point
+    flops: float  # the FLOPs of the run trained alone (the row's `flops`)
+    flops_spent: float  # the trunk's steps since the previous branch point plus this cooldown (sums to the chain's)
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The runs of one size and seed, shortest first; the last is the trunk."""
+
+    index: int
+    name: str
+    d_model: int
+    seed: int
+    branches: tuple[Branch, ...]
+    warmup_steps: int
+    lr_rule_tokens: float | None  # the token count the LR rule is evaluated at (None: not lr=rule)
+    est_seconds: float
+
+    @property
+    def flops_spent(self) -> float:
+        """What the chain trains in all."""
+        return sum(b.flops_spent for b in self.branches)
+
+    @property
+    def flops_independent(self) -> float:
+        """What its runs would cost trained one by one."""
+        return sum(b.flops for b in self.branches)
+
+
+def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
+    """One size's runs (sorted by tokens) as a chain, refusing a cooldown too short or inside warmup."""
+    tc = cfg.train
+    sched = schedule_of(tc)
+    batch, seq = int(tc.batch_size), int(cfg.model.seq_len)
+    warmup = sched.warmup(group[0].steps, float(tc.warmup_frac))
+    sched = dataclasses.replace(sched, warmup_steps=warmup)
+    branches, prev = [], 0
+    for pr in group:
+        try:
+            sched.check(pr.steps, float(tc.warmup_frac))
+        except HarnessError as e:
+            raise HarnessError(f"WSD chain of {pr.name}, budget {pr.budget:.3g}: {e}") from None
+        start = sched.cooldown_start(pr.steps)
+        fpt = _fpt(pr, cfg)
+        spent = ((start - prev) * batch * seq + pr.tokens - start * batch * seq) * fpt
+        branches.append(Branch(pr, start, float(pr.tokens * fpt), float(spent)))
+        prev = start
+    rule = str(tc.lr) == "rule"
+    tokens = float(round(math.exp(sum(math.log(pr.tokens) for pr in group) / len(group)))) if rule else None
+    if rule and tc.get("lr_rule_tokens") is not None:
+        tokens = float(tc.lr_rule_tokens)
+    est = sum(b.run.est_seconds * b.flops_spent / b.flops for b in branches)
+    return Chain(0, group[0].name, group[0].d_model, group[0].seed, tuple(branches), warmup, tokens, est)
+
+
+def _fpt(pr: PlannedRun, cfg: DictConfig) -> int:
+    """FLOPs per token of a planned run's model (exact count, harness.counting)."""
+    return flops_per_token(model_config(job_config(cfg, pr).model, vocab_hint(cfg))[1])
+
+
+def plan_chains(cfg: DictConfig, runs: list[PlannedRun]) -> list[Chain]:
+    """A WSD sweep's runs grouped by (size, seed) into chains, longest (estimated time) first; refuses a grid in
+    which no size appears at two budgets (nothing to share: use train.schedule=cosine)."""
+    groups: dict[tuple[int, int], list[PlannedRun]] = {}
+    for pr in runs:
+        groups.setdefault((pr.d_model, pr.seed), []).append(pr)
+    chains = [_chain(cfg, sorted(g, key=lambda pr: pr.tokens)) for g in groups.values()]
+    if chains and all(len(c.branches) == 1 for c in chains):
+        raise HarnessError("train.schedule=wsd, but no model size appears at two budgets of sweep.budgets, so no "
+                           "run can share a stable phase; add budgets, widen sweep.spread, or use train.schedule=cosine")
+    chains.sort(key=lambda c: (-c.est_seconds, c.d_model, c.seed))
+    return [Chain(i, c.name, c.d_model, c.seed, c.branches, c.warmup_steps, c.lr_rule_tokens, c.est_seconds)
+            for i, c in enumerate(chains)]
+
+
+def chain_job(cfg: DictConfig, chain: Chain, branch: Branch) -> DictConfig:
+    """The harness-train config of one branch: the run alone, with the chain's warmup and LR-rule length."""
+    job = job_config(cfg, branch.run)
+    job.train.warmup_steps = chain.warmup_steps
+    if chain.lr_rule_tokens is not None:
+        job.train.lr_rule_tokens = chain.lr_rule_tokens
+    return job
+
+
+def sweep_jobs(cfg: DictConfig, runs: list[PlannedRun]) -> list[DictConfig]:
+    """The harness-train config of each planned run (in plan order): its chain's branch under WSD, else alone."""
+    if not schedule_of(cfg.train).wsd:
+        return [job_config(cfg, pr) for pr in runs]
+    by_index = {b.run.index: chain_job(cfg, c, b) for c in plan_chains(cfg, runs) for b in c.branches}
+    return [by_index[pr.index] for pr in runs]
+
+
+class TrunkTrainer(Trainer):
+    """The chain's longest run; after the step that ends a shorter run's stable phase it saves the state as that
+    run's checkpoint (unless one is there: written earlier, or that branch has begun its cooldown)."""
+
+    def __init__(self, *args: Any, points: dict[int, list[Path]], **kwargs: Any) -> None:
+        self.points = points
+        super().__init__(*args, **kwargs)
+
+    def step(self) -> Any:
+        """One step, then the branch points that fall here."""
+        loss = super().step()
+        for path in self.points.get(self.step_n, ()):
+            if not path.exists():
+                self.checkpoint(path)
+        return loss
+
+
+def run_chain(cfg: DictConfig, chain: Chain) -> list[dict[str, Any]]:
+    """Train a chain (the trunk, then every shorter branch from its branch point); returns the rows, trunk first.
+    Branches with an ok row are skipped, so a killed chain rerun finishes only what is missing."""
+    jobs = [chain_job(cfg, chain, b) for b in chain.branches]
+    corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
+    ctxs = [resolve_run(j, corpus.fingerprint, corpus.vocab_size, env_world_size()) for j in jobs]
+    todo = [bool(cfg.get("force", False)) or find_ok(c.results_dir, c.run_id) is None for c in ctxs]
+    # from the resolved step plans: under torchrun the sequence count rounds to the process count
+    starts = [schedule_of(j.train).cooldown_start(c.plan.steps) for j, c in zip(jobs, ctxs)]
+    points: dict[int, list[Path]] = {}
+    for start, ctx, t in zip(starts[:-1], ctxs[:-1], todo[:-1]):
+        if t:
+            points.setdefault(start, []).append(ctx.checkpoint_path)
+    say(f"[chain {chain.index}] {chain.name} seed {chain.seed}: {len(chain.branches)} budgets, "
+        f"{sum(todo)} to train; {chain.flops_spent:.3g} FLOPs vs {chain.flops_independent:.3g} independent")
+    make: Callable[..., Trainer] = functools.partial(TrunkTrainer, points=points)
+    records = [run(jobs[-1], make=make, extra=_extra(chain.branches[-1], starts[-1], True))]
+    for b, start, job, ctx in zip(chain.branches[:-1], starts[:-1], jobs[:-1], ctxs[:-1]):
+        records.append(run(job, extra=_extra(b, start, ctx.checkpoint_path.exists())))
+    return records
+
+
+def _extra(b: Branch, start: int, branched: bool) -> dict[str, Any]:
+    """A branch's chain columns: FLOPs spent and branch step (a branch trained from scratch: its full cost, 0)."""
+    return {"flops_spent": b.flops_spent if branched else b.flops, "branch_step": start if branched else 0}
+
+
+def format_chains(chains: list[Chain]) -> str:
+    """The chains of a WSD sweep and their cost against the same runs trained independently."""
+    if not chains:
+        return ""
+    lines = ["WSD chains (one job each; warmup steps fixed per chain, cooldown branches at the listed steps):",
+             f"{'job':>3} {'model':<16} {'seed':>4} {'warmup':>6}  budgets @ branch step"]
+    lines += [f"{c.index:>3} {c.name:<16} {c.seed:>4} {c.warmup_steps:>6}  "
+              + ", ".join(f"{b.run.budget:.3g}@{b.branch_step}/{b.run.steps}" for b in c.branches) for c in chains]
+    spent, indep = sum(c.flops_spent for c in chains), sum(c.flops_independent for c in chains)
+    lines.append(f"{len(chains)} chains for {sum(len(c.branches) for c in chains)} runs: {spent:.3g} FLOPs spent vs "
+                 f"{indep:.3g} as independent runs (ratio {spent / indep:.2f}), est. "
+                 f"{sum(c.est_seconds for c in chains) / 60:.1f} min of one worker")
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""WSD chains (harness.chain): a chain's branches give the rows their runs give alone, a killed chain resumes
+from its checkpoint or branch point without retraining finished branches, and the sweep plans one job per
+chain. The LR schedule itself is tested in tests/test_schedule.py."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from harness import CONF_DIR
+from harness.analysis import load_results, select_fit_rows
+from harness.chain import Chain, TrunkTrainer, chain_job, plan_chains, run_chain, sweep_jobs
+from harness.errors import HarnessError
+from harness.plan import job_config, plan_sweep
+from harness.results import read_records
+from harness.sweep import dry_run_text, sweep
+from harness.train import Trainer, run
+from tests.conftest import SWEEP_SMALL
+
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
+
+# 3 budgets, 2x apart: family-d16 is planned at all three (27, 53 and 106 steps)
+WSD = [*SWEEP_SMALL, "sweep.budgets=[1e9,2e9,4e9]", "train.schedule=wsd", "train.eval_windows=8",
+       "train.progress=false", "train.threads=1", "train.checkpoint_every_s=0"]
+COMPARED = ("run_id", "tokens", "flops", "steps", "lr", "warmup_steps", "train_loss", "val_loss", "val_bpb",
+            "schedule", "cooldown_frac", "cooldown_shape", "status")
+
+
+def sweep_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose("sweep_run", overrides=list(overrides))
+
+
+@pytest.fixture
+def args(text_corpus: Path, tmp_path: Path) -> list[str]:
+    return [*WSD, "data=text", f"data.path={text_corpus}", f"data.cache_dir={tmp_path / 'cache'}"]
+
+
+def three_branch_chain(cfg) -> Chain:
+    runs, _ = plan_sweep(cfg)
+    chains = [c for c in plan_chains(cfg, runs) if len(c.branches) == 3]
+    return min(chains, key=lambda c: c.branches[-1].run.steps)
+
+
+def test_chain_rows_equal_the_branches_trained_alone(args, tmp_path: Path) -> None:
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'chain'}")
+    chain = three_branch_chain(cfg)
+    assert chain.name == "family-d16-L2"
+    starts = [b.branch_step for b in chain.branches]
+    assert starts == sorted(starts) and len(set(starts)) == 3
+    records = run_chain(cfg, chain)
+    assert [r["budget_flops"] for r in records] == [4e9, 1e9, 2e9]  # the trunk first
+    assert not list((tmp_path / "chain").glob("checkpoints/*.pt"))  # branch points consumed and removed
+    for rec, b in zip(records, [chain.branches[-1], *chain.branches[:-1]]):
+        alone = run(chain_job(sweep_cfg(*args, f"results_dir={tmp_path / 'alone'}"), chain, b))
+        assert {k: rec[k] for k in COMPARED} == {k: alone[k] for k in COMPARED}, b.run.budget
+        assert rec["status"] == "ok" and rec["schedule"] == "wsd" and rec["branch_step"] == b.branch_step
+        assert rec["flops_spent"] == pytest.approx(b.flops_spent) and rec["flops"] == pytest.approx(b.flops)
+    # what the chain spent: the trunk once plus each shorter cooldown, well under the three runs alone
+    spent = sum(r["flops_spent"] for r in records)
+    alone_flops = sum(r["flops"] for r in records)
+    tokens = [b.run.tokens for b in chain.branches]
+    assert spent < 0.8 * alone_flops
+    assert spent / records[0]["flops"] == pytest.approx(1 + 0.2 * (tokens[0] + tokens[1]) / tokens[2], abs=0.03)
+    rows = read_records(tmp_path / "chain")
+    assert {float(r["flops_spent"]) for r in rows.values()} == {r["flops_spent"] for r in records}
+
+
+def test_a_killed_chain_resumes_and_never_retrains_a_finished_branch(args, tmp_path: Path, capsys,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed in the trunk between two branch points, then in the last cooldown: each rerun picks up from the
+    checkpoint or branch point, and the final rows equal an uninterrupted chain's."""
+    ref_cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'ref'}")
+    chain = three_branch_chain(ref_cfg)
+    reference = {r["run_id"]: r for r in run_chain(ref_cfg, chain)}
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'killed'}", "train.checkpoint_every_s=1e-9")
+    results = tmp_path / "killed"
+    kill_at = {"trunk": (chain.branches[0].branch_step + chain.branches[1].branch_step) // 2}
+    original = Trainer.step
+
+    def step(self: Trainer):
+        loss = original(self)
+        target = kill_at.get("trunk" if isinstance(self, TrunkTrainer) else "branch")
+        if target is not None and self.step_n == target:
+            raise KeyboardInterrupt("killed")
+        return loss
+
+    monkeypatch.setattr(Trainer, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        run_chain(cfg, chain)
+    points = sorted(p.name for p in results.glob("checkpoints/*.pt"))
+    assert len(points) == 2  # the trunk's own checkpoint and the first branch point (the second not reached)
+    assert not (results / "results.csv").exists()
+    capsys.readouterr()
+
+    kill_at = {"branch": chain.branches[1].branch_step + 2, "trunk_was": kill_at["trunk"]}  # 2e9's cooldown killed
+    with pytest.raises(KeyboardInterrupt):
+        run_chain(cfg, chain)
+    out = capsys.readouterr().out
+    assert f"from checkpoint at step {kill_at['trunk_was'] - 1}/" in out  # the trunk resumed, not restarted
+    done = read_records(results)
+    assert len(done) == 2  # the trunk and the 1e9 branch are recorded
+
+    kill_at = {}
+    again = run_chain(cfg, chain)
+    out = capsys.readouterr().out
+    assert out.count("already has an ok row; skipping") == 2  # finished branches are not retrained
+    assert f"at step {chain.branches[1].branch_step + 1}/" in out  # the cooldown resumed where it was killed
+    for rec in again:
+        ref = reference[rec["run_id"]]
+        assert {k: rec[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
+    assert not list(results.glob("checkpoints/*.pt"))
+
+
+def test_wsd_sweep_plans_one_job_per_chain(args, tmp_path: Path) -> None:
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "print=plan")
+    out = sweep(cfg)
+    runs, chains = out["runs"], out["chains"]
+    assert sum(len(c.branches) for c in chains) == len(runs) == 9 and out["jobs"] == len(chains) < len(runs)
+    text = dry_run_text(cfg, out)
+    assert f"count={len(chains)}" in text and "WSD chains" in text and "as independent runs (ratio 0." in text
+    # every planned run is some chain's branch, with the chain's warmup; its run_id differs from a cosine run's
+    jobs = sweep_jobs(cfg, runs)
+    assert {int(j.train.warmup_steps) for j in jobs} == {c.warmup_steps for c in chains}
+    assert [float(j.budget) for j in jobs] == [pr.budget for pr in runs]
+    assert jobs[0].train.schedule == "wsd" and job_config(cfg, runs[0]).train.warmup_steps is None
+
+
+def test_wsd_sweep_refuses_a_grid_without_shared_sizes(args, tmp_path: Path) -> None:
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "sweep.budgets=[2e9]")
+    with pytest.raises(HarnessError, match="no model size appears at two budgets"):
+        sweep(cfg)
+
+
+def test_wsd_sweep_refuses_a_cooldown_of_too_few_steps(args, tmp_path: Path) -> None:
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.cooldown_frac=0.05")
+    with pytest.raises(HarnessError, match=r"WSD chain of family-d\w+-L2, budget .*leaves a cooldown of \d step"):
+        sweep(cfg)
+
+
+def test_sweep_sh_with_wsd_runs_end_to_end_then_trains_nothing(args, tmp_path: Path) -> None:
+    """scripts/sweep.sh train.schedule=wsd: plan, one joblib job per chain, rows the analysis loads like any
+    sweep's; a rerun skips every run. The fit and held-out step (harness-validate) is skipped through
+    HARNESS_VALIDATE_PREFIX: on this tiny grid the smallest size wins at every budget, so there is no parabola
+    to fit (the fit refuses it, as it should); benchmarks/wsd_vs_cosine.py fits WSD rows of the demo grid."""
+    root = Path(__file__).resolve().parents[1]
+    bindir = Path(sys.executable).parent
+    if not (bindir / "harness-sweep").exists():
+        pytest.skip(f"harness-sweep not installed beside {sys.executable}")
+    results = tmp_path / "results"
+    cmd = ["bash", str(root / "scripts" / "sweep.sh"), *args, f"results_dir={results}", "hydra.launcher.n_jobs=2"]
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", OMP_NUM_THREADS="1", HARNESS_VALIDATE_PREFIX="echo")
+    env.pop("HYDRA_FULL_ERROR", None)
+    (tmp_path / "cwd").mkdir()
+    out = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "WSD chains" in out.stdout and "[sweep.sh] 5 runs" in out.stdout  # 5 jobs (chains) for 9 runs
+    assert "harness-validate" in out.stdout  # the last step was reached (and echoed)
+    rows = list(csv.DictReader(io.StringIO((results / "results.csv").read_text())))
+    assert len(rows) == 9 and all(r["status"] == "ok" and r["schedule"] == "wsd" for r in rows)
+    assert sum(float(r["flops_spent"]) for r in rows) < 0.85 * sum(float(r["flops"]) for r in rows)
+    df = load_results(str(results / "results.csv"))
+    assert len(select_fit_rows(df).used) == 9  # every row is a fit row, as a cosine sweep's
+    again = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("already has an ok row; skipping") == 9 and "resuming" not in again.stdout
+
+
+def test_a_chain_under_torchrun_matches_one_process(args, tmp_path: Path) -> None:
+    """One sweep job (a 3-branch chain) under torchrun with 2 gloo processes: the rows of one process, written once."""
+    exe = Path(sys.executable).parent / "harness-sweep"
+    if not exe.exists():
+        pytest.skip(f"harness-sweep not installed beside {sys.executable}")
+    fp32 = [*args, "train.dtype=fp32"]
+    cfg = sweep_cfg(*fp32, f"results_dir={tmp_path / 'single'}")
+    chain = three_branch_chain(cfg)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR"):
+        env.pop(k, None)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(exe), *fp32, f"results_dir={tmp_path / 'ddp'}", f"plan_index={chain.index}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    single = {r["run_id"]: r for r in run_chain(cfg, chain)}
+    ddp = read_records(tmp_path / "ddp")
+    assert set(ddp) == set(single) and len(ddp) == 3
+    assert len(list((tmp_path / "ddp").glob("runs/*.json"))) == 3 and not list((tmp_path / "ddp").glob("checkpoints/*"))
+    for rid, r in ddp.items():
+        assert r["status"] == "ok" and int(r["world_size"]) == 2 and int(r["branch_step"]) > 0
+        assert float(r["val_bpb"]) == pytest.approx(single[rid]["val_bpb"], rel=1e-3)
