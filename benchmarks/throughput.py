@@ -36,6 +36,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -214,10 +215,11 @@ def make_trainer(gcfg: GPTConfig, tc: Any, device: torch.device, dtype: torch.dt
                  tokens: np.ndarray, compile: bool = False, seed: int = 0, total_steps: int = 1000) -> Trainer:
     """harness.train.Trainer for this model, batch and precision on `tokens`, with an LR schedule of total_steps
     steps (past them it stays at the final LR): the benchmark times Trainer.step, the trainer's own step."""
-    tc = OmegaConf.merge(tc, {"batch_size": batch_size, "compile": compile})
+    # no learning curve, tracker or live state: a timing harness writes nothing (it used to litter the cwd)
+    tc = OmegaConf.merge(tc, {"batch_size": batch_size, "compile": compile, "curve_points": 0, "tracker": "none"})
     fpt = flops_per_token(gcfg)
     plan = RunPlan(fpt, total_steps * batch_size, total_steps, batch_size)
-    ctx = RunContext(float(plan.sequences * gcfg.seq_len * fpt), Path("."), gcfg.vocab_size, "bench", gcfg, plan,
+    ctx = RunContext(float(plan.sequences * gcfg.seq_len * fpt), Path(tempfile.mkdtemp(prefix="harness-bench-")), gcfg.vocab_size, "bench", gcfg, plan,
                      learning_rate(tc, gcfg, plan.sequences * gcfg.seq_len)[0])
     corpus = Corpus(tokens, tokens, gcfg.vocab_size, 1.0, "bench", "benchmark tokens")
     return Trainer(ctx, tc, corpus, seed, device, dtype, resume=False)
