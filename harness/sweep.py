@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
+from harness.pack import pack_jobs, run_pack
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.results import check_compatible, check_results_dir, find_ok
 
@@ -55,27 +56,31 @@ def print_mode(cfg: DictConfig) -> str:
 def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
     """What `harness-sweep print=MODE` prints: the plan table, the run count, the results directory, or (plan)
     the table then `count=N`, `results_dir=DIR` and `rounds=R` lines (R > 1: an LR sweep trained in rounds), so scripts/sweep.sh plans once and parses them."""
-    count, where, rounds = len(out["runs"]), results_dir(cfg), out.get("rounds", 1)
+    count, where, rounds = len(out.get("jobs", out["runs"])), results_dir(cfg), out.get("rounds", 1)
     return {"table": out["table"], "count": str(count), "results_dir": str(where),
             "plan": f"{out['table']}\ncount={count}\nresults_dir={where}\nrounds={rounds}"}[print_mode(cfg)]
 
 
 def sweep(cfg: DictConfig) -> dict[str, Any]:
-    """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train run i."""
+    """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train job i, one run
+    or the packed seeds of one (budget, size) (harness.pack)."""
     check_results_dir(results_dir(cfg))
     runs, notes = plan_sweep(cfg, vocab_hint(cfg))
+    jobs = pack_jobs(cfg, runs, notes)
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
-        return {"runs": runs, "notes": notes, "table": format_plan(runs, notes)}
+        return {"runs": runs, "jobs": jobs, "notes": notes, "table": format_plan(runs, notes)}
     idx = int(idx)
-    if not 0 <= idx < len(runs):
-        raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(runs) - 1}); rerun the dry run")
+    if not 0 <= idx < len(jobs):
+        raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(jobs) - 1}); rerun the dry run")
     from harness.train import run
 
-    record = run(job_config(cfg, runs[idx]))  # the record names the corpus: no second load for the progress line
+    job = jobs[idx]
+    records = run_pack(cfg, job) if len(job) > 1 else [run(job_config(cfg, job[0]))]
+    record = records[-1]  # the record names the corpus: no second load for the progress line
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
     say(progress_line(cfg, runs, ids))
-    return {"runs": runs, "notes": notes, "record": record}
+    return {"runs": runs, "jobs": jobs, "notes": notes, "record": record, "records": records}
