@@ -3,6 +3,12 @@ the rows K separate harness-train runs give; the pack resumes from its checkpoin
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,15 +16,17 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from harness import CONF_DIR
+from harness.data import load_corpus
 from harness.ensemble import EnsembleGPT, clip_member_grads
 from harness.model import GPT, GPTConfig
 from harness.pack import pack_checkpoint_path, pack_jobs, plan_reason, run_pack
 from harness.plan import PlannedRun, job_config, plan_sweep, resolve_run
 from harness.results import read_records
-from harness.sweep import dry_run_text, sweep
+from harness.sweep import dry_run_text, planned_ids, sweep
 from harness.train import run
 from tests.conftest import SWEEP_SMALL
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 CFG = GPTConfig(n_layer=2, n_head=2, d_model=24, d_ff=96, seq_len=16, vocab_size=64)
@@ -159,3 +167,46 @@ def test_sweep_job_trains_a_whole_pack(sweep_args, tmp_path: Path) -> None:
     out = sweep(sweep_cfg(*sweep_args, "plan_index=5"))
     assert len(out["records"]) == 2 and [r["seed"] for r in out["records"]] == [0, 1]
     assert sorted(read_records(tmp_path / "results")) == sorted(r["run_id"] for r in out["records"])
+
+
+def test_sweep_sh_packs_seeds_resumes_after_a_kill_and_matches_unpacked_runs(sweep_args, tmp_path: Path) -> None:
+    """scripts/sweep.sh with four seeds: 6 packed jobs; SIGKILLed while a pack checkpoints, the same command
+    resumes that pack and ends with the 24 planned rows, the resumed pack's equal to four separate runs."""
+    results = tmp_path / "results"
+    args = [*sweep_args[:-1], "sweep.seeds=[0,1,2,3]", "train.checkpoint_every_s=0.05", "hydra.launcher.n_jobs=1"]
+    cfg = sweep_cfg(*args)
+    runs, notes = plan_sweep(cfg)
+    jobs = pack_jobs(cfg, runs, notes)
+    corpus = load_corpus(cfg.data, 32)
+    paths = [pack_checkpoint_path([resolve_run(job_config(cfg, pr), corpus.fingerprint, corpus.vocab_size)
+                                   for pr in job]) for job in jobs]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PATH=f"{Path(sys.executable).parent}:"
+               f"{os.environ['PATH']}", HARNESS_VALIDATE_PREFIX="echo")  # the fit of so tiny a sweep is not the point
+    cmd = [str(ROOT / "scripts" / "sweep.sh"), *args]
+    (tmp_path / "cwd").mkdir()
+    proc = subprocess.Popen(cmd, cwd=tmp_path / "cwd", env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, caught = time.time() + 200, []
+        while time.time() < deadline and proc.poll() is None and not caught:
+            caught = [p for p in paths if p.exists()]
+            time.sleep(0.01)
+        assert caught and proc.poll() is None, "no pack checkpoint appeared while the sweep ran"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    time.sleep(0.5)
+    again = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "[sweep.sh] 6 jobs" in again.stdout and "resuming pack of 4 seeds" in again.stdout
+    rows = read_records(results)
+    assert len(rows) == 24 and all(r["status"] == "ok" for r in rows.values())
+    assert sorted(rows) == sorted(planned_ids(cfg, runs, corpus.fingerprint, corpus.vocab_size))
+    assert not list(results.glob("checkpoints/*"))
+    resumed = jobs[paths.index(caught[0])]
+    alone_cfg = sweep_cfg(*[a for a in args if not a.startswith("results_dir=")], f"results_dir={tmp_path / 'alone'}")
+    for pr in resumed:
+        alone = run(job_config(alone_cfg, pr))
+        assert rows[alone["run_id"]]["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-5)
+        assert rows[alone["run_id"]]["steps"] == alone["steps"]
