@@ -18,11 +18,11 @@ PACKAGE = ROOT / "harness"
 FLOORS: dict[str, int] = {
     "harness": 0, "harness.errors": 0, "harness.fsutil": 0,
     "harness.model": 1, "harness.data": 1, "harness.runtime": 1, "harness.lr_rule": 1, "harness.figures": 1, "harness.confcheck": 1,
-    "harness.counting": 2,
+    "harness.counting": 2, "harness.ensemble": 2,
     "harness.plan": 3,
     "harness.results": 4,
     "harness.train": 5,
-    "harness.analysis": 6,
+    "harness.analysis": 6, "harness.pack": 6,
     "harness.report": 7, "harness.plots": 7, "harness.budget": 7, "harness.lr_report": 7,
     "harness.sweep": 8, "harness.validate": 8, "harness.analyze": 8, "harness.tune": 8,
     "harness.cli": 9,
