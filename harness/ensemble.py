@@ -87,10 +87,9 @@ class EnsembleGPT(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Each member's mean next-token cross-entropy in nats, shape [K] (their sum trains every member on
         its own loss alone: no weight is shared)."""
-        logits = self.logits(idx)
-        K, N, V = logits.shape
-        per_token = F.cross_entropy(logits.float().view(K * N, V), targets.reshape(-1), reduction="none")
-        return per_token.view(K, N).mean(1)
+        logits = self.logits(idx).float()
+        # one call per member: GPT's own reduction, and a K times smaller working set for the softmax
+        return torch.stack([F.cross_entropy(logits[k], targets[k].reshape(-1)) for k in range(self.k)])
 
 
 @torch.no_grad()
