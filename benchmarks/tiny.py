@@ -126,7 +126,7 @@ def measure(preset: str, threads: int, args: argparse.Namespace, tokens: np.ndar
 
 def markdown(rows: list[dict[str, Any]], k: int) -> str:
     """The README table."""
-    lines = ["| config | threads | harness tok/s | reference tok/s | ratio vs reference | packed K=%d speedup |" % k,
+    lines = [f"| config | threads | harness tok/s | reference tok/s | ratio vs reference | packed K={k} speedup |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         ps = f"{r['packed_speedup']:.2f}x" if "packed_speedup" in r else "-"

@@ -210,3 +210,24 @@ def test_sweep_sh_packs_seeds_resumes_after_a_kill_and_matches_unpacked_runs(swe
         alone = run(job_config(alone_cfg, pr))
         assert rows[alone["run_id"]]["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-5)
         assert rows[alone["run_id"]]["steps"] == alone["steps"]
+
+
+def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member whose weights go NaN is recorded 'diverged' at its first log window, as its own run would be;
+    the other member's numbers are untouched by it (nothing is shared between members)."""
+    import harness.pack
+
+    clean = run_pack(tiny_cfg("model=family", "role=sweep", "train.log_every=5",
+                              f"results_dir={tmp_path / 'clean'}"), _planned([0, 1]))
+
+    class Poisoned(EnsembleGPT):
+        def __init__(self, gpts: list[GPT]) -> None:
+            super().__init__(gpts)
+            with torch.no_grad():
+                self.w["lm_head__weight"][1].fill_(float("nan"))
+
+    monkeypatch.setattr(harness.pack, "EnsembleGPT", Poisoned)
+    ok, bad = run_pack(tiny_cfg("model=family", "role=sweep", "train.log_every=5"), _planned([0, 1]))
+    assert (bad["status"], bad["steps"]) == ("diverged", 5) and "non-finite training loss" in bad["error"]
+    assert ok["status"] == "ok" and ok["val_loss"] == clean[0]["val_loss"] and ok["steps"] == clean[0]["steps"]
+    assert sorted(read_records(tmp_path / "results")) == sorted([ok["run_id"], bad["run_id"]])
