@@ -11,6 +11,7 @@ The box may be shared with other jobs: every window records the cores other proc
 and the JSON says so. Writes results/bench/tiny.json and prints a markdown table (README "Tiny-model speed").
 
     scripts/bench.sh tiny                                  # the default: family d16..72 @1 thread, nano @2, K=4
+    scripts/bench.sh tiny --device cuda --out results/bench/tiny_cuda.json   # the same on a GPU
     python benchmarks/tiny.py --sizes 24,48 --repeats 5 --out /tmp/t.json
     python benchmarks/tiny.py --profile 24                  # torch.profiler top ops of a d_model 24 step
 """
@@ -53,12 +54,15 @@ SHARED = ("2-core CPU shared with other jobs (other helpers' tests and sweeps ra
 
 
 def window(step: Any, steps: int) -> dict[str, float | None]:
-    """Seconds per step over `steps` calls of step(), and the other processes' load meanwhile."""
+    """Seconds per step over `steps` calls of step(), and the other processes' load meanwhile (on CUDA the
+    window ends when the device is done)."""
     meter = LoadMeter()
     meter.start()
     t = time.perf_counter()
     for _ in range(steps):
         step()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     return {"s_per_step": (time.perf_counter() - t) / steps, **meter.stop()}
 
 
@@ -160,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--window-s", type=float, default=0.4, help="about this many seconds per timed window")
     p.add_argument("--data", choices=["stdlib", "random"], default="stdlib")
+    p.add_argument("--device", default="cpu", help="cpu | cuda (auto precision: fp32 on CPU below d_model 128, "
+                   "bf16 autocast on CUDA)")
     p.add_argument("--profile", type=int, default=0, help="only profile a step of this family width")
     p.add_argument("--out", default=str(ROOT / "results" / "bench" / "tiny.json"))
     return p.parse_args(argv)
@@ -168,7 +174,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     args.seq_len = args.seq_len or 128
-    device = pick_device("cpu")
+    device = pick_device(args.device)
     tokens, vocab, fingerprint = load_tokens(args)
     if args.profile:
         profile(args.profile, args, tokens, vocab, device)

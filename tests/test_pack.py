@@ -57,6 +57,22 @@ def test_ensemble_losses_and_gradients_equal_each_members_own() -> None:
         assert ens.member_state(k).keys() == m.state_dict().keys()
 
 
+def test_ensemble_under_bf16_autocast_matches_its_members() -> None:
+    """Autocast (CPU here; the same ops run under CUDA autocast): bmm runs in bf16 as F.linear does, the loss
+    in fp32, and each member's loss matches its GPT's to bf16 accuracy."""
+    gpts = members([0, 1])
+    ens = EnsembleGPT(gpts)
+    g = torch.Generator().manual_seed(6)
+    x, y = torch.randint(0, 64, (2, 4, 16), generator=g), torch.randint(0, 64, (2, 4, 16), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = ens(x, y)
+        assert ens.logits(x).dtype == torch.bfloat16 and losses.dtype == torch.float32
+        ref = torch.stack([m(x[k], y[k])[1] for k, m in enumerate(gpts)])
+    torch.testing.assert_close(losses, ref, rtol=2e-2, atol=2e-2)
+    losses.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in ens.parameters())
+
+
 def test_member_clipping_is_clip_grad_norm_per_member() -> None:
     gpts = members([0, 1])
     ens = EnsembleGPT(gpts)
