@@ -247,3 +247,12 @@ def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: p
     assert (bad["status"], bad["steps"]) == ("diverged", 5) and "non-finite training loss" in bad["error"]
     assert ok["status"] == "ok" and ok["val_loss"] == clean[0]["val_loss"] and ok["steps"] == clean[0]["steps"]
     assert sorted(read_records(tmp_path / "results")) == sorted([ok["run_id"], bad["run_id"]])
+
+
+def test_packs_fall_back_under_fp16_and_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.pack import runtime_reason
+
+    assert runtime_reason(torch.float32) == runtime_reason(torch.bfloat16) == ""
+    assert "fp16" in runtime_reason(torch.float16)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert "torchrun" in runtime_reason(torch.float32)
