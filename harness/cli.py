@@ -200,3 +200,18 @@ def plan_budget_main(cfg: DictConfig) -> int:
         plot_lifetime(plan["lifetime"], Path(cfg_get(cfg, "plot")))
     print(render_plan(plan, str(cfg_get(cfg, "format", "text"))))
     return 0
+
+
+def status_main(argv: list[str] | None = None) -> int:
+    """harness-status [results_dir]: planned / done / running / failed / missing runs (harness.watch); exit 2 on a
+    path that is not a results directory."""
+    from harness.watch import status_command
+
+    try:
+        print(status_command(argv))
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # harness-status | head: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0

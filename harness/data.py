@@ -3,10 +3,12 @@
 Three sources, chosen by `data.kind`:
 - stdlib: the Python standard library's own .py files on this machine (real text, no download), bytes.
 - text:   a text file, a directory of text files or a glob, tokenized as bytes.
+- hf:     JSONL/Parquet/CSV/Arrow files or a save_to_disk directory, read by HF `datasets` (harness.hf_data).
 - tokens: a pre-tokenized nanoGPT-style binary (uint16/uint32), or a directory with train.bin + val.bin.
 Text sources are tokenized once into a cache (one uint8 file per split) and then memory-mapped, so memory
-does not grow with corpus size. Multi-file sources are split by file (a file is in train or val, never
-both); single files and token files are split by a contiguous tail.
+does not grow with corpus size; with data.tokenizer=bpe|PATH that byte cache is tokenized again into a token
+cache (harness.tokenize). Multi-file sources are split by file (a file is in train or val, never both);
+single files and token files are split by a contiguous tail; hf documents by document.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ import torch
 
 from harness.errors import HarnessError
 from harness.fsutil import atomic_write
+from harness.hf_data import load_documents
+from harness.tokenize import (
+    Tokenizer,
+    build_token_cache,
+    cache_dtype,
+    load_tokenizer_file,
+    make_tokenizer,
+    open_split,
+    text_chunks,
+)
 
 _CHUNK = 1 << 24
 
@@ -41,6 +53,22 @@ class Corpus:
     bytes_per_token: float
     fingerprint: str
     description: str
+    token_bytes: np.ndarray | None = None  # UTF-8 bytes of each token id (None: only the mean is known)
+    tokenizer: str = "bytes"
+
+    def eval_bytes_per_token(self, windows: torch.Tensor) -> float:
+        """Exact mean UTF-8 bytes of the target tokens of eval windows (their bytes / their count), so val bits
+        per byte = summed nats / (ln 2 x exact bytes); without per-token lengths, data.bytes_per_token."""
+        if self.token_bytes is None:
+            return self.bytes_per_token
+        targets = windows[:, 1:].numpy()
+        return float(self.token_bytes[targets].sum()) / targets.size
+
+    def row(self, tokens: int) -> dict[str, Any]:
+        """What a result row records about the data: tokenizer, epochs over the train split, and whether
+        val_bpb is exact (per-token byte lengths) or approximate (a mean data.bytes_per_token)."""
+        return {"tokenizer": self.tokenizer, "epochs": round(tokens / max(1, len(self.train)), 4),
+                "bpb_method": "exact" if self.token_bytes is not None else "approximate"}
 
 
 def default_cache_dir() -> Path:
@@ -132,7 +160,7 @@ def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir:
     size = meta["train_bytes"] + meta["val_bytes"]
     desc = (f"{name}: {files[0]} ({size} bytes)" if len(files) == 1
             else f"{name}: {len(files)} files, {size} bytes under {root}")
-    return Corpus(train, val, 256, 1.0, meta["fingerprint"], desc)
+    return Corpus(train, val, 256, 1.0, meta["fingerprint"], desc, np.ones(256, dtype=np.int64))
 
 
 def _build_files_cache(root: Path, files: list[Path], val_fraction: float, key_dir: Path) -> dict:
@@ -223,7 +251,8 @@ def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
     dtype = np.dtype(str(dc.token_dtype))
     if dtype not in (np.uint16, np.uint32):
         raise HarnessError(f"data.token_dtype={dc.token_dtype!r} is not supported; use uint16 or uint32")
-    vocab, bpt = _token_meta(dc, p)
+    tok = load_tokenizer_file(Path(str(dc.tokenizer)).expanduser()) if dc.get("tokenizer") else None
+    vocab, bpt = _token_meta(dc, p) if tok is None else (tok.vocab_size, 1.0)
     files = _token_files(p, dtype)
     arrays = [np.memmap(f, dtype=dtype, mode="r") if f.stat().st_size else np.zeros(0, dtype) for f in files]
     for f, a in zip(files, arrays):
@@ -235,7 +264,61 @@ def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
         train, val = arrays[0][:cut], arrays[0][cut:]
     digest = hashlib.sha256("".join(_file_digest(f, cache_dir) for f in files).encode()).hexdigest()[:16]
     nbytes = sum(f.stat().st_size for f in files)
-    return Corpus(train, val, vocab, bpt, f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})")
+    if tok is not None:  # the tokenizer that made the ids: exact bytes per token (harness.tokenize)
+        return Corpus(train, val, vocab, float(tok.token_bytes.mean()), f"{digest}-{nbytes}/{tok.tag}",
+                      f"tokens: {p} ({dtype.name}), {tok.tag} tokens", tok.token_bytes, tok.tag)
+    return Corpus(train, val, vocab, bpt, f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})",
+                  tokenizer=f"none (bytes_per_token={bpt:g}, approximate bpb)")
+
+
+def _token_corpus(splits: dict, tok: Tokenizer, dc: Any, cache_dir: Path, fp: str, nbytes: int, desc: str) -> Corpus:
+    """Text splits tokenized once into a memmapped cache keyed by (corpus, tokenizer) fingerprint."""
+    dtype = cache_dtype(tok.vocab_size, dc.get("token_dtype"))
+    key = hashlib.sha256(f"{fp}\0{tok.fingerprint}\0{dtype.name}".encode()).hexdigest()[:20]
+    key_dir = cache_dir / "tokens" / key
+    meta = build_token_cache(key_dir, splits, tok, dtype, nbytes, {"corpus": fp, "bytes": nbytes})
+    train = open_split(key_dir, "train", dtype, meta["train_tokens"])
+    val = open_split(key_dir, "val", dtype, meta["val_tokens"])
+    bpt = nbytes / max(1, len(train) + len(val))
+    return Corpus(train, val, tok.vocab_size, bpt, f"{fp}/{tok.tag}", f"{desc}, {tok.tag} tokens",
+                  tok.token_bytes, tok.tag)
+
+
+def _retokenized(corpus: Corpus, dc: Any, cache_dir: Path) -> Corpus:
+    """A byte corpus (stdlib, text) under data.tokenizer: itself for bytes, else its byte splits tokenized."""
+    if str(dc.get("tokenizer") or "bytes") == "bytes":
+        return corpus
+    tr, va = corpus.train, corpus.val
+    tok = make_tokenizer(dc, lambda: text_chunks(tr), corpus.fingerprint, cache_dir)
+    splits = {"train": lambda: text_chunks(tr), "val": lambda: text_chunks(va)}
+    return _token_corpus(splits, tok, dc, cache_dir, corpus.fingerprint, len(tr) + len(va), corpus.description)
+
+
+def _hf_corpus(dc: Any, cache_dir: Path) -> Corpus:
+    """A datasets corpus (harness.hf_data) tokenized by data.tokenizer (bytes included) into the token cache."""
+    docs = load_documents(dc, cache_dir)
+    tok = make_tokenizer(dc, docs.splits["train"], docs.fingerprint, cache_dir)
+    return _token_corpus(docs.splits, tok, dc, cache_dir, docs.fingerprint, docs.nbytes, docs.description)
+
+
+def _open_corpus(dc: Any, kind: str, val_fraction: float, cache_dir: Path) -> Corpus:
+    """The corpus of one data.kind, tokenized by data.tokenizer."""
+    if kind == "stdlib":
+        root, files = stdlib_files()
+        return _retokenized(_files_corpus(root, files, val_fraction, cache_dir, "python stdlib"), dc, cache_dir)
+    if kind == "text":
+        if not dc.get("path"):
+            raise HarnessError("data=text needs data.path=<file, directory or glob>")
+        root, files = _text_files(str(dc.path), str(dc.get("pattern", "**/*.txt")))
+        files = _text_only(files, bool(dc.get("skip_binary", False)))
+        return _retokenized(_files_corpus(root, files, val_fraction, cache_dir, "text"), dc, cache_dir)
+    if kind == "hf":
+        return _hf_corpus(dc, cache_dir)
+    if kind == "tokens":
+        if not dc.get("path"):
+            raise HarnessError("data=tokens needs data.path=<file.bin or directory with train.bin/val.bin>")
+        return _tokens_corpus(dc, cache_dir)
+    raise HarnessError(f"unknown data.kind={kind!r}; choose stdlib, text, hf or tokens")
 
 
 def load_corpus(dc: Any, seq_len: int) -> Corpus:
@@ -244,22 +327,7 @@ def load_corpus(dc: Any, seq_len: int) -> Corpus:
     val_fraction = float(dc.val_fraction)
     if not 0 < val_fraction < 1:
         raise HarnessError(f"data.val_fraction={val_fraction} must lie in (0, 1)")
-    kind = str(dc.kind)
-    if kind == "stdlib":
-        root, files = stdlib_files()
-        corpus = _files_corpus(root, files, val_fraction, cache_dir, "python stdlib")
-    elif kind == "text":
-        if not dc.get("path"):
-            raise HarnessError("data=text needs data.path=<file, directory or glob>")
-        root, files = _text_files(str(dc.path), str(dc.get("pattern", "**/*.txt")))
-        files = _text_only(files, bool(dc.get("skip_binary", False)))
-        corpus = _files_corpus(root, files, val_fraction, cache_dir, "text")
-    elif kind == "tokens":
-        if not dc.get("path"):
-            raise HarnessError("data=tokens needs data.path=<file.bin or directory with train.bin/val.bin>")
-        corpus = _tokens_corpus(dc, cache_dir)
-    else:
-        raise HarnessError(f"unknown data.kind={kind!r}; choose stdlib, text or tokens")
+    corpus = _open_corpus(dc, str(dc.kind), val_fraction, cache_dir)
     for split, arr in (("train", corpus.train), ("val", corpus.val)):
         if len(arr) < seq_len + 1:
             raise HarnessError(

@@ -154,6 +154,7 @@ class PackTrainer:
         with Preemption(self.members[0].ddp, self.device) as preemption, bar:
             while self.step_n < c.plan.steps and self.active():
                 self.step()
+                self._curves()
                 bar.update(1)
                 if self.last_log == self.step_n:
                     bar.set_postfix(loss=" ".join(f"{m.train_loss:.3f}" for m in self.members))
@@ -166,6 +167,16 @@ class PackTrainer:
                     last_ckpt = time.time()
         self.finish(time.time() - t0)
         return self
+
+    def _curves(self) -> None:
+        """Each member's learning curve (harness.curves): a train point per log window; before a val point the
+        member's GPT gets its current weights, since its curve evaluates that model."""
+        logged = self.last_log == self.step_n
+        for k in self.active():
+            m = self.members[k]
+            if self.step_n in m.curves.points:
+                m.model.load_state_dict(self.ensemble.member_state(k))
+            m.curves.after_step(self.step_n, logged, m.train_loss, self.lr)
 
     def finish(self, seconds: float) -> None:
         """Hand each member its own weights back and evaluate it (an ok member only, as harness.train does)."""
@@ -258,6 +269,7 @@ def run_pack(cfg: DictConfig, runs: list[PlannedRun]) -> list[dict[str, Any]]:
         if done[i] is None:
             records[i] = m.record(str(jobs[i].role), started)
             write_record(m.ctx.results_dir, records[i])
+            m.curves.close(records[i])
             m.ctx.checkpoint_path.unlink(missing_ok=True)
     path.unlink(missing_ok=True)
     return [r for r in records if r is not None]

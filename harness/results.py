@@ -28,7 +28,7 @@ COLUMNS = [
     "params_total", "params_nonembedding", "params_scaling", "flops_per_token", "flops_per_token_6n",
     "budget_flops", "flops", "tokens", "steps", "batch_size", "lr", "train_loss", "val_loss", "val_bpb",
     "status", "role", "seed", "data_fingerprint", "device", "dtype", "compile", "threads", "world_size",
-    "wall_seconds", "tokens_per_second", "harness_version", "error", "lr_rule",
+    "wall_seconds", "tokens_per_second", "harness_version", "error", "lr_rule", "tokenizer", "epochs", "bpb_method",
 ]
 REQUIRED = {"run_id", "status", "data_fingerprint", "params_total", "flops", "tokens", "val_bpb"}
 STATUSES = ("ok", "diverged", "failed")

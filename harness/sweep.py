@@ -8,6 +8,7 @@ an overall progress line after each job.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any
 
@@ -18,7 +19,9 @@ from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.pack import pack_jobs, run_pack
 from harness.plan import PlannedRun, format_plan, job_config, plan_sweep, results_dir, run_id_of, vocab_hint
+from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
+from harness.trackers import check_tracker
 
 # What the dry run prints (print=...): `plan` is the table followed by machine-readable lines for scripts.
 PRINT_MODES = ("table", "count", "results_dir", "plan")
@@ -70,9 +73,12 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
+        check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
-        return {"runs": runs, "jobs": jobs, "notes": notes, "table": format_plan(runs, notes)}
+        for w in check_repetition(runs, len(corpus.train), cfg.data):
+            say(f"warning: {w}", sys.stderr)
+        return {"runs": runs, "jobs": jobs, "notes": notes, "table": format_plan(runs, notes, len(corpus.train))}
     idx = int(idx)
     if not 0 <= idx < len(jobs):
         raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(jobs) - 1}); rerun the dry run")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from harness import __version__
 from harness.counting import flops_per_token_6n, param_counts
+from harness.curves import LIVE_VIEW, curve_log
 from harness.data import Corpus, eval_windows, load_corpus, sample_batch
 from harness.fsutil import atomic_write, say
 from harness.model import GPT
@@ -40,6 +42,7 @@ from harness.runtime import (
     pick_device,
     pick_dtype,
 )
+from harness.trackers import check_tracker
 
 
 def make_optimizer(model: torch.nn.Module, tc: DictConfig, lr: float) -> torch.optim.AdamW:
@@ -133,7 +136,15 @@ class Trainer:
         self.lr = ctx.peak_lr
         self.status, self.error = "ok", ""
         self.val_loss = float("nan")
+        self.eval_bpt = corpus.bytes_per_token  # exact mean bytes of the eval tokens, set by evaluate()
         self.train_seconds = 0.0
+        self.curves = curve_log(ctx, tc, self.start_step, self.ddp.main, self.curve_eval)  # harness.curves
+
+    def curve_eval(self) -> tuple[float, float]:
+        """(val loss, val bpb) on the learning curve's small fixed slice (train.curve_eval_windows)."""
+        windows = eval_windows(self.corpus.val, int(self.tc.get("curve_eval_windows", 32)), self.ctx.gcfg.seq_len)
+        loss = mean_loss(self.model, windows, self.device, self.amp, 64)
+        return loss, loss / math.log(2) / self.corpus.eval_bytes_per_token(windows)
 
     def resume(self) -> None:
         """Continue from this run's checkpoint: weights, optimizer, both RNG streams and the open log window.
@@ -201,7 +212,8 @@ class Trainer:
         signal goes on to the handler installed before (submitit's requeue), else the process exits 143."""
         c = self.ctx
         bar = tqdm(total=c.plan.steps, initial=self.step_n, desc=f"{c.name} {c.budget:.2g}F", unit="step",
-                   disable=not (self.tc.progress and self.ddp.main), leave=False, dynamic_ncols=True)
+                   disable=not (self.tc.progress and self.ddp.main) or LIVE_VIEW in os.environ,  # harness.live
+                   leave=False, dynamic_ncols=True)
         t0 = time.time()
         with Preemption(self.ddp, self.device) as preemption, bar:  # handlers restored and bar closed on any exit
             preempted = self._loop(preemption, bar)
@@ -226,6 +238,7 @@ class Trainer:
                 break
             if self.last_log == self.step_n:
                 bar.set_postfix(loss=f"{self.train_loss:.3f}", lr=f"{self.lr:.2e}")
+            self.curves.after_step(self.step_n, self.last_log == self.step_n, self.train_loss, self.lr)
             bar.update(1)
             if preemption.requested():
                 self.checkpoint()
@@ -251,6 +264,7 @@ class Trainer:
         """Mean loss on the fixed held-out windows (the same for every run); non-finite marks it diverged."""
         windows = eval_windows(self.corpus.val, int(self.tc.eval_windows), self.ctx.gcfg.seq_len)
         self.val_loss = mean_loss(self.model, windows, self.device, self.amp, 64)
+        self.eval_bpt = self.corpus.eval_bytes_per_token(windows)
         if not math.isfinite(self.val_loss):
             self.status, self.error = "diverged", "non-finite validation loss"
         return self.val_loss
@@ -268,13 +282,13 @@ class Trainer:
             **param_counts(g), "flops_per_token": c.plan.flops_per_token, "flops_per_token_6n": flops_per_token_6n(g),
             "budget_flops": c.budget, "flops": tokens * c.plan.flops_per_token, "tokens": tokens,
             "steps": self.step_n, "batch_size": self.batch_size, "lr": c.peak_lr, "train_loss": self.train_loss,
-            "val_loss": self.val_loss, "val_bpb": self.val_loss / math.log(2) / self.corpus.bytes_per_token,
+            "val_loss": self.val_loss, "val_bpb": self.val_loss / math.log(2) / self.eval_bpt,
             "status": self.status, "role": role, "seed": self.seed, "data_fingerprint": self.corpus.fingerprint,
             "device": self.device.type, "dtype": str(self.dtype).removeprefix("torch."), "compile": bool(tc.compile),
             "threads": torch.get_num_threads(), "world_size": self.ddp.world,
             "wall_seconds": round(time.time() - started, 3),
             "tokens_per_second": round(trained / max(self.train_seconds, 1e-9), 1),
-            "harness_version": __version__, "error": self.error, "lr_rule": c.lr_source,
+            "harness_version": __version__, "error": self.error, "lr_rule": c.lr_source, **self.corpus.row(tokens),
         }
 
 
@@ -287,6 +301,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ctx = RunContext.resolve(cfg, env_world_size())  # cheap checks before data
     check_results_dir(ctx.results_dir)
     tc = cfg.train
+    check_tracker(str(tc.get("tracker", "none")))
     device = pick_device(str(tc.device))
     dtype = pick_dtype(str(tc.dtype), device, ctx.gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
     corpus = load_corpus(cfg.data, ctx.gcfg.seq_len)
@@ -305,6 +320,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if trainer.ddp.main:
         write_record(ctx.results_dir, record)
         ctx.checkpoint_path.unlink(missing_ok=True)
+        trainer.curves.close(record)
     if trainer.ddp.world > 1:
         dist.barrier()
     return record

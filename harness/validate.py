@@ -121,8 +121,10 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     per held-out run, also fits.validation), fits, files, records}."""
     from harness.analysis import fit_all, load_results, predict_many
     from harness.analysis.backtest import attach_backtest
+    from harness.curves import curves_plots
     from harness.plots import render_plots
     from harness.report import write_report
+    from harness.results import read_records
 
     targets = target_budgets(cfg)  # bad multiples and seeds fail here, before anything is fitted or trained
     holdout_seeds(cfg)
@@ -140,7 +142,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         records.extend(runs)
         holdouts.append(holdout)
     fits.validation = entries
-    files = write_report(fits, render_plots(fits, df, holdouts), acfg.out, [validation_markdown(entries)])
+    plots = render_plots(fits, df, holdouts) + curves_plots(results_dir(cfg), read_records(results_dir(cfg)))
+    files = write_report(fits, plots, acfg.out, [validation_markdown(entries)])
     return {"validation": entries, "fits": fits, "files": files, "records": records}
 
 

@@ -256,3 +256,19 @@ def test_packs_fall_back_under_fp16_and_torchrun(monkeypatch: pytest.MonkeyPatch
     assert "fp16" in runtime_reason(torch.float16)
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert "torchrun" in runtime_reason(torch.float32)
+
+
+def test_packed_members_keep_their_learning_curves(tiny_cfg, tmp_path: Path) -> None:
+    """Each packed seed writes its own curve (train points per log window, val points on its own weights), and
+    its live state is gone once its row is written."""
+    from harness.curves import curve_path, live_path, read_curve
+
+    recs = run_pack(tiny_cfg("model=family", "role=sweep", "train.log_every=5"), _planned([0, 1]))
+    curves = [read_curve(curve_path(tmp_path / "results", r["run_id"])) for r in recs]
+    for r, pts in zip(recs, curves):
+        train = [p for p in pts if p["kind"] == "train"]
+        val = [p for p in pts if p["kind"] == "val"]
+        assert train[-1]["step"] == r["steps"] and train[-1]["loss"] == pytest.approx(r["train_loss"])
+        assert len(val) >= 2 and val[0]["loss"] > val[-1]["loss"]  # evaluated on weights that trained
+        assert not live_path(tmp_path / "results", r["run_id"]).exists()
+    assert [p["loss"] for p in curves[0] if p["kind"] == "val"] != [p["loss"] for p in curves[1] if p["kind"] == "val"]

@@ -180,6 +180,9 @@ def test_cpu_scale_sweeps_use_the_rule_and_the_gpu_sweep_keeps_auto(run_cli, std
     for name, want in (("demo", "rule"), ("cpu", "rule"), ("gpu", "auto")):
         with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
             assert compose("sweep_run", overrides=[f"sweep={name}"]).train.lr == want, name
-    out = run_cli("harness-sweep", "sweep=gpu", "print=count", f"data.cache_dir={stdlib_cache}")
+    # GPU budgets repeat the ~30 MB stdlib corpus up to ~40 times: refused (harness.repetition) unless allowed
+    refused = run_cli("harness-sweep", "sweep=gpu", "print=count", f"data.cache_dir={stdlib_cache}")
+    assert refused.returncode == 2 and "data.max_epochs=4" in refused.stderr
+    out = run_cli("harness-sweep", "sweep=gpu", "print=count", f"data.cache_dir={stdlib_cache}", "data.max_epochs=100")
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) > 0

@@ -87,6 +87,7 @@ def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, t
     report = (res / "report.md").read_text()
     assert "## Held-out validation" in report and v["model"] in report
     assert (res / "frontier.png").stat().st_size > 0
+    assert "(curves.png)" in report and (res / "curves.png").stat().st_size > 0  # the held-out run's curve
 
     # rerunning resumes: the held-out run has an ok row, so nothing is trained again and numbers agree
     again = validate(cfg)

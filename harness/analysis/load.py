@@ -248,6 +248,9 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
         "run_id": run_id, "params": params, "tokens": tokens, "flops": flops, "loss": loss, "budget": budget,
         "status": status, "role": role, "tokens_derived": derived, "fingerprint": fingerprint,
     }).reset_index(drop=True)
+    for col in ("epochs", "bpb_method"):  # data provenance the fit warns about (harness.analysis.load.data_warnings)
+        if col in raw.columns:
+            df[col] = raw[col].to_numpy()
     df = _select_fingerprint(df, cfg_get(cfg, "fingerprint"))
     df.attrs.update(raw.attrs)
     df.attrs["columns"] = cmap.as_dict()
@@ -336,4 +339,20 @@ def select_fit_rows(df: pd.DataFrame) -> Selection:
         vals = used[col].astype(float).to_numpy()
         if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
             raise HarnessError(f"column {col!r} has non-positive or missing values among usable runs; fix the table")
-    return Selection(used=used, excluded=excluded, warnings=warnings)
+    return Selection(used=used, excluded=excluded, warnings=warnings + data_warnings(used))
+
+
+def data_warnings(used: pd.DataFrame) -> list[str]:
+    """Fitted runs that repeated their train split (> 1 epoch, Muennighoff et al. 2023) or whose val_bpb used a
+    mean bytes_per_token instead of exact per-token byte counts."""
+    out = []
+    if "epochs" in used.columns:
+        ep = pd.to_numeric(used["epochs"], errors="coerce")
+        if (ep > 1).any():
+            out.append(f"{int((ep > 1).sum())} of {len(used)} fitted runs trained on repeated data (up to "
+                       f"{ep.max():.1f} epochs of the train split): their losses mix scaling with repetition "
+                       "(Muennighoff et al. 2023); use a bigger corpus or smaller budgets")
+    if "bpb_method" in used.columns and (used["bpb_method"].astype(str) == "approximate").any():
+        out.append("val_bpb is approximate for some runs: pre-tokenized data without a tokenizer converts nats per "
+                   "token with a mean data.bytes_per_token, not exact per-token byte counts")
+    return out
