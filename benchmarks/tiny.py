@@ -22,6 +22,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,11 @@ def pack_trainer(gcfg: Any, tc: Any, device: torch.device, dtype: torch.dtype, B
     """A PackTrainer of k seeds on `tokens`, shaped like benchmarks/throughput.make_trainer's Trainer."""
     one = make_trainer(gcfg, tc, device, dtype, B, tokens)
     corpus = Corpus(tokens, tokens, gcfg.vocab_size, 1.0, "bench", "benchmark tokens")
-    ctxs = [RunContext(one.ctx.budget, Path("."), gcfg.vocab_size, "bench", gcfg, one.ctx.plan, one.ctx.peak_lr,
+    scratch = Path(tempfile.mkdtemp(prefix="tiny-bench-"))  # members' curve and live files go here, not into cwd
+    ctxs = [RunContext(one.ctx.budget, scratch, gcfg.vocab_size, "bench", gcfg, one.ctx.plan, one.ctx.peak_lr,
                        run_id=f"bench{s}") for s in range(k)]
     tc = OmegaConf.merge(tc, {"batch_size": B, "compile": False})
-    return PackTrainer(ctxs, tc, corpus, list(range(k)), device, dtype, ROOT / "results" / "bench" / "none.pt")
+    return PackTrainer(ctxs, tc, corpus, list(range(k)), device, dtype, scratch / "pack.pt")
 
 
 def measure(preset: str, threads: int, args: argparse.Namespace, tokens: np.ndarray, vocab: int,

@@ -41,7 +41,8 @@ def test_reference_is_the_same_model(tiny) -> None:
     torch.testing.assert_close(ours(x, x)[1], ref(x, x)[1])
 
 
-def test_tiny_benchmark_writes_both_measurements(tiny, tmp_path: Path, capsys) -> None:
+def test_tiny_benchmark_writes_both_measurements(tiny, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the trainers it times write their curve/live files under results_dir "."
     out = tmp_path / "tiny.json"
     res = tiny.main(["--sizes", "16", "--nano-threads", "1", "--k", "2", "--seq-len", "32", "--batch-size", "4",
                      "--repeats", "2", "--warmup", "1", "--window-s", "0.01", "--data", "random", "--out", str(out)])
