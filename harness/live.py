@@ -56,13 +56,19 @@ def planned_runs(cfg: DictConfig) -> list[dict[str, Any]]:
         loss_of, _ = losses_from(cfg)
         jobs = [(r, job_config(cfg, r), "tune") for r in plan_round(cfg, int(cfg.get("sweep_round") or 0), loss_of)]
     else:
-        from harness.plan import job_config, plan_sweep, vocab_hint
         from harness.results import check_compatible
+        from harness.sweep import job_runs, plan_jobs, planned_ids
 
         check_compatible(results_dir(cfg), corpus.fingerprint)
-        jobs = [(r, job_config(cfg, r), "sweep") for r in plan_sweep(cfg, vocab_hint(cfg))[0]]
+        plan, _, groups = plan_jobs(cfg)  # a job is one run, a pack of seeds or a WSD chain
+        job_of = {pr.index: j for j, group in enumerate(groups) for pr in job_runs(group)}
+        ids = planned_ids(cfg, plan, corpus.fingerprint, corpus.vocab_size)
+        return [{"index": r.index, "run_id": rid, "model": r.name, "budget": r.budget, "steps": r.steps,
+                 "est_seconds": r.est_seconds, "role": "sweep", "job": job_of.get(r.index, r.index)}
+                for r, rid in zip(plan, ids)]
     return [{"index": r.index, "run_id": run_id_of(job, corpus.fingerprint, corpus.vocab_size), "model": r.name,
-             "budget": r.budget, "steps": r.steps, "est_seconds": r.est_seconds, "role": role} for r, job, role in jobs]
+             "budget": r.budget, "steps": r.steps, "est_seconds": r.est_seconds, "role": role,
+             "job": r.index} for r, job, role in jobs]
 
 
 def launched_indices(config: DictConfig, n: int) -> list[int]:
@@ -184,7 +190,8 @@ class LiveView(Callback):
             where = results_dir(cfg)
             runs = planned_runs(cfg)
             write_manifest(where, str(cfg.sweep.name), runs)
-            ids = [runs[i]["run_id"] for i in launched_indices(config, len(runs))]
+            launched = set(launched_indices(config, 1 + max((r["job"] for r in runs), default=-1)))
+            ids = [r["run_id"] for r in runs if r["job"] in launched]  # plan_index = a job: one run or a pack
             self.log_path = Path(str(config.hydra.sweep.dir)) / "sweep.log"
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
         except Exception as e:  # a bad config: the jobs say what is wrong

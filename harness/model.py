@@ -104,8 +104,7 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence of length {T} exceeds seq_len={self.cfg.seq_len}")
-        pos = torch.arange(T, device=idx.device)
-        x = self.wte(idx) + self.wpe(pos)
+        x = self.wte(idx) + self.wpe.weight[:T]  # = self.wpe(arange(T)), without an index op and its backward
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))

@@ -14,11 +14,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from harness.chain import format_chains, plan_chains, run_chain, sweep_jobs
+from harness.chain import Chain, format_chains, plan_chains, run_chain, sweep_jobs
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.ladder import is_ladder, ladder_job_config, plan_ladder
+from harness.pack import pack_jobs, run_pack
 from harness.plan import PlannedRun, format_plan, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
@@ -32,6 +33,23 @@ PRINT_MODES = ("table", "count", "results_dir", "plan")
 def planned_ids(cfg: DictConfig, runs: list[PlannedRun], fingerprint: str, vocab: int) -> list[str]:
     """The run_id each planned run records on this corpus (the same derivation as harness.train.run)."""
     return [run_id_of(job, fingerprint, vocab) for job in _jobs(cfg, runs)]
+
+
+def plan_jobs(cfg: DictConfig) -> tuple[list[PlannedRun], list[str], list[Any]]:
+    """The sweep's runs, plan notes and launcher jobs (plan_index i = jobs[i]): under WSD one chain per size and
+    seed (harness.chain), else the seeds of one (budget, size) packed where they can be (harness.pack), else one
+    run per job (a ladder rung, a single seed)."""
+    runs, notes = _plan(cfg)
+    if is_ladder(cfg):
+        return runs, notes, [[pr] for pr in runs]
+    if schedule_of(cfg.train).wsd:
+        return runs, notes, plan_chains(cfg, runs)
+    return runs, notes, pack_jobs(cfg, runs, notes)
+
+
+def job_runs(job: Any) -> list[PlannedRun]:
+    """The planned runs one launcher job trains: a chain's branches, or a pack's (or a single run's) runs."""
+    return [b.run for b in job.branches] if isinstance(job, Chain) else list(job)
 
 
 def _plan(cfg: DictConfig) -> tuple[list[PlannedRun], list[str]]:
@@ -74,18 +92,17 @@ def print_mode(cfg: DictConfig) -> str:
 def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
     """What `harness-sweep print=MODE` prints: the plan table, the run count, the results directory, or (plan)
     the table then `count=N`, `results_dir=DIR` and `rounds=R` lines (R > 1: an LR sweep trained in rounds), so scripts/sweep.sh plans once and parses them."""
-    count, where, rounds = out.get("jobs", len(out["runs"])), results_dir(cfg), out.get("rounds", 1)
+    count, where, rounds = len(out.get("jobs", out["runs"])), results_dir(cfg), out.get("rounds", 1)
     return {"table": out["table"], "count": str(count), "results_dir": str(where),
             "plan": f"{out['table']}\ncount={count}\nresults_dir={where}\nrounds={rounds}"}[print_mode(cfg)]
 
 
 def sweep(cfg: DictConfig) -> dict[str, Any]:
-    """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train run i."""
+    """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train job i, one run
+    or the packed seeds of one (budget, size) (harness.pack)."""
     check_results_dir(results_dir(cfg))
-    runs, notes = _plan(cfg)
-    wsd = schedule_of(cfg.train).wsd and not is_ladder(cfg)
-    chains = plan_chains(cfg, runs) if wsd else []  # WSD: one job per size (harness.chain)
-    jobs = len(chains) if chains else len(runs)
+    runs, notes, jobs = plan_jobs(cfg)
+    chains = [j for j in jobs if isinstance(j, Chain)]
     idx = cfg.get("plan_index")
     if idx is None:
         print_mode(cfg)  # before the corpus is read
@@ -97,12 +114,16 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")
         return {"runs": runs, "notes": notes, "table": table, "jobs": jobs, "chains": chains}
     idx = int(idx)
-    if not 0 <= idx < jobs:
-        raise HarnessError(f"plan_index={idx} is outside the plan (0..{jobs - 1}); rerun the dry run")
+    if not 0 <= idx < len(jobs):
+        raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(jobs) - 1}); rerun the dry run")
     from harness.train import run
 
-    # the record names the corpus: no second load for the progress line
-    record = run_chain(cfg, chains[idx])[-1] if chains else run(_jobs(cfg, [runs[idx]])[0])
+    job = jobs[idx]
+    if isinstance(job, Chain):
+        records = run_chain(cfg, job)
+    else:
+        records = run_pack(cfg, job) if len(job) > 1 else [run(_jobs(cfg, job)[0])]
+    record = records[-1]  # the record names the corpus: no second load for the progress line
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
     say(progress_line(cfg, runs, ids))
-    return {"runs": runs, "notes": notes, "record": record}
+    return {"runs": runs, "jobs": jobs, "notes": notes, "record": record, "records": records}

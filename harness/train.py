@@ -61,17 +61,23 @@ def make_optimizer(model: torch.nn.Module, tc: DictConfig, lr: float) -> torch.o
 def train_step(train_model: torch.nn.Module, model: torch.nn.Module, opt: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, x: torch.Tensor, y: torch.Tensor, lr: float, amp: Any,
                grad_clip: float) -> torch.Tensor:
-    """One optimizer step at learning rate lr; returns the detached loss (no host sync)."""
+    """One optimizer step at learning rate lr; returns the detached loss (no host sync). GradScaler's calls are
+    made only when it scales (fp16 on CUDA); clipping is clip_grad_norm_ with foreach kernels (same numbers)."""
     for g in opt.param_groups:
         g["lr"] = lr
     with amp():
         _, loss = train_model(x, y)
-    scaler.scale(loss).backward()
+    scaling = scaler.is_enabled()
+    (scaler.scale(loss) if scaling else loss).backward()
     if grad_clip > 0:
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(opt)
-    scaler.update()
+        if scaling:
+            scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
+    if scaling:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
     opt.zero_grad(set_to_none=True)
     return loss.detach()
 

@@ -6,7 +6,15 @@
 #   scripts/bench.sh --presets mini --dtypes bf16 --profile   # plus torch.profiler's top ops
 #   scripts/bench.sh --threads 1,2 --out results/bench/threads.json
 #   scripts/bench.sh --help                                   # every option
+#   scripts/bench.sh tiny [--sizes 16,24 ...]                 # benchmarks/tiny.py instead: tiny family members vs a
+#                                                             # plain nanoGPT-style loop, packed seeds vs sequential
+#                                                             # (results/bench/tiny.json; README "Tiny-model speed")
 # The box may be shared: each row notes the cores other processes kept busy while it was timed.
 set -euo pipefail
 here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
-exec env PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" "$here/benchmarks/throughput.py" "$@"
+script="$here/benchmarks/throughput.py"
+if [ "${1:-}" = "tiny" ]; then
+  script="$here/benchmarks/tiny.py"
+  shift
+fi
+exec env PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python3}" "$script" "$@"

@@ -24,7 +24,7 @@ while [ "$round" -lt "$rounds" ]; do
   n=$(sed -n 's/^count=//p' <<<"$plan" | tail -n 1)
   results_dir=$(sed -n 's/^results_dir=//p' <<<"$plan" | tail -n 1)
   rounds=$(sed -n 's/^rounds=//p' <<<"$plan" | tail -n 1)
-  echo "[sweep.sh] ${n} runs -> ${results_dir}"
+  echo "[sweep.sh] ${n} jobs -> ${results_dir}"
   [ "$n" -gt 0 ] || break
 
   # 2. Train all planned runs through Hydra's launcher (joblib by default: one job per core).
