@@ -123,7 +123,7 @@ def test_wsd_sweep_plans_one_job_per_chain(args, tmp_path: Path) -> None:
     cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "print=plan")
     out = sweep(cfg)
     runs, chains = out["runs"], out["chains"]
-    assert sum(len(c.branches) for c in chains) == len(runs) == 9 and out["jobs"] == len(chains) < len(runs)
+    assert sum(len(c.branches) for c in chains) == len(runs) == 9 and len(out["jobs"]) == len(chains) < len(runs)
     text = dry_run_text(cfg, out)
     assert f"count={len(chains)}" in text and "WSD chains" in text and "as independent runs (ratio 0." in text
     # every planned run is some chain's branch, with the chain's warmup; its run_id differs from a cosine run's
@@ -161,7 +161,7 @@ def test_sweep_sh_with_wsd_runs_end_to_end_then_trains_nothing(args, tmp_path: P
     (tmp_path / "cwd").mkdir()
     out = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "WSD chains" in out.stdout and "[sweep.sh] 5 runs" in out.stdout  # 5 jobs (chains) for 9 runs
+    assert "WSD chains" in out.stdout and "[sweep.sh] 5 jobs" in out.stdout  # 5 jobs (chains) for 9 runs
     assert "harness-validate" in out.stdout  # the last step was reached (and echoed)
     rows = list(csv.DictReader(io.StringIO((results / "results.csv").read_text())))
     assert len(rows) == 9 and all(r["status"] == "ok" and r["schedule"] == "wsd" for r in rows)
