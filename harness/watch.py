@@ -149,12 +149,16 @@ def sweep_state(results_dir: Path, stale_s: float = 600.0) -> SweepState:
     manifest = read_manifest(results_dir)
     plan = {r["run_id"]: r for r in manifest.get("runs", [])}
     records = read_records(results_dir)
+    runs_dir = results_dir / "runs"
+    # a planned run is done only with its own runs/ record (harness.results.find_ok): a committed reference row in
+    # results.csv (results/demo) is retrained by a rerun, so it must not show as done
+    own = {p.stem for p in runs_dir.glob("*.json")} if runs_dir.is_dir() else set()
     lives = read_live(results_dir)
     current = _current(lives)
     now = time.time()
     out = SweepState(results_dir, str(manifest.get("sweep", results_dir.name)), planned=len(plan))
     for rid in [*plan, *(r for r in records if r not in plan), *(r for r in lives if r not in plan and r not in records)]:
-        if rid in records:
+        if rid in records and (rid in own or rid not in plan):
             out.runs.append(_from_record(rid, records[rid], plan.get(rid, {})))
         else:
             live = lives.get(rid)

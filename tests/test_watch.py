@@ -71,6 +71,19 @@ def test_status_classifies_done_failed_running_and_missing(tmp_path: Path) -> No
     assert len(jobs) == 1 and "step      4/10" in jobs[0]
 
 
+def test_a_committed_reference_row_is_not_done_until_rerun(tmp_path: Path) -> None:
+    # results/demo ships results.csv without runs/: a rerun retrains those runs (find_ok), so the view must not
+    # count them as done; an unplanned CSV-only row still shows
+    ids = _plan(tmp_path, 2)
+    head = "run_id,status,budget_flops,val_bpb,data_fingerprint,flops,params_total,tokens\n"
+    (tmp_path / "results.csv").write_text(head + "run0,ok,1e9,2.0,fp,1e9,100,1e6\nextra,ok,1e9,2.1,fp,1e9,200,1e6\n")
+    states = {r.run_id: r.state for r in sweep_state(tmp_path).runs}
+    assert states == {"run0": "missing", "run1": "missing", "extra": "done"}
+    assert "0/2 runs" in view_lines(sweep_state(tmp_path), ids, elapsed=5.0, width=200)[0]
+    _record(tmp_path, "run0", "ok", 1e9)
+    assert {r.run_id: r.state for r in sweep_state(tmp_path).runs}["run0"] == "done"
+
+
 def test_status_is_read_only(tmp_path: Path) -> None:
     _plan(tmp_path)
     _record(tmp_path, "run0", "ok", 1e9)
