@@ -31,6 +31,21 @@ def atomic_write(path: Path, chunks: Iterable[bytes]) -> None:
         raise
 
 
+def publish(out: Path, files: dict[str, bytes], last: str, stale: Iterable[str] = ()) -> dict[str, Path]:
+    """Write a set of output files into `out`, each atomically, removing `last` (the completion mark, e.g.
+    fits.json) first and writing it last, so an interrupted publish never leaves outputs that look complete;
+    `stale` names earlier outputs this set no longer has (removed right after the mark). Returns {name: path}."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / last).unlink(missing_ok=True)
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    written = {}
+    for name in [*sorted(n for n in files if n != last), last]:
+        atomic_write(out / name, [files[name]])
+        written[name] = out / name
+    return written
+
+
 def say(line: str, stream: TextIO | None = None) -> None:
     """Print one line with a single write() and flush: parallel jobs sharing a pipe (joblib workers,
     PYTHONUNBUFFERED, where print() writes the text and the newline separately) never glue lines together."""

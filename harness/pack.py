@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from harness.data import Corpus, load_corpus, sample_batch
+from harness.data import Corpus, sample_batch
 from harness.ensemble import EnsembleGPT, clip_member_grads
 from harness.fsutil import atomic_write, say
-from harness.plan import PlannedRun, RunContext, job_config
-from harness.results import check_compatible, check_results_dir, find_ok, sync_csv, write_record
-from harness.runtime import Preemption, env_world_size, pick_device, pick_dtype
-from harness.train import Trainer, lr_at, run
+from harness.plan import PlannedRun, RunContext, job_config, resolve_run
+from harness.results import find_ok, sync_csv, write_record
+from harness.runtime import Preemption, env_world_size
+from harness.train import Trainer, lr_at, make_optimizer, prepare, run
 
 
 def plan_reason(cfg: DictConfig, seeds: int) -> str:
@@ -94,12 +93,7 @@ class PackTrainer:
         self.ctx, self.tc, self.corpus, self.device, self.amp = m0.ctx, tc, corpus, m0.device, m0.amp
         self.path = path
         self.ensemble = EnsembleGPT([m.model for m in self.members]).to(self.device)
-        params = list(self.ensemble.parameters())
-        mask = self.ensemble.decay_mask()
-        self.opt = torch.optim.AdamW(
-            [{"params": [p for p, d in zip(params, mask) if d], "weight_decay": float(tc.weight_decay)},
-             {"params": [p for p, d in zip(params, mask) if not d], "weight_decay": 0.0}],
-            lr=self.ctx.peak_lr, betas=(float(tc.beta1), float(tc.beta2)), fused=True)
+        self.opt = make_optimizer(self.ensemble, tc, self.ctx.peak_lr, self.ensemble.decay_mask())
         self.train_model = torch.compile(self.ensemble) if tc.compile else self.ensemble
         self.step_n, self.last_log, self.lr = 0, 0, self.ctx.peak_lr
         self.window_sum = torch.zeros(len(self.members), dtype=torch.float32, device=self.device)
@@ -224,18 +218,11 @@ def _fallback(jobs: list[DictConfig], reason: str) -> list[dict[str, Any]]:
 
 
 def _contexts(jobs: list[DictConfig]) -> tuple[list[RunContext], Corpus, torch.device, torch.dtype]:
-    """Resolve every member (the checks harness.train.run makes), open the corpus once."""
-    ctxs = [RunContext.resolve(j, 1) for j in jobs]
-    check_results_dir(ctxs[0].results_dir)
-    tc = jobs[0].train
-    device = pick_device(str(tc.device))
-    dtype = pick_dtype(str(tc.dtype), device, ctxs[0].gcfg.d_model, int(tc.get("cpu_bf16_min_width", 0)))
-    corpus = load_corpus(jobs[0].data, ctxs[0].gcfg.seq_len)
-    ctxs = [c.with_corpus(corpus.fingerprint, corpus.vocab_size) for c in ctxs]
-    for w in ctxs[0].warnings:
-        say(f"warning: {w}", sys.stderr)
-    check_compatible(ctxs[0].results_dir, ctxs[0].fingerprint)
-    return ctxs, corpus, device, dtype
+    """Resolve every member: the first through harness.train.prepare (the checks harness.train.run makes, the
+    corpus opened once), the others, which differ only in seed, against that corpus."""
+    ctx, corpus, device, dtype = prepare(jobs[0], 1)
+    rest = [resolve_run(j, corpus.fingerprint, corpus.vocab_size, 1) for j in jobs[1:]]
+    return [ctx, *rest], corpus, device, dtype
 
 
 def _to_train(ctxs: list[RunContext], done: list[dict[str, Any] | None], path: Path) -> list[int]:

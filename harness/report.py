@@ -15,7 +15,7 @@ from harness.analysis import Estimate, Fits
 from harness.analysis.estimate import format_cell, format_number
 from harness.analysis.noise import noise_floor, within_noise
 from harness.figures import png_bytes
-from harness.fsutil import atomic_write
+from harness.fsutil import publish
 
 
 class RenderedPlot(Protocol):
@@ -288,13 +288,5 @@ def write_report(fits: Fits, plots: Sequence[RenderedPlot], out_dir: str | Path,
     Returns {name: path} of the files written.
     """
     files = render_outputs(fits, plots, extra_sections)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fits.json").unlink(missing_ok=True)  # the completion mark goes first and comes back last
-    if "bootstrap_samples.npz" not in files:
-        (out / "bootstrap_samples.npz").unlink(missing_ok=True)
-    written = {}
-    for name in [*sorted(n for n in files if n != "fits.json"), "fits.json"]:
-        atomic_write(out / name, [files[name]])
-        written[name] = out / name
-    return written
+    stale = [] if "bootstrap_samples.npz" in files else ["bootstrap_samples.npz"]
+    return publish(Path(out_dir).expanduser(), files, last="fits.json", stale=stale)

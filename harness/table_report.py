@@ -27,7 +27,7 @@ from harness.analysis.shapes import detect_shape
 from harness.analysis.tables import TableFits, fit_table
 from harness.analysis.targets import Targets, isoflop_model_target, predict_targets
 from harness.figures import colors, png_bytes
-from harness.fsutil import atomic_write
+from harness.fsutil import publish
 
 AXIS = {"N": "parameters N", "D": "training tokens D", "C": "training compute C (FLOPs)"}
 COLUMN = {"N": "params", "D": "tokens", "C": "flops"}
@@ -223,14 +223,7 @@ def write_table_report(tf: TableFits, plots: Sequence[TablePlot], out_dir: str |
     files = {p.name: p.png for p in plots}
     files["report.md"] = (render_markdown(tf, plots, units) + "".join(f"\n{e.rstrip()}\n" for e in extra)).encode()
     files["fits.json"] = tf.to_json().encode()
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "fits.json").unlink(missing_ok=True)
-    written = {}
-    for name in [*sorted(n for n in files if n != "fits.json"), "fits.json"]:
-        atomic_write(out / name, [files[name]])
-        written[name] = out / name
-    return written
+    return publish(Path(out_dir).expanduser(), files, last="fits.json")
 
 
 def summary_lines(tf: TableFits) -> list[str]:

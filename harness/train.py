@@ -48,10 +48,14 @@ from harness.schedule import COSINE, Schedule, schedule_of
 from harness.trackers import check_tracker
 
 
-def make_optimizer(model: torch.nn.Module, tc: DictConfig, lr: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only; fused (one kernel for all parameters) on CUDA and CPU."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+def make_optimizer(model: torch.nn.Module, tc: DictConfig, lr: float,
+                   decay_mask: list[bool] | None = None) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (or where `decay_mask`, one flag per parameter, says so: an
+    EnsembleGPT's stacked parameters have one dimension more); fused (one kernel for all parameters)."""
+    params = list(model.parameters())
+    mask = decay_mask if decay_mask is not None else [p.dim() >= 2 for p in params]
+    decay = [p for p, d in zip(params, mask) if d]
+    no_decay = [p for p, d in zip(params, mask) if not d]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": float(tc.weight_decay)}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr, betas=(float(tc.beta1), float(tc.beta2)), fused=True,
@@ -308,14 +312,11 @@ class Trainer:
         }
 
 
-def run(cfg: DictConfig, make: Callable[..., Trainer] = Trainer, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train cfg.model to cfg.budget FLOPs on cfg.data; write and return the result record.
-
-    Raises HarnessError on bad input before anything is written. A run that diverges is recorded with
-    status 'diverged' (returned, not raised); the CLI turns that into a non-zero exit. harness.chain passes a
-    Trainer subclass (`make`, saving branch points) and `extra` columns (flops_spent, branch_step)."""
-    started = time.time()
-    ctx = RunContext.resolve(cfg, env_world_size())  # cheap checks before data
+def prepare(cfg: DictConfig, world: int) -> tuple[RunContext, Corpus, torch.device, torch.dtype]:
+    """What a run resolves and checks before it trains (harness.pack does the same for a pack): its context
+    (cheap checks before data), results dir, tracker, device and precision, the corpus, and that the results
+    dir holds this corpus' results only; warnings go to stderr."""
+    ctx = RunContext.resolve(cfg, world)
     check_results_dir(ctx.results_dir)
     tc = cfg.train
     check_tracker(str(tc.get("tracker", "none")))
@@ -326,6 +327,18 @@ def run(cfg: DictConfig, make: Callable[..., Trainer] = Trainer, extra: dict[str
     for w in ctx.warnings:
         say(f"warning: {w}", sys.stderr)
     check_compatible(ctx.results_dir, ctx.fingerprint)
+    return ctx, corpus, device, dtype
+
+
+def run(cfg: DictConfig, make: Callable[..., Trainer] = Trainer, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train cfg.model to cfg.budget FLOPs on cfg.data; write and return the result record.
+
+    Raises HarnessError on bad input before anything is written. A run that diverges is recorded with
+    status 'diverged' (returned, not raised); the CLI turns that into a non-zero exit. harness.chain passes a
+    Trainer subclass (`make`, saving branch points) and `extra` columns (flops_spent, branch_step)."""
+    started = time.time()
+    ctx, corpus, device, dtype = prepare(cfg, env_world_size())
+    tc = cfg.train
     done = find_ok(ctx.results_dir, ctx.run_id)
     if done is not None and not cfg.get("force", False):
         sync_csv(ctx.results_dir)  # a kill between the JSON write and the CSV rebuild left its row out

@@ -79,7 +79,7 @@ def test_files_go_through_atomic_write_with_fits_json_last(fitted, tmp_path: Pat
         order.append(path.name)
         real(path, chunks)
 
-    monkeypatch.setattr(harness.report, "atomic_write", spy)
+    monkeypatch.setattr(harness.fsutil, "atomic_write", spy)  # publish() writes through it
     write_report(fits, [], tmp_path / "out")
     assert order[-1] == "fits.json" and set(order) == {"report.md", "bootstrap_samples.npz", "fits.json"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(order)  # no temp files left
