@@ -107,14 +107,17 @@ def validate_main(cfg: DictConfig) -> int:
     """harness-validate sweep=NAME: fit and backtest the sweep, train the held-out ladder, compare, write the
     report (an LR sweep: fit each point's optimum and the LR rule, write lr_rule.json and the report)."""
     from harness.report import backtest_lines, fmt_est, noise_line
+    from harness.track_fits import sweep_target
     from harness.validate import ladder_coverage, validate
 
     if cfg.sweep.get("kind") == "lr":
         return _fit_lr_sweep(cfg)
+    target = sweep_target(cfg)  # a bad analysis.tracker is refused before anything is fitted or trained
     if cfg.sweep.get("kind") == "ladder":
-        return _validate_ladder(cfg)
+        return _validate_ladder(cfg, target)
 
     res = validate(cfg)
+    _log_analysis(target, res["files"])
     entries, fits = res["validation"], res["fits"]
     print("\n=== scaling-law summary ===")
     for name in ("approach2", "approach3"):
@@ -136,12 +139,13 @@ def validate_main(cfg: DictConfig) -> int:
     return 0 if all(v["status"] == "ok" for v in entries) else 1
 
 
-def _validate_ladder(cfg: DictConfig) -> int:
+def _validate_ladder(cfg: DictConfig, target: Any) -> int:
     """The last step of a size ladder: L(N), the held-out size's prediction and its measured loss."""
     from harness.ladder_validate import validate_ladder
     from harness.validate import analysis_config
 
     res = validate_ladder(cfg, analysis_config(cfg))
+    _log_analysis(target, res["files"])
     print("\n=== size ladder ===\n" + "\n".join(res["lines"] + [f"warning: {w}" for w in res["fits"].warnings]))
     print(f"report: {res['files']['report.md']}")
     return 0 if res["status"] == "ok" else 1
@@ -185,8 +189,11 @@ def analyze_main(cfg: DictConfig) -> int:
     """harness-analyze results=PATH [out=DIR] [overrides]: fit a results CSV, write fits.json, report.md, PNGs."""
     from harness.analyze import run_analysis
     from harness.report import fmt_est
+    from harness.track_fits import analyze_target
 
+    target = analyze_target(cfg)  # a bad tracker is refused before anything is fitted
     res = run_analysis(cfg)
+    _log_analysis(target, res["files"])
     s = res["summary"]
     print(f"fitted {s['n_used']} runs -> {res['out']}")
     if "lines" in s:  # a table that is not an IsoFLOP grid (harness.table_report)
@@ -200,6 +207,15 @@ def analyze_main(cfg: DictConfig) -> int:
     for w in s["warnings"]:
         print(f"warning: {w}")
     return 0
+
+
+def _log_analysis(target: Any, files: dict[str, Any]) -> None:
+    """Log an analysis' plots and fits to the sweep's tracker group (harness.track_fits), saying where."""
+    from harness.track_fits import log_analysis
+
+    where = log_analysis(target, files)
+    if where is not None:
+        print(f"{target.kind}: the analysis' plots and fits logged to {where} (group {target.group})")
 
 
 @config_errors

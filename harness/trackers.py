@@ -31,16 +31,17 @@ class Tracker(Protocol):
     def close(self) -> None: ...
 
 
-def check_tracker(kind: str) -> str:
-    """The tracker name, or a HarnessError for an unknown one or one whose package is not installed."""
+def check_tracker(kind: str, key: str = "train.tracker") -> str:
+    """The tracker name, or a HarnessError for an unknown one or one whose package is not installed (key: the
+    config key the user sets, named in the message)."""
     kind = str(kind).lower()
     if kind not in TRACKERS:
-        raise HarnessError(f"unknown train.tracker={kind!r}; use one of {', '.join(TRACKERS)}")
+        raise HarnessError(f"unknown {key}={kind!r}; use one of {', '.join(TRACKERS)}")
     if kind in PACKAGES:
         module, extra = PACKAGES[kind]
         if importlib.util.find_spec(module) is None:
-            raise HarnessError(f"train.tracker={kind} needs the {module!r} package; install it with "
-                               f"pip install -e '.[{extra}]' (or set train.tracker=none)")
+            raise HarnessError(f"{key}={kind} needs the {module!r} package; install it with "
+                               f"pip install -e '.[{extra}]' (or set {key}=none)")
     return kind
 
 
@@ -96,12 +97,8 @@ class WandbTracker:
 
     def __init__(self, logdir: Path, group: str, name: str, config: dict[str, Any], start_step: int) -> None:
         """wandb.init in offline mode by default (no network needed)."""
-        import wandb
-
-        Path(logdir).mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "harness"), group=group, name=name, id=name,
-                              config=config, dir=str(logdir), mode=os.environ.get("WANDB_MODE", "offline"),
-                              resume="allow" if start_step else None)
+        self.run = _wandb_init(logdir, group=group, name=name, id=name, config=config,
+                               resume="allow" if start_step else None)
 
     def log_point(self, point: dict[str, Any]) -> None:
         """The curve point's scalars at its step."""
@@ -122,3 +119,52 @@ def make_tracker(kind: str, logdir: Path, group: str, name: str, config: dict[st
     kind = check_tracker(kind)
     cls = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}.get(kind)
     return None if cls is None else cls(logdir, group, name, config, start_step)
+
+
+# ------------------------------------------------------------------------------------------------ summary runs
+def _wandb_init(logdir: Path, **kw: Any) -> Any:
+    """wandb.init under logdir, in the project WANDB_PROJECT (default harness), offline unless WANDB_MODE is set."""
+    import wandb
+
+    Path(logdir).mkdir(parents=True, exist_ok=True)
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "harness"), dir=str(logdir),
+                      mode=os.environ.get("WANDB_MODE", "offline"), **kw)
+
+
+def _rgb(path: Path) -> Any:
+    """A PNG as an HxWx3 uint8 array (what SummaryWriter.add_image takes)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def log_summary(kind: str, logdir: Path, group: str, name: str, scalars: dict[str, float], images: dict[str, Path],
+                config: dict[str, Any]) -> Path | None:
+    """Log one run that is not a training run (the analysis of a sweep) to the sweep's group: its scalars (at step
+    0), its PNG plots as images and its config; returns the directory its files went to (None for tracker none).
+    TensorBoard: <logdir>/<group>/<name>, replacing what an earlier call logged there (purge_step=0); W&B: a new
+    offline run with job_type=<name> in the group."""
+    kind = check_tracker(kind, "tracker")
+    if kind == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(Path(logdir) / group / name), purge_step=0)
+        writer.add_text("config", "```\n" + json.dumps(config, indent=1, default=str) + "\n```", 0)
+        for k, v in scalars.items():
+            writer.add_scalar(k, v, 0)
+        for tag, path in images.items():
+            writer.add_image(tag, _rgb(path), 0, dataformats="HWC")
+        writer.close()
+        return Path(writer.log_dir)
+    if kind == "wandb":
+        import wandb
+
+        run = _wandb_init(logdir, group=group, name=name, job_type=name, config=config)
+        run.log({**scalars, **{tag: wandb.Image(str(path)) for tag, path in images.items()}}, step=0)
+        run.summary.update(scalars)
+        where = Path(run.dir).parent  # <logdir>/wandb/offline-run-<time>-<id>
+        run.finish()
+        return where
+    return None

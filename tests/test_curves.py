@@ -126,10 +126,17 @@ def test_tensorboard_writes_event_files(tiny_cfg, tmp_path: Path) -> None:
 
 def test_wandb_offline_run(tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb")
+    import wandb
+
     monkeypatch.delenv("WANDB_MODE", raising=False)  # the default must be offline
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):  # nothing under $HOME
+        monkeypatch.setenv(var, str(tmp_path / "home" / var.lower()))
     rec = run(tiny_cfg(*CURVE, "train.tracker=wandb", f"train.tracker_dir={tmp_path / 'wb'}"))
     runs = list((tmp_path / "wb" / "wandb").glob(f"offline-run-*-{rec['run_id']}"))
     assert runs and list(runs[0].glob("*.wandb"))
+    wandb.teardown()  # the W&B service writes the run file out when it stops (at the latest when the process exits)
+    data = next(runs[0].glob("*.wandb")).read_bytes()
+    assert b"train/loss" in data and b"val/bpb" in data and b"results" in data  # curve keys and the group
 
 
 def test_sweep_dry_run_refuses_a_bad_tracker(text_corpus: Path, tmp_path: Path) -> None:
