@@ -215,7 +215,7 @@ def _log_analysis(target: Any, files: dict[str, Any]) -> None:
 
     where = log_analysis(target, files)
     if where is not None:
-        print(f"{target.kind}: the analysis' plots and fits logged to {where} (group {target.group})")
+        print(f"tracker ({target.kind}): the analysis' plots and fits logged to {where} (group {target.group})")
 
 
 @config_errors

@@ -90,7 +90,7 @@ def test_harness_analyze_logs_plots_and_fits_to_tensorboard(tmp_path: Path,
     analyze = harness.cli.analyze_main.__wrapped__  # harness-analyze without Hydra's command-line wrapper
     assert analyze(_analyze_cfg(f"results={path}", "bootstrap=0", "tracker=tensorboard")) in (0, None)
     logdir = tmp_path / "sweep" / "tracker" / "sweep" / "analysis"  # <results dir>/tracker/<group>/analysis
-    assert f"tensorboard: the analysis' plots and fits logged to {logdir} (group sweep)" in capsys.readouterr().out
+    assert f"tracker (tensorboard): the analysis' plots and fits logged to {logdir} (group sweep)" in capsys.readouterr().out
     fits = json.loads((tmp_path / "sweep" / "analysis" / "fits.json").read_text())
     acc = _events(logdir)
     pngs = sorted(p.stem for p in (tmp_path / "sweep" / "analysis").glob("*.png"))
