@@ -35,12 +35,12 @@ class AnalysisTarget:
 
 
 def detect_tracker(logdir: Path) -> str:
-    """The tracker a sweep logged to, from the files under its tracker directory: TensorBoard event files, else a
-    W&B directory, else none."""
+    """The tracker a sweep logged to, from the files under its tracker directory: TensorBoard event files in
+    <group>/<run>/, else a W&B directory, else none."""
     logdir = Path(logdir)
     if not logdir.is_dir():
         return "none"
-    if next(logdir.rglob("events.out.tfevents.*"), None) is not None:
+    if next(logdir.glob("*/*/events.out.tfevents.*"), None) is not None:  # <group>/<run>/, as both write
         return "tensorboard"
     return "wandb" if (logdir / "wandb").is_dir() else "none"
 
@@ -89,15 +89,37 @@ def _flatten(obj: Any, prefix: str) -> dict[str, float]:
     return {} if v is None else {prefix: v}
 
 
+def _comparison(c: dict[str, Any], label: str) -> dict[str, float]:
+    """A prediction checked against a held-out run: predicted (with its interval ends), relative error, inside
+    (1/0)."""
+    out = _flatten({k: c.get(k) for k in ("predicted", "rel_error")}, label)
+    if c.get("inside") is not None:
+        out[f"{label}/inside"] = float(bool(c["inside"]))
+    return out
+
+
 def _holdout_scalars(v: dict[str, Any]) -> dict[str, float]:
-    """One held-out run (fits.json validation entry): its actual loss, and each approach's prediction, relative
-    error and whether the interval held it (1/0)."""
-    label = f"holdout/C={float(v['budget']):.3g}"
+    """One held-out run of an IsoFLOP sweep (a fits.json validation entry): its actual loss, and each approach's
+    prediction, error and coverage."""
+    label = f"holdout/C={float(v.get('budget') or math.nan):.3g}"
     out = _flatten({"actual": v.get("actual")}, label)
     for name, c in (v.get("comparison") or {}).items():
-        out.update(_flatten({k: c.get(k) for k in ("predicted", "rel_error")}, f"{label}/{name}"))
-        if c.get("inside") is not None:
-            out[f"{label}/{name}/inside"] = float(bool(c["inside"]))
+        out.update(_comparison(c, f"{label}/{name}"))
+    return out
+
+
+def _target_scalars(t: dict[str, Any]) -> dict[str, float]:
+    """A table analysis' targets (harness.table_report): each law's loss at the model target and at each compute
+    target, and a ladder's held-out run (actual loss; each law's prediction, error and coverage)."""
+    model = t.get("model") or {}
+    out = _flatten({"actual": model.get("actual")}, "holdout")
+    for p in model.get("predictions") or []:
+        out.update(_flatten(p.get("loss"), f"target/{p.get('law')}/loss"))
+    for c in t.get("C") or []:
+        for p in c.get("predictions") or []:
+            out.update(_flatten(p.get("loss"), f"predict/C={float(c['C']):.3g}/{p.get('law')}/loss"))
+    for r in t.get("validation") or []:
+        out.update(_comparison(r, f"holdout/{r.get('law')}"))
     return out
 
 
@@ -111,8 +133,9 @@ def _backtest_scalars(row: dict[str, Any]) -> dict[str, float]:
 
 
 def fit_scalars(doc: dict[str, Any]) -> dict[str, float]:
-    """The key numbers of a fits.json: every fitted parameter of each approach and law, each prediction (by budget),
-    each held-out run's actual loss and each approach's prediction, error and coverage, and the backtest summary."""
+    """The key numbers of a fits.json: every fitted parameter of each approach and law, each prediction (by budget,
+    or at a table's targets), each held-out run's actual loss and each prediction's error and coverage, and the
+    backtest summary."""
     out: dict[str, float] = {}
     for section in SECTIONS:
         out.update(_flatten(doc.get(section) or {}, section))
@@ -123,7 +146,7 @@ def fit_scalars(doc: dict[str, Any]) -> dict[str, float]:
         out.update(_holdout_scalars(v))
     for row in (doc.get("backtest") or {}).get("summary") or []:
         out.update(_backtest_scalars(row))
-    return out
+    return {**out, **_target_scalars(doc.get("targets") or {})}
 
 
 def log_analysis(target: AnalysisTarget, files: dict[str, Any]) -> Path | None:

@@ -73,6 +73,18 @@ def test_fit_scalars_are_the_fits_key_numbers() -> None:
     assert all(isinstance(x, float) for x in s.values())
 
 
+def test_fit_scalars_of_a_ladder_table() -> None:
+    doc = json.loads((REPO / "results" / "ladder" / "fits.json").read_text())
+    s = fit_scalars(doc)
+    law = doc["laws"]["L(N)"]["irreducible"]
+    assert s["laws/L(N)/irreducible/alpha"] == law["alpha"]["value"]
+    model = doc["targets"]["model"]
+    p = model["predictions"][0]
+    assert s[f"target/{p['law']}/loss"] == p["loss"]["value"] and s["holdout/actual"] == model["actual"]
+    r = doc["targets"]["validation"][0]
+    assert s[f"holdout/{r['law']}/rel_error"] == r["rel_error"]
+
+
 def test_detect_tracker_reads_what_the_sweep_left(tmp_path: Path) -> None:
     d = tmp_path / "tracker"
     assert detect_tracker(d) == "none"
