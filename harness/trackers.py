@@ -1,5 +1,6 @@
 """Optional experiment trackers (train.tracker: none | tensorboard | wandb): each run logs its config, its learning
-curve and its final row, grouped by sweep, so a sweep can be followed in the tools researchers already use.
+curve and its final row, grouped by sweep, so a sweep can be followed in the tools researchers already use;
+log_summary adds one run that is not a training run (the sweep's analysis, harness.track_fits) to the same group.
 
 Neither package is required: they come with the extras `pip install -e '.[tensorboard]'` / `'.[wandb]'`, and a
 tracker whose package is missing is refused before training with the extra to install. W&B runs in offline mode
