@@ -3,7 +3,11 @@ val_bpb and the fitted scaling laws. Writes results/bench/wsd_vs_cosine.json.
 
     nice python benchmarks/wsd_vs_cosine.py [--sweep demo] [--cosine results/demo/results.csv]
         [--wsd-dir results/bench/wsd_demo] [--alone results/bench/wsd_alone/results.csv] [--jobs 2]
-        [--out results/bench/wsd_vs_cosine.json]
+        [--set train.lr=auto ...] [--train-cosine] [--out results/bench/wsd_vs_cosine.json]
+
+--set overrides go to both sides (e.g. train.lr=auto: an LR that does not depend on the run's length, so a chain
+shares each branch's own LR exactly and the comparison isolates the schedule); --train-cosine trains the cosine
+grid into --cosine's directory first when its rows are missing (resumable like any sweep).
 
 The WSD side trains the grid with `harness-sweep --multirun train.schedule=wsd` (one job per chain, resumable:
 rerunning skips finished runs). The cosine side is read from --cosine, a results.csv of the same grid trained with
@@ -55,12 +59,12 @@ def rows_by_id(path: Path) -> dict[str, dict[str, str]]:
         return {r["run_id"]: r for r in csv.DictReader(fh)}
 
 
-def train_wsd(sweep: str, wsd_dir: Path, jobs: int, n_chains: int) -> None:
-    """Run the WSD sweep's chains through Hydra's joblib launcher (skips runs already done). No timing is
-    recorded: a resumed invocation times only what was left, and this machine is shared."""
+def train_sweep(sweep: str, out_dir: Path, jobs: int, n_jobs: int, *extra: str) -> None:
+    """Run a sweep's jobs (WSD: one per chain) through Hydra's joblib launcher (skips runs already done). No
+    timing is recorded: a resumed invocation times only what was left, and this machine is shared."""
     exe = Path(sys.executable).parent / "harness-sweep"
-    cmd = [str(exe), "--multirun", f"sweep={sweep}", "train.schedule=wsd", f"results_dir={wsd_dir}",
-           f"hydra.launcher.n_jobs={jobs}", f"plan_index=range(0,{n_chains})"]
+    cmd = [str(exe), "--multirun", f"sweep={sweep}", *extra, f"results_dir={out_dir}",
+           f"hydra.launcher.n_jobs={jobs}", f"plan_index=range(0,{n_jobs})"]
     print("[bench]", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=dict(os.environ, PYTHONUNBUFFERED="1", HARNESS_SWEEP_START=str(int(time.time()))))
 
@@ -159,6 +163,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--alone", type=Path, default=Path("results/bench/wsd_alone/results.csv"))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--set", action="append", default=[], help="a Hydra override for both sides, e.g. train.lr=auto")
+    ap.add_argument("--train-cosine", action="store_true", help="train the cosine grid into --cosine's directory")
     ap.add_argument("--out", type=Path, default=Path("results/bench/wsd_vs_cosine.json"))
     return ap.parse_args()
 
@@ -167,10 +173,12 @@ def main() -> None:
     """Train (or resume) the WSD chains, compare them with the cosine table, fit both, write the JSON."""
     args = parse_args()
 
-    cos_cfg = compose_sweep(args.sweep, f"results_dir={args.cosine.parent}")
-    wsd_cfg = compose_sweep(args.sweep, "train.schedule=wsd", f"results_dir={args.wsd_dir}")
+    cos_cfg = compose_sweep(args.sweep, *args.set, f"results_dir={args.cosine.parent}")
+    wsd_cfg = compose_sweep(args.sweep, *args.set, "train.schedule=wsd", f"results_dir={args.wsd_dir}")
     corpus = load_corpus(cos_cfg.data, int(cos_cfg.model.seq_len))
     runs, _ = plan_sweep(cos_cfg)
+    if args.train_cosine:
+        train_sweep(args.sweep, args.cosine.parent, args.jobs, len(runs), *args.set)
     cos_rows = rows_by_id(args.cosine)
     cos_ids = planned_ids(cos_cfg, runs, corpus.fingerprint, corpus.vocab_size)
     missing = [rid for rid in cos_ids if rid not in cos_rows]
@@ -178,7 +186,7 @@ def main() -> None:
         raise SystemExit(f"error: {len(missing)} of {len(cos_ids)} cosine runs of sweep={args.sweep} are not in "
                          f"{args.cosine} (another config); train them with scripts/sweep.sh sweep={args.sweep}")
     chains = plan_chains(wsd_cfg, plan_sweep(wsd_cfg)[0])
-    train_wsd(args.sweep, args.wsd_dir, args.jobs, len(chains))
+    train_sweep(args.sweep, args.wsd_dir, args.jobs, len(chains), *args.set, "train.schedule=wsd")
     wsd_rows = rows_by_id(args.wsd_dir / "results.csv")
     wsd_ids = planned_ids(wsd_cfg, runs, corpus.fingerprint, corpus.vocab_size)
     wsd = [wsd_rows[rid] for rid in wsd_ids]
@@ -194,11 +202,15 @@ def main() -> None:
                          "fingerprint, LR rule, batch, seed and schedule settings: the same config)",
         "wsd_settings": {"cooldown_frac": float(wsd_cfg.train.cooldown_frac),
                          "cooldown_shape": str(wsd_cfg.train.cooldown_shape),
-                         "warmup": "per chain: warmup_frac of the shortest branch",
-                         "lr": "rule at the geometric mean of the chain's token counts"},
+                         "warmup": "per chain: warmup_frac of the geometric mean of its branches' steps (at most "
+                                   "half the shortest branch's stable phase)",
+                         "lr": (f"rule at the geometric mean of the chain's token counts; chains split so every branch "
+                                f"is within x{float(wsd_cfg.train.chain_lr_tolerance):g} of its own rule LR")
+                         if str(wsd_cfg.train.lr) == "rule" else f"train.lr={wsd_cfg.train.lr}: each branch's own LR",
+                         "overrides": list(args.set)},
         "flops_ratio": spent / indep, "flops_spent_wsd": spent, "flops_independent_cosine": indep,
-        "flops_ratio_planned": {"demo": planned_ratio("demo"), "cpu": planned_ratio("cpu"),
-                                "demo_7_budgets": planned_ratio("demo", f"sweep.budgets=[{','.join(DENSE)}]")},
+        "flops_ratio_planned": {"demo": planned_ratio("demo", *args.set), "cpu": planned_ratio("cpu", *args.set),
+                                "demo_7_budgets": planned_ratio("demo", *args.set, f"sweep.budgets=[{','.join(DENSE)}]")},
         "val_bpb": point_diffs(cos, wsd),
         "wsd_alone": alone_points(args.alone, cos, wsd),
         "fits": {"cosine": fit_summary(args.cosine, holdout, args.bootstrap),

@@ -9,11 +9,14 @@ Dk + f * (D1 + ... + Dk-1) tokens (f = train.cooldown_frac) instead of D1 + ... 
 
 Exactness: branch i at step t < s_i (its cooldown start) must see the trunk's LR, batch and state. The batch
 stream is the run's seed alone; the stable LR is the peak, so what remains is the warmup and the peak:
-- warmup is one step count per chain, round(warmup_frac * steps of the SHORTEST branch), so the shortest run
-  warms up as an independent run would and the longer ones slightly less (warmup from the longest would
-  spend most of the shortest run warming up);
+- warmup is one step count per chain, round(warmup_frac * the geometric mean of its branches' steps), at most
+  half the shortest branch's stable phase. (It used to be warmup_frac of the SHORTEST branch: a chain spanning
+  15x in D then warmed its trunk up over 12 steps instead of 71, and came out 13.5% worse than the same run
+  alone, results/bench/wsd_vs_cosine.json of the first measurement.)
 - with train.lr=rule the LR rule is evaluated at one token count per chain, the geometric mean of its
-  branches' (it depends on D; the mean keeps every branch within sqrt(Dk/D1)^q of its own rule LR).
+  branches'. The rule depends on D (lr ~ D^q, q ~ 0.5 on the embedded corpus), so a size's runs are split
+  into consecutive chains in which every branch's own rule LR lies within train.chain_lr_tolerance (x or /)
+  of the shared one; a 15x span had put branches 2x off their LR, and 7% off their loss.
 Both go into each branch's config (train.warmup_steps, train.lr_rule_tokens), so a branch's run_id is that of
 the same run trained alone, which gives the same numbers (tests/test_chain.py).
 
@@ -37,7 +40,7 @@ from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
-from harness.plan import PlannedRun, job_config, model_config, resolve_run, vocab_hint
+from harness.plan import PlannedRun, job_config, learning_rate, model_config, resolve_run, vocab_hint
 from harness.results import find_ok
 from harness.runtime import env_world_size
 from harness.schedule import schedule_of
@@ -83,7 +86,8 @@ def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
     tc = cfg.train
     sched = schedule_of(tc)
     batch, seq = int(tc.batch_size), int(cfg.model.seq_len)
-    warmup = sched.warmup(group[0].steps, float(tc.warmup_frac))
+    mean_steps = math.exp(sum(math.log(pr.steps) for pr in group) / len(group))
+    warmup = max(1, min(round(float(tc.warmup_frac) * mean_steps), sched.cooldown_start(group[0].steps) // 2))
     sched = dataclasses.replace(sched, warmup_steps=warmup)
     branches, prev = [], 0
     for pr in group:
@@ -96,12 +100,51 @@ def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
         spent = ((start - prev) * batch * seq + pr.tokens - start * batch * seq) * fpt
         branches.append(Branch(pr, start, float(pr.tokens * fpt), float(spent)))
         prev = start
-    rule = str(tc.lr) == "rule"
-    tokens = float(round(math.exp(sum(math.log(pr.tokens) for pr in group) / len(group)))) if rule else None
-    if rule and tc.get("lr_rule_tokens") is not None:
-        tokens = float(tc.lr_rule_tokens)
+    tokens = _rule_tokens(cfg, group)
     est = sum(b.run.est_seconds * b.flops_spent / b.flops for b in branches)
     return Chain(0, group[0].name, group[0].d_model, group[0].seed, tuple(branches), warmup, tokens, est)
+
+
+def _rule_tokens(cfg: DictConfig, group: list[PlannedRun]) -> float | None:
+    """The token count a chain evaluates the LR rule at (train.lr=rule): the geometric mean of its branches'
+    (or train.lr_rule_tokens when set); None when the LR does not depend on D."""
+    if str(cfg.train.lr) != "rule":
+        return None
+    if cfg.train.get("lr_rule_tokens") is not None:
+        return float(cfg.train.lr_rule_tokens)
+    return float(round(math.exp(sum(math.log(pr.tokens) for pr in group) / len(group))))
+
+
+def _lr_tolerance(tc: DictConfig) -> float:
+    """train.chain_lr_tolerance as a factor > 1, or one HarnessError."""
+    raw = tc.get("chain_lr_tolerance", 1.25)
+    try:
+        tol = float(raw)
+    except (TypeError, ValueError):
+        tol = math.nan
+    if not tol > 1 or not math.isfinite(tol):
+        raise HarnessError(f"train.chain_lr_tolerance={raw!r} must be a factor above 1 (e.g. 1.25: every branch of a "
+                           "WSD chain within x/÷1.25 of its own rule LR)")
+    return tol
+
+
+def _split(cfg: DictConfig, group: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """One size's runs (sorted by tokens) as consecutive groups that can share one stable LR: a run joins the
+    group before it while every member's own LR stays within train.chain_lr_tolerance of the group's LR."""
+    tol = _lr_tolerance(cfg.train)
+    if str(cfg.train.lr) != "rule" or cfg.train.get("lr_rule_tokens") is not None:
+        return [group]  # the LR does not depend on the run's length: one chain shares it exactly
+    gcfg = model_config(job_config(cfg, group[0]).model, vocab_hint(cfg))[1]
+    own = {pr.index: learning_rate(cfg.train, gcfg, pr.tokens)[0] for pr in group}
+    out: list[list[PlannedRun]] = []
+    for pr in group:
+        trial = [*out[-1], pr] if out else [pr]
+        shared = learning_rate(cfg.train, gcfg, float(_rule_tokens(cfg, trial) or pr.tokens))[0]
+        if out and all(1 / tol <= own[m.index] / shared <= tol for m in trial):
+            out[-1] = trial
+        else:
+            out.append([pr])
+    return out
 
 
 def _fpt(pr: PlannedRun, cfg: DictConfig) -> int:
@@ -115,10 +158,14 @@ def plan_chains(cfg: DictConfig, runs: list[PlannedRun]) -> list[Chain]:
     groups: dict[tuple[int, int], list[PlannedRun]] = {}
     for pr in runs:
         groups.setdefault((pr.d_model, pr.seed), []).append(pr)
-    chains = [_chain(cfg, sorted(g, key=lambda pr: pr.tokens)) for g in groups.values()]
-    if chains and all(len(c.branches) == 1 for c in chains):
+    if groups and all(len(g) == 1 for g in groups.values()):
         raise HarnessError("train.schedule=wsd, but no model size appears at two budgets of sweep.budgets, so no "
                            "run can share a stable phase; add budgets, widen sweep.spread, or use train.schedule=cosine")
+    chains = [_chain(cfg, part) for g in groups.values() for part in _split(cfg, sorted(g, key=lambda pr: pr.tokens))]
+    if chains and all(len(c.branches) == 1 for c in chains):
+        raise HarnessError("train.schedule=wsd, but no two budgets of one size are close enough to share a stable LR "
+                           f"(train.lr=rule puts their LRs more than x{_lr_tolerance(cfg.train):g} apart); add "
+                           "budgets between them, raise train.chain_lr_tolerance, or use train.schedule=cosine")
     chains.sort(key=lambda c: (-c.est_seconds, c.d_model, c.seed))
     return [Chain(i, c.name, c.d_model, c.seed, c.branches, c.warmup_steps, c.lr_rule_tokens, c.est_seconds)
             for i, c in enumerate(chains)]

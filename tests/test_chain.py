@@ -18,17 +18,19 @@ from harness import CONF_DIR
 from harness.analysis import load_results, select_fit_rows
 from harness.chain import Chain, TrunkTrainer, chain_job, plan_chains, run_chain, sweep_jobs
 from harness.errors import HarnessError
-from harness.plan import job_config, plan_sweep
+from harness.plan import job_config, learning_rate, model_config, plan_sweep, vocab_hint
 from harness.results import read_records
+from harness.schedule import rule_tokens
 from harness.sweep import dry_run_text, sweep
 from harness.train import Trainer, run
 from tests.conftest import SWEEP_SMALL
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
-# 3 budgets, 2x apart: family-d16 is planned at all three (27, 53 and 106 steps)
+# 3 budgets, 2x apart: family-d16 is planned at all three (27, 53 and 106 steps); the LR rule (lr ~ D^0.49) puts
+# their own LRs up to 1.4x from the chain's shared one, so the tolerance is raised to keep them in one chain
 WSD = [*SWEEP_SMALL, "sweep.budgets=[1e9,2e9,4e9]", "train.schedule=wsd", "train.eval_windows=8",
-       "train.progress=false", "train.threads=1", "train.checkpoint_every_s=0"]
+       "train.progress=false", "train.threads=1", "train.checkpoint_every_s=0", "train.chain_lr_tolerance=1.5"]
 COMPARED = ("run_id", "tokens", "flops", "steps", "lr", "warmup_steps", "train_loss", "val_loss", "val_bpb",
             "schedule", "cooldown_frac", "cooldown_shape", "status")
 
@@ -131,6 +133,61 @@ def test_wsd_sweep_plans_one_job_per_chain(args, tmp_path: Path) -> None:
     assert {int(j.train.warmup_steps) for j in jobs} == {c.warmup_steps for c in chains}
     assert [float(j.budget) for j in jobs] == [pr.budget for pr in runs]
     assert jobs[0].train.schedule == "wsd" and job_config(cfg, runs[0]).train.warmup_steps is None
+
+
+def _own_and_shared_lr(cfg, chain: Chain) -> list[tuple[float, float]]:
+    """(the run's own rule LR, the LR its chain trains it at) for every branch of a chain."""
+    gcfg = model_config(job_config(cfg, chain.branches[0].run).model, vocab_hint(cfg))[1]
+    return [(learning_rate(cfg.train, gcfg, b.run.tokens)[0],
+             learning_rate(tc, gcfg, rule_tokens(tc, b.run.tokens))[0])
+            for b in chain.branches for tc in [chain_job(cfg, chain, b).train]]
+
+
+def test_chains_split_where_the_lr_rule_would_put_a_branch_off_its_own_lr(args, tmp_path: Path) -> None:
+    """lr=rule depends on D: with the default tolerance (1.25) d16's three budgets (4x apart in D, own LRs 1.97x
+    apart) cannot share one stable LR, so they split, and every branch stays within 1.25x of its own LR; with
+    an LR that does not depend on D (lr=auto) they form one chain whose LR is each branch's own exactly."""
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.chain_lr_tolerance=1.25")
+    runs, _ = plan_sweep(cfg)
+    chains = plan_chains(cfg, runs)
+    assert sorted(b.run.index for c in chains for b in c.branches) == [pr.index for pr in runs]
+    d16 = [c for c in chains if c.name == "family-d16-L2"]
+    assert len(d16) == 2 and sorted(len(c.branches) for c in d16) == [1, 2]
+    for c in chains:
+        for own, shared in _own_and_shared_lr(cfg, c):
+            assert 1 / 1.25 <= own / shared <= 1.25
+    wide = plan_chains(sweep_cfg(*args, f"results_dir={tmp_path / 'r'}"), runs)  # tolerance 1.5
+    assert max(len(c.branches) for c in wide) == 3
+    assert any(abs(own / shared - 1) > 0.3 for c in wide for own, shared in _own_and_shared_lr(cfg, c))
+    auto = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.chain_lr_tolerance=1.25", "train.lr=auto")
+    chains = plan_chains(auto, runs)
+    assert max(len(c.branches) for c in chains) == 3
+    assert all(own == shared for c in chains for own, shared in _own_and_shared_lr(auto, c))
+
+
+def test_a_chain_warms_up_over_the_geometric_mean_of_its_branches(args, tmp_path: Path) -> None:
+    """Warmup is warmup_frac of the geometric mean of the branches' steps (not of the shortest branch, which
+    left a long trunk a fraction of its own warmup), capped at half the shortest branch's stable phase."""
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.warmup_frac=0.1")
+    chain = three_branch_chain(cfg)
+    steps = [b.run.steps for b in chain.branches]
+    mean = (steps[0] * steps[1] * steps[2]) ** (1 / 3)
+    assert chain.warmup_steps == round(0.1 * mean) > round(0.1 * steps[0])
+    capped = three_branch_chain(sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.warmup_frac=0.9"))
+    assert capped.warmup_steps == capped.branches[0].branch_step // 2
+
+
+@pytest.mark.parametrize("tol", ["1.0", "0.5", "nan", "abc"])
+def test_a_bad_chain_lr_tolerance_is_one_clear_error(args, tmp_path: Path, tol: str) -> None:
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", f"train.chain_lr_tolerance={tol}")
+    with pytest.raises(HarnessError, match=r"train.chain_lr_tolerance=.* must be a factor above 1"):
+        plan_chains(cfg, plan_sweep(cfg)[0])
+
+
+def test_wsd_sweep_refuses_a_grid_whose_lrs_are_too_far_apart_to_share(args, tmp_path: Path) -> None:
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "sweep.budgets=[1e9,4e9]", "train.chain_lr_tolerance=1.01")
+    with pytest.raises(HarnessError, match="close enough to share a stable LR"):
+        sweep(cfg)
 
 
 def test_wsd_sweep_refuses_a_grid_without_shared_sizes(args, tmp_path: Path) -> None:
