@@ -154,24 +154,30 @@ class Candidates:
                           estimate_seconds(steps, B * g.seq_len, fpt, sc))
 
 
-def extend(budget_runs: list[PlannedRun], side: str, count: int, cands: Candidates) -> tuple[list[PlannedRun], str]:
-    """Up to `count` sizes beyond one end of a budget's sizes, one log-N grid step apart (the budget's mean
-    spacing), each the nearest family member not tried yet; and why fewer, if fewer."""
-    budget = budget_runs[0].budget
+def _beyond(budget_runs: list[PlannedRun], side: str, cands: Candidates) -> tuple[list[PlannedRun], str]:
+    """Every family size beyond one end of a budget's sizes that can be a run there, and the first reason one
+    could not."""
     tried = sorted({pr.params for pr in budget_runs})
-    ln = [math.log(p) for p in tried]
-    step = (ln[-1] - ln[0]) / max(1, len(ln) - 1)
-    sign, edge = (-1, ln[0]) if side == SMALLER else (1, ln[-1])
     pool: list[PlannedRun] = []
     why = ""
     for name, g in cands.members():
         n = param_counts(g)["params_total"]
-        if (n < tried[0]) if side == SMALLER else (n > tried[-1]):
-            got = cands.run(budget, name, g)
+        if n < tried[0] if side == SMALLER else n > tried[-1]:
+            got = cands.run(budget_runs[0].budget, name, g)
             if isinstance(got, str):
                 why = why or got
             else:
                 pool.append(got)
+    return pool, why
+
+
+def extend(budget_runs: list[PlannedRun], side: str, count: int, cands: Candidates) -> tuple[list[PlannedRun], str]:
+    """Up to `count` sizes beyond one end of a budget's sizes, one log-N grid step apart (the budget's mean
+    spacing), each the nearest family member not tried yet; and why fewer, if fewer."""
+    ln = sorted({math.log(pr.params) for pr in budget_runs})
+    step = (ln[-1] - ln[0]) / max(1, len(ln) - 1)
+    sign, edge = (-1, ln[0]) if side == SMALLER else (1, ln[-1])
+    pool, why = _beyond(budget_runs, side, cands)
     chosen: list[PlannedRun] = []
     for i in range(1, count + 1):
         free = [pr for pr in pool if pr not in chosen]
@@ -179,10 +185,10 @@ def extend(budget_runs: list[PlannedRun], side: str, count: int, cands: Candidat
             break
         target = edge + sign * i * step
         chosen.append(min(free, key=lambda pr: abs(math.log(pr.params) - target)))
-    if len(chosen) < count and not why:
-        bound = "sweep.d_model_min" if side == SMALLER else "sweep.d_model_max"
-        why = f"no {'smaller' if side == SMALLER else 'larger'} family size inside {bound}"
-    return chosen, why if len(chosen) < count else ""
+    if len(chosen) == count:
+        return chosen, ""
+    bound = "sweep.d_model_min" if side == SMALLER else "sweep.d_model_max"
+    return chosen, why or f"no {side} family size inside {bound}"
 
 
 def _table(runs: list[PlannedRun], rows: Rows) -> pd.DataFrame:
