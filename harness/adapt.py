@@ -17,6 +17,7 @@ ordinary sweep runs (role=sweep), so the analysis and the held-out stage fit the
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from harness.analysis.isoflop import DOWNWARD, EDGE, OK, OUTSIDE, STATUS_NAMES, 
 from harness.counting import flops_per_token, param_counts
 from harness.data import load_corpus
 from harness.errors import HarnessError
+from harness.fsutil import atomic_write
 from harness.plan import (
     PlannedRun,
     estimate_seconds,
@@ -48,6 +50,7 @@ from harness.results import check_compatible, read_records
 from harness.schedule import schedule_of
 
 SMALLER, LARGER = "smaller", "larger"
+ADAPT_FILE = "adapt.json"  # each adaptive round's extra runs and verdicts, for the report
 
 
 @dataclass(frozen=True)
@@ -326,4 +329,40 @@ def adaptive_plan(cfg: DictConfig, grid: list[PlannedRun], notes: list[str]) -> 
     acfg = analysis_settings(cfg)
     rows = record_rows(cfg, read_records(where), corpus.fingerprint, corpus.vocab_size, acfg)
     cands = Candidates(cfg, vocab_hint(cfg), len(corpus.train))
-    return plan_round(cfg, rnd, grid, rows, Settings.from_cfg(acfg), cands)
+    runs, notes = plan_round(cfg, rnd, grid, rows, Settings.from_cfg(acfg), cands)
+    if cfg.get("plan_index") is None:  # the dry run (scripts/sweep.sh): keep the round's verdicts for the report
+        save_round(where, rnd, runs, notes)
+    return runs, notes
+
+
+def save_round(where: Path, rnd: int, runs: list[PlannedRun], notes: list[str]) -> None:
+    """Merge round rnd's extra runs and verdict lines into <results_dir>/adapt.json (atomically)."""
+    doc = load_rounds(where)
+    doc[str(rnd)] = {"runs": [{"budget": pr.budget, "model": pr.name, "params": pr.params, "seed": pr.seed}
+                              for pr in runs], "notes": notes}
+    atomic_write(where / ADAPT_FILE, [json.dumps({"rounds": doc}, indent=1).encode()])
+
+
+def load_rounds(where: Path) -> dict[str, Any]:
+    """The adaptive rounds recorded in <results_dir>/adapt.json ({} when there are none)."""
+    try:
+        doc = json.loads((Path(where) / ADAPT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    rounds = doc.get("rounds") if isinstance(doc, dict) else None
+    return rounds if isinstance(rounds, dict) else {}
+
+
+def adapt_markdown(where: Path) -> list[str]:
+    """The report section on the adaptive rounds (none when the sweep had none): what each added and why."""
+    rounds = load_rounds(where)
+    if not rounds:
+        return []
+    extra = sum(len(r.get("runs", [])) for r in rounds.values())
+    lines = ["## Adaptive grid", "", f"{extra} extra run(s) in {len(rounds)} adaptive round(s) after the planned grid "
+             "(harness.adapt): a budget whose parabola minimum was at or beyond its sizes' edge, or whose parabola "
+             "opened downward, got extra sizes on the side its data pointed to; they are fitted with the grid.", ""]
+    for rnd in sorted(rounds, key=int):
+        lines += [f"- {n.removeprefix(f'adaptive round {rnd}: ')}" if n.startswith("adaptive") else f"- {n}"
+                  for n in rounds[rnd].get("notes", [])]
+    return ["\n".join(lines)]

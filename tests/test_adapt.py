@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from harness import CONF_DIR
-from harness.adapt import Candidates, Rows, adapt_rounds, adapt_step, plan_round, record_rows
+from harness.adapt import Candidates, Rows, adapt_markdown, adapt_rounds, adapt_step, plan_round, record_rows
 from harness.analysis.context import Settings
 from harness.data import load_corpus
 from harness.errors import HarnessError
@@ -190,3 +190,7 @@ def test_sweep_rounds_read_the_results_dir_and_replay_on_rerun(text_corpus: Path
     assert rows.run_id(extra[0]) == ids[0]  # the lookup's ids are the ids the jobs train under
     final = sweep(cfg_of(*args, "sweep_round=2"))
     assert final["runs"] == [] and "every budget has a bracketed minimum" in final["table"]
+    section = adapt_markdown(tmp_path / "results")[0]  # the dry runs kept each round's verdicts for the report
+    assert section.startswith("## Adaptive grid") and f"{len(extra)} extra run(s) in 2 adaptive round(s)" in section
+    assert "adding" in section and "every budget has a bracketed minimum" in section
+    assert adapt_markdown(tmp_path / "nothing") == []
