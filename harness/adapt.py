@@ -359,9 +359,10 @@ def adapt_markdown(where: Path) -> list[str]:
     if not rounds:
         return []
     extra = sum(len(r.get("runs", [])) for r in rounds.values())
-    lines = ["## Adaptive grid", "", f"{extra} extra run(s) in {len(rounds)} adaptive round(s) after the planned grid "
-             "(harness.adapt): a budget whose parabola minimum was at or beyond its sizes' edge, or whose parabola "
-             "opened downward, got extra sizes on the side its data pointed to; they are fitted with the grid.", ""]
+    lines = ["## Adaptive grid", "", f"{extra} extra run(s) after the planned grid, from {len(rounds)} adaptive "
+             "round(s) (harness.adapt; a round that adds nothing only checks): a budget whose parabola minimum was "
+             "at or beyond its sizes' edge, or whose parabola opened downward, got extra sizes on the side its data "
+             "pointed to, fitted with the grid.", ""]
     for rnd in sorted(rounds, key=int):
         lines += [f"- {n.removeprefix(f'adaptive round {rnd}: ')}" if n.startswith("adaptive") else f"- {n}"
                   for n in rounds[rnd].get("notes", [])]

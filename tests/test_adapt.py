@@ -191,6 +191,6 @@ def test_sweep_rounds_read_the_results_dir_and_replay_on_rerun(text_corpus: Path
     final = sweep(cfg_of(*args, "sweep_round=2"))
     assert final["runs"] == [] and "every budget has a bracketed minimum" in final["table"]
     section = adapt_markdown(tmp_path / "results")[0]  # the dry runs kept each round's verdicts for the report
-    assert section.startswith("## Adaptive grid") and f"{len(extra)} extra run(s) in 2 adaptive round(s)" in section
+    assert section.startswith("## Adaptive grid") and f"{len(extra)} extra run(s) after the planned grid, from 2 adaptive round(s)" in section
     assert "adding" in section and "every budget has a bracketed minimum" in section
     assert adapt_markdown(tmp_path / "nothing") == []
