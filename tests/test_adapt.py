@@ -23,7 +23,7 @@ from tests.conftest import SWEEP_SMALL
 # 3 budgets x 5 sizes inside a family d8..d160 (15K..274K params in the grid, room on both sides); plans only
 # (the records are written by the tests), so they are instant.
 GRID = [*SWEEP_SMALL, "sweep.budgets=[3e10,6e10,1.2e11]", "sweep.sizes_per_budget=5", "sweep.d_model_max=160",
-        "sweep.spread=8", "sweep.tokens_per_param=2"]
+        "sweep.spread=8", "sweep.tokens_per_param=2", "sweep.adapt.max_rounds=2"]
 
 
 def cfg_of(*overrides: str):
