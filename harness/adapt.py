@@ -364,6 +364,5 @@ def adapt_markdown(where: Path) -> list[str]:
              "at or beyond its sizes' edge, or whose parabola opened downward, got extra sizes on the side its data "
              "pointed to, fitted with the grid.", ""]
     for rnd in sorted(rounds, key=int):
-        lines += [f"- {n.removeprefix(f'adaptive round {rnd}: ')}" if n.startswith("adaptive") else f"- {n}"
-                  for n in rounds[rnd].get("notes", [])]
+        lines += [f"- round {rnd}: {n.removeprefix(f'adaptive round {rnd}: ')}" for n in rounds[rnd].get("notes", [])]
     return ["\n".join(lines)]
