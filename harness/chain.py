@@ -154,15 +154,17 @@ def _fpt(pr: PlannedRun, cfg: DictConfig) -> int:
 
 def plan_chains(cfg: DictConfig, runs: list[PlannedRun]) -> list[Chain]:
     """A WSD sweep's runs grouped by (size, seed) into chains, longest (estimated time) first; refuses a grid in
-    which no size appears at two budgets (nothing to share: use train.schedule=cosine)."""
+    which no size appears at two budgets (nothing to share: use train.schedule=cosine), except for the extra
+    sizes of an adaptive round (harness.adapt), which may be single runs."""
     groups: dict[tuple[int, int], list[PlannedRun]] = {}
     for pr in runs:
         groups.setdefault((pr.d_model, pr.seed), []).append(pr)
-    if groups and all(len(g) == 1 for g in groups.values()):
+    extra_round = int(cfg.get("sweep_round") or 0) > 0  # an adaptive round's extra sizes: single runs are fine
+    if groups and all(len(g) == 1 for g in groups.values()) and not extra_round:
         raise HarnessError("train.schedule=wsd, but no model size appears at two budgets of sweep.budgets, so no "
                            "run can share a stable phase; add budgets, widen sweep.spread, or use train.schedule=cosine")
     chains = [_chain(cfg, part) for g in groups.values() for part in _split(cfg, sorted(g, key=lambda pr: pr.tokens))]
-    if chains and all(len(c.branches) == 1 for c in chains):
+    if chains and all(len(c.branches) == 1 for c in chains) and not extra_round:
         raise HarnessError("train.schedule=wsd, but no two budgets of one size are close enough to share a stable LR "
                            f"(train.lr=rule puts their LRs more than x{_lr_tolerance(cfg.train):g} apart); add "
                            "budgets between them, raise train.chain_lr_tolerance, or use train.schedule=cosine")

@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from harness.adapt import adapt_rounds, adaptive_plan
 from harness.chain import Chain, format_chains, plan_chains, run_chain, sweep_jobs
 from harness.data import load_corpus
 from harness.errors import HarnessError
@@ -53,8 +54,11 @@ def job_runs(job: Any) -> list[PlannedRun]:
 
 
 def _plan(cfg: DictConfig) -> tuple[list[PlannedRun], list[str]]:
-    """The sweep's runs: an IsoFLOP grid, or a size ladder (sweep.kind=ladder, harness.ladder)."""
-    return (plan_ladder if is_ladder(cfg) else plan_sweep)(cfg, vocab_hint(cfg))
+    """The sweep's runs: a size ladder (sweep.kind=ladder, harness.ladder), or an IsoFLOP grid in round 0 and its
+    extra sizes in round sweep_round > 0 (harness.adapt)."""
+    if is_ladder(cfg):
+        return plan_ladder(cfg, vocab_hint(cfg))
+    return adaptive_plan(cfg, *plan_sweep(cfg, vocab_hint(cfg)))
 
 
 def _jobs(cfg: DictConfig, runs: list[PlannedRun]) -> list[DictConfig]:
@@ -112,7 +116,8 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         for w in check_repetition(runs, len(corpus.train), cfg.data):
             say(f"warning: {w}", sys.stderr)
         table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")
-        return {"runs": runs, "notes": notes, "table": table, "jobs": jobs, "chains": chains}
+        rounds = 1 if is_ladder(cfg) else adapt_rounds(cfg)
+        return {"runs": runs, "notes": notes, "table": table, "jobs": jobs, "chains": chains, "rounds": rounds}
     idx = int(idx)
     if not 0 <= idx < len(jobs):
         raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(jobs) - 1}); rerun the dry run")

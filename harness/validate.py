@@ -17,6 +17,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
+from harness.adapt import adapt_markdown
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import format_cell
 from harness.analysis.noise import NOISE_Z, noise_floor, within_noise
@@ -143,7 +144,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         holdouts.append(holdout)
     fits.validation = entries
     plots = render_plots(fits, df, holdouts) + curves_plots(results_dir(cfg), read_records(results_dir(cfg)))
-    files = write_report(fits, plots, acfg.out, [validation_markdown(entries)])
+    files = write_report(fits, plots, acfg.out, [validation_markdown(entries), *adapt_markdown(results_dir(cfg))])
     return {"validation": entries, "fits": fits, "files": files, "records": records}
 
 

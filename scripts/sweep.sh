@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run a sweep end to end: plan -> train every planned run (Hydra multirun) -> fit -> report.
-#   IsoFLOP sweeps (demo, cpu, gpu): then the held-out validation run and the scaling-law report.
+#   IsoFLOP sweeps (demo, cpu, gpu): trained in rounds too (harness.adapt): round 0 is the planned grid; each later
+#   round adds sizes beyond the edge of a budget whose parabola minimum is not bracketed (sweep.adapt.*), and the
+#   last one only says whether every budget is usable. Then the held-out validation run and the scaling-law report.
 #   The LR sweep (sweep=lr): trained in rounds (each refines the LRs of the one before), then the LR rule.
 # Any Hydra override passes through, e.g.
 #   scripts/sweep.sh                                  # the default demo on the embedded corpus

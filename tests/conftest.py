@@ -37,6 +37,7 @@ SWEEP_SMALL = [
     "sweep.spread=16",
     "model.seq_len=32",
     "train.batch_size=16",
+    "sweep.adapt.max_rounds=0",  # the grid only: adaptive rounds (harness.adapt) are tested in tests/test_adapt.py
 ]
 # 3e9 FLOPs buy 127 sequences of nano at context 32 (737,280 FLOPs/token): 32 optimizer steps.
 BUDGET = 3e9

@@ -25,7 +25,7 @@ FLOORS: dict[str, int] = {
     "harness.train": 5,
     "harness.analysis": 6, "harness.chain": 6, "harness.pack": 6,
     "harness.report": 7, "harness.plots": 7, "harness.watch": 7, "harness.budget": 7, "harness.lr_report": 7,
-    "harness.table_report": 7, "harness.track_fits": 7,
+    "harness.table_report": 7, "harness.track_fits": 7, "harness.adapt": 7,
     "harness.sweep": 8, "harness.validate": 8, "harness.analyze": 8, "harness.tune": 8,
     "harness.ladder_validate": 8,
     "harness.cli": 9, "harness.live": 9,
