@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from harness.data import Corpus, sample_batch
 from harness.ensemble import EnsembleGPT, clip_member_grads
+from harness.errors import HarnessError
 from harness.fsutil import atomic_write, say
 from harness.plan import PlannedRun, RunContext, job_config, resolve_run
 from harness.results import find_ok, sync_csv, write_record
@@ -35,9 +36,10 @@ def plan_reason(cfg: DictConfig, seeds: int) -> str:
     """Why a sweep does not pack its seeds ('' when it does): one seed, train.pack_seeds=false, or a schedule
     other than cosine (WSD chains resume one seed's run from another budget's, so they stay unpacked)."""
     tc = cfg.train
+    mode = pack_mode(tc)
     if seeds < 2:
         return "one seed per point"
-    if not bool(tc.get("pack_seeds", True)):
+    if mode == "false":
         return "train.pack_seeds=false"
     schedule = str(tc.get("schedule", "cosine"))
     if schedule != "cosine":
@@ -59,14 +61,29 @@ def pack_jobs(cfg: DictConfig, runs: list[PlannedRun], notes: list[str]) -> list
         groups.setdefault((pr.budget, pr.d_model), []).append(pr)
     jobs = [sorted(g, key=lambda pr: pr.seed) for g in groups.values()]
     jobs.sort(key=lambda g: (-sum(pr.est_seconds for pr in g), g[0].budget, g[0].params))
+    how = "batched on CUDA, one after another on CPU" if pack_mode(cfg.train) == "auto" else "batched"
     notes.append(f"seeds packed: {len(jobs)} jobs, each training the {seeds} seeds of one (budget, size) "
-                 "in one process (train.pack_seeds=false: one job per run)")
+                 f"in one process ({how}; train.pack_seeds=false: one job per run)")
     return jobs
 
 
-def runtime_reason(dtype: torch.dtype) -> str:
-    """Why these runs cannot pack here ('' when they can): torchrun (one DDP model per process) or fp16 (one
-    GradScaler would skip every member's step when one member overflows)."""
+def pack_mode(tc: Any) -> str:
+    """train.pack_seeds as auto | true | false, or one HarnessError."""
+    raw = tc.get("pack_seeds", "auto")
+    mode = str(raw).lower()
+    if mode not in ("auto", "true", "false"):
+        raise HarnessError(f"train.pack_seeds={raw!r} must be auto (batched on CUDA, one after another on CPU), "
+                           "true (batched anywhere) or false (one job per run)")
+    return mode
+
+
+def runtime_reason(dtype: torch.dtype, device: torch.device | None = None, mode: str = "true") -> str:
+    """Why these runs do not train batched here ('' when they do): torchrun (one DDP model per process), fp16
+    (one GradScaler would skip every member's step when one member overflows), or pack_seeds=auto on a CPU,
+    where a batched pack of 4 seeds ran at 0.80-1.11x the speed of the same seeds one after another (1 thread,
+    family d16-d72, results/bench/tiny.json), so the job trains its seeds one after another instead."""
+    if mode == "auto" and device is not None and device.type == "cpu":
+        return "train.pack_seeds=auto on CPU, where batching does not pay (train.pack_seeds=true forces it)"
     if env_world_size() > 1:
         return "torchrun with several processes"
     if dtype == torch.float16:
@@ -240,7 +257,7 @@ def run_pack(cfg: DictConfig, runs: list[PlannedRun]) -> list[dict[str, Any]]:
     started = time.time()
     jobs = [job_config(cfg, pr) for pr in runs]
     ctxs, corpus, device, dtype = _contexts(jobs)
-    reason = runtime_reason(dtype)
+    reason = runtime_reason(dtype, device, pack_mode(cfg.train))
     if reason:
         return _fallback(jobs, reason)
     path = pack_checkpoint_path(ctxs)  # named by every planned seed, whichever of them still train

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from harness import CONF_DIR
 from harness.data import load_corpus
 from harness.ensemble import EnsembleGPT, clip_member_grads
+from harness.errors import HarnessError
 from harness.model import GPT, GPTConfig
 from harness.pack import pack_checkpoint_path, pack_jobs, plan_reason, run_pack
 from harness.plan import PlannedRun, job_config, plan_sweep, resolve_run
@@ -101,9 +102,9 @@ def _planned(seeds: list[int]) -> list[PlannedRun]:
 
 def test_packed_rows_equal_separate_runs(tiny_cfg, tmp_path: Path) -> None:
     """Three seeds packed vs three harness-train runs: same run_ids, steps, tokens, losses to fp tolerance."""
-    cfg = tiny_cfg("model=family", "model.d_model=24", "role=sweep", "train.log_every=5")
+    cfg = tiny_cfg("model=family", "train.pack_seeds=true", "model.d_model=24", "role=sweep", "train.log_every=5")
     packed = run_pack(cfg, _planned([0, 1, 2]))
-    alone = [run(job_config(tiny_cfg("model=family", "role=sweep", "train.log_every=5",
+    alone = [run(job_config(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", "train.log_every=5",
                                      f"results_dir={tmp_path / 'alone'}"), pr)) for pr in _planned([0, 1, 2])]
     assert [r["run_id"] for r in packed] == [r["run_id"] for r in alone]
     assert len({r["val_loss"] for r in packed}) == 3  # three different seeds, not one run copied
@@ -123,8 +124,8 @@ def test_pack_resumes_from_its_checkpoint(tiny_cfg, tmp_path: Path, monkeypatch:
     """Stopped mid-run (as a kill after a checkpoint would leave it), the pack resumes to the same rows."""
     import harness.pack
 
-    cfg = tiny_cfg("model=family", "model.d_model=24", "role=sweep")
-    whole = run_pack(tiny_cfg("model=family", "role=sweep", f"results_dir={tmp_path / 'whole'}"), _planned([0, 1]))
+    cfg = tiny_cfg("model=family", "train.pack_seeds=true", "model.d_model=24", "role=sweep")
+    whole = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", f"results_dir={tmp_path / 'whole'}"), _planned([0, 1]))
     steps = whole[0]["steps"]
     real_step = harness.pack.PackTrainer.step
 
@@ -155,7 +156,8 @@ def sweep_cfg(*overrides: str):
 @pytest.fixture
 def sweep_args(text_corpus: Path, tmp_path: Path) -> list[str]:
     return [*SWEEP_SMALL, "train.eval_windows=8", "train.progress=false", "data=text", f"data.path={text_corpus}",
-            f"data.cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'results'}", "sweep.seeds=[0,1]"]
+            f"data.cache_dir={tmp_path / 'cache'}", "train.pack_seeds=true", f"results_dir={tmp_path / 'results'}",
+            "sweep.seeds=[0,1]"]
 
 
 def test_sweep_plans_one_job_per_point_and_says_so(sweep_args) -> None:
@@ -233,7 +235,7 @@ def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: p
     the other member's numbers are untouched by it (nothing is shared between members)."""
     import harness.pack
 
-    clean = run_pack(tiny_cfg("model=family", "role=sweep", "train.log_every=5",
+    clean = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", "train.log_every=5",
                               f"results_dir={tmp_path / 'clean'}"), _planned([0, 1]))
 
     class Poisoned(EnsembleGPT):
@@ -243,7 +245,7 @@ def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: p
                 self.w["lm_head__weight"][1].fill_(float("nan"))
 
     monkeypatch.setattr(harness.pack, "EnsembleGPT", Poisoned)
-    ok, bad = run_pack(tiny_cfg("model=family", "role=sweep", "train.log_every=5"), _planned([0, 1]))
+    ok, bad = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", "train.log_every=5"), _planned([0, 1]))
     assert (bad["status"], bad["steps"]) == ("diverged", 5) and "non-finite training loss" in bad["error"]
     assert ok["status"] == "ok" and ok["val_loss"] == clean[0]["val_loss"] and ok["steps"] == clean[0]["steps"]
     assert sorted(read_records(tmp_path / "results")) == sorted([ok["run_id"], bad["run_id"]])
@@ -254,6 +256,9 @@ def test_packs_fall_back_under_fp16_and_torchrun(monkeypatch: pytest.MonkeyPatch
 
     assert runtime_reason(torch.float32) == runtime_reason(torch.bfloat16) == ""
     assert "fp16" in runtime_reason(torch.float16)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert "auto on CPU" in runtime_reason(torch.float32, cpu, "auto")  # batching measured no faster there
+    assert runtime_reason(torch.float32, cpu, "true") == runtime_reason(torch.bfloat16, cuda, "auto") == ""
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert "torchrun" in runtime_reason(torch.float32)
 
@@ -263,7 +268,7 @@ def test_packed_members_keep_their_learning_curves(tiny_cfg, tmp_path: Path) -> 
     its live state is gone once its row is written."""
     from harness.curves import curve_path, live_path, read_curve
 
-    recs = run_pack(tiny_cfg("model=family", "role=sweep", "train.log_every=5"), _planned([0, 1]))
+    recs = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", "train.log_every=5"), _planned([0, 1]))
     curves = [read_curve(curve_path(tmp_path / "results", r["run_id"])) for r in recs]
     for r, pts in zip(recs, curves):
         train = [p for p in pts if p["kind"] == "train"]
@@ -272,3 +277,20 @@ def test_packed_members_keep_their_learning_curves(tiny_cfg, tmp_path: Path) -> 
         assert len(val) >= 2 and val[0]["loss"] > val[-1]["loss"]  # evaluated on weights that trained
         assert not live_path(tmp_path / "results", r["run_id"]).exists()
     assert [p["loss"] for p in curves[0] if p["kind"] == "val"] != [p["loss"] for p in curves[1] if p["kind"] == "val"]
+
+
+def test_auto_on_cpu_trains_a_packs_seeds_one_after_another(tiny_cfg, tmp_path: Path, capsys) -> None:
+    """pack_seeds=auto (the default) on a CPU: the job trains its seeds unpacked, rows exactly a separate run's."""
+    cfg = tiny_cfg("model=family", "model.d_model=24", "role=sweep", "train.log_every=5")
+    assert cfg.train.pack_seeds == "auto"
+    recs = run_pack(cfg, _planned([0, 1]))
+    assert "training 2 seeds unpacked: train.pack_seeds=auto on CPU" in capsys.readouterr().out
+    alone = run(job_config(tiny_cfg("model=family", "role=sweep", "train.log_every=5",
+                                    f"results_dir={tmp_path / 'alone'}"), _planned([0, 1])[1]))
+    assert recs[1]["val_loss"] == alone["val_loss"] and recs[1]["run_id"] == alone["run_id"]
+
+
+@pytest.mark.parametrize("bad", ["maybe", "2"])
+def test_a_bad_pack_seeds_value_is_one_clear_error(sweep_args, bad: str) -> None:
+    with pytest.raises(HarnessError, match=r"train.pack_seeds=.* must be auto"):
+        sweep(sweep_cfg(*sweep_args, f"train.pack_seeds={bad}"))
