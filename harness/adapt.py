@@ -38,15 +38,15 @@ from harness.errors import HarnessError
 from harness.fsutil import atomic_write
 from harness.plan import (
     PlannedRun,
-    estimate_seconds,
     family_members,
     job_config,
     results_dir,
     run_id_of,
+    sized_run,
     sweep_seeds,
     vocab_hint,
 )
-from harness.repetition import DEFAULT_MAX_EPOCHS
+from harness.repetition import epochs, max_epochs
 from harness.results import check_compatible, read_records
 from harness.schedule import schedule_of
 
@@ -144,18 +144,14 @@ class Candidates:
         return family_members(self.cfg.model, self.vocab, int(sc.d_model_min), int(sc.d_model_max))
 
     def run(self, budget: float, name: str, g: Any) -> PlannedRun | str:
-        """The planned run of one size at one budget (seed 0), or why it cannot be one."""
-        sc, B = self.cfg.sweep, int(self.cfg.train.batch_size)
-        fpt = flops_per_token(g)
-        seqs = round(budget / (fpt * g.seq_len))
-        steps = math.ceil(seqs / B)
-        if steps < int(sc.min_steps):
-            return f"larger sizes train fewer than sweep.min_steps={sc.min_steps} steps"
-        limit = float(self.cfg.data.get("max_epochs") or DEFAULT_MAX_EPOCHS)
-        if seqs * g.seq_len > limit * self.train_tokens:
+        """The planned run of one size at one budget (seed 0, as harness.plan plans it), or why it cannot be one."""
+        pr = sized_run(self.cfg, budget, name, g, flops_per_token(g))
+        if pr.steps < int(self.cfg.sweep.min_steps):
+            return f"larger sizes train fewer than sweep.min_steps={self.cfg.sweep.min_steps} steps"
+        limit = max_epochs(self.cfg.data)
+        if epochs(pr.tokens, self.train_tokens) > limit:
             return f"smaller sizes would repeat the train split more than data.max_epochs={limit:g} times"
-        return PlannedRun(0, budget, 0, g.d_model, name, param_counts(g)["params_total"], seqs * g.seq_len, steps,
-                          estimate_seconds(steps, B * g.seq_len, fpt, sc))
+        return pr
 
 
 def _beyond(budget_runs: list[PlannedRun], side: str, cands: Candidates) -> tuple[list[PlannedRun], str]:

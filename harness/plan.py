@@ -91,10 +91,8 @@ def plan_steps(budget: float, cfg: GPTConfig, batch_size: int, min_steps: int, m
     steps = math.ceil(seqs / batch_size) if seqs > 0 else 0
     if steps < min_steps:
         minimum = min_steps * batch_size * cfg.seq_len * fpt
-        raise HarnessError(
-            f"budget {budget:.3g} FLOPs buys {steps} optimizer steps of this model (min {min_steps}); "
-            f"use budget>={minimum:.3g}, a smaller model or a smaller train.batch_size"
-        )
+        raise HarnessError(f"budget {budget:.3g} FLOPs buys {steps} optimizer steps of this model (min {min_steps}); "
+                           f"use budget>={minimum:.3g}, a smaller model or a smaller train.batch_size")
     return RunPlan(fpt, seqs, steps, seqs - (steps - 1) * batch_size)
 
 
@@ -288,9 +286,8 @@ def _family(cfg: DictConfig, vocab_size: int) -> _Family:
     sc = cfg.sweep
     members = family_members(cfg.model, vocab_size, int(sc.d_model_min), int(sc.d_model_max))
     if not members:
-        raise HarnessError(
-            f"no family size has {sc.d_model_min} <= d_model <= {sc.d_model_max}; widen sweep.d_model_min/max"
-        )
+        raise HarnessError(f"no family size has {sc.d_model_min} <= d_model <= {sc.d_model_max}; widen "
+                           "sweep.d_model_min/max")
     return _Family(members, [param_counts(g)["params_total"] for _, g in members],
                    [flops_per_token(g) for _, g in members])
 
@@ -308,31 +305,34 @@ def _grid(C: float, fam: _Family, k: int, sc: DictConfig, notes: list[str]) -> l
     return _nearest_unique(fam.params, targets)
 
 
+def sized_run(cfg: DictConfig, C: float, name: str, g: GPTConfig, fpt: int) -> PlannedRun:
+    """One family member at budget C (seed 0): the sequences and steps C buys it, sweep.min_steps unchecked."""
+    B, T = int(cfg.train.batch_size), g.seq_len
+    seqs = round(C / (fpt * T))
+    steps = math.ceil(seqs / B)
+    return PlannedRun(0, C, 0, g.d_model, name, param_counts(g)["params_total"], seqs * T, steps,
+                      estimate_seconds(steps, B * T, fpt, cfg.sweep))
+
+
 def _budget_runs(cfg: DictConfig, C: float, fam: _Family, chosen: list[int], seeds: list[int],
                  notes: list[str]) -> list[PlannedRun]:
     """The runs of one budget: each chosen size x seed, dropping sizes under sweep.min_steps steps."""
-    sc = cfg.sweep
-    B, T, min_steps = int(cfg.train.batch_size), fam.members[0][1].seq_len, int(sc.min_steps)
+    min_steps = int(cfg.sweep.min_steps)
     runs: list[PlannedRun] = []
     dropped = []
     for j in chosen:
-        name, g = fam.members[j]
-        seqs = round(C / (fam.fpts[j] * T))
-        steps = math.ceil(seqs / B)
-        if steps < min_steps:
-            dropped.append(f"{name} ({steps} steps)")
+        pr = sized_run(cfg, C, *fam.members[j], fam.fpts[j])
+        if pr.steps < min_steps:
+            dropped.append(f"{pr.name} ({pr.steps} steps)")
             continue
-        runs.extend(PlannedRun(0, C, s, g.d_model, name, fam.params[j], seqs * T, steps,
-                               estimate_seconds(steps, B * T, fam.fpts[j], sc)) for s in seeds)
+        runs.extend(dataclasses.replace(pr, seed=s) for s in seeds)
     if dropped:
         notes.append(f"budget {C:.3g}: dropped {len(dropped)} size(s) with fewer than {min_steps} steps: "
                      + ", ".join(dropped))
     kept = len({pr.params for pr in runs})
     if kept < 3:
-        raise HarnessError(
-            f"budget {C:.3g} keeps {kept} size(s) after dropping those with < {min_steps} steps; "
-            "raise the budget, lower sweep.min_steps or widen sweep.d_model_min/max"
-        )
+        raise HarnessError(f"budget {C:.3g} keeps {kept} size(s) after dropping those with < {min_steps} steps; "
+                           "raise the budget, lower sweep.min_steps or widen sweep.d_model_min/max")
     return runs
 
 

@@ -21,6 +21,11 @@ def epochs(tokens: float, train_tokens: int) -> float:
     return tokens / max(1, train_tokens)
 
 
+def max_epochs(dc: Any) -> float:
+    """data.max_epochs, or DEFAULT_MAX_EPOCHS when unset."""
+    return float(dc.get("max_epochs") or DEFAULT_MAX_EPOCHS)
+
+
 def _names(runs: list[PlannedRun], train_tokens: int, limit: int = 4) -> str:
     """'#3 family-d64-L5 @ 1e12 (5.2 ep), ...' for the runs with the most epochs."""
     worst = sorted(runs, key=lambda pr: -pr.tokens)
@@ -31,7 +36,7 @@ def _names(runs: list[PlannedRun], train_tokens: int, limit: int = 4) -> str:
 
 def check_repetition(runs: list[PlannedRun], train_tokens: int, dc: Any) -> list[str]:
     """Warnings for runs above 1 epoch; a HarnessError naming the runs above data.max_epochs and the fixes."""
-    limit = float(dc.get("max_epochs") or DEFAULT_MAX_EPOCHS)
+    limit = max_epochs(dc)
     over = [pr for pr in runs if epochs(pr.tokens, train_tokens) > limit]
     if over:
         raise HarnessError(
