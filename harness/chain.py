@@ -55,6 +55,7 @@ class Branch:
     branch_step: int  # the cooldown's first step; the trunk's state after this many steps is the branch point
     flops: float  # the FLOPs of the run trained alone (the row's `flops`)
     flops_spent: float  # the trunk's steps since the previous branch point plus this cooldown (sums to the chain's)
+    cooldown_flops: float  # this run's steps from its branch point on (the trunk: all of it)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,20 @@ class Chain:
         """What its runs would cost trained one by one."""
         return sum(b.flops for b in self.branches)
 
+    def costs_in_order(self) -> list[tuple[float, int]]:
+        """(FLOPs, first step) of each branch as run_chain trains them: the trunk all its steps, then every shorter
+        branch only its cooldown from its branch step (the live view's progress and ETA; they sum to flops_spent)."""
+        *short, trunk = self.branches
+        return [(b.cooldown_flops, b.branch_step) for b in short] + [(trunk.flops, 0)]
+
+
+def chain_costs(jobs: list[Any]) -> dict[int, tuple[float, int, float]]:
+    """Each chained run's (FLOPs, first step, est. seconds) as its chain trains it (Chain.costs_in_order), by plan
+    index; runs outside a chain are absent (they cost their budget). Progress and ETAs count these under WSD."""
+    return {b.run.index: (flops, start, b.run.est_seconds * flops / b.flops)
+            for chain in jobs if isinstance(chain, Chain)
+            for b, (flops, start) in zip(chain.branches, chain.costs_in_order())}
+
 
 def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
     """One size's runs (sorted by tokens) as a chain, refusing a cooldown too short or inside warmup."""
@@ -97,8 +112,9 @@ def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
             raise HarnessError(f"WSD chain of {pr.name}, budget {pr.budget:.3g}: {e}") from None
         start = sched.cooldown_start(pr.steps)
         fpt = _fpt(pr, cfg)
-        spent = ((start - prev) * batch * seq + pr.tokens - start * batch * seq) * fpt
-        branches.append(Branch(pr, start, float(pr.tokens * fpt), float(spent)))
+        cooldown = (pr.tokens - start * batch * seq) * fpt  # the last step may be partial: tokens, not steps
+        branches.append(Branch(pr, start, float(pr.tokens * fpt), float((start - prev) * batch * seq * fpt + cooldown),
+                               float(cooldown)))
         prev = start
     tokens = _rule_tokens(cfg, group)
     est = sum(b.run.est_seconds * b.flops_spent / b.flops for b in branches)

@@ -56,16 +56,18 @@ def planned_runs(cfg: DictConfig) -> list[dict[str, Any]]:
         loss_of, _ = losses_from(cfg)
         jobs = [(r, job_config(cfg, r), "tune") for r in plan_round(cfg, int(cfg.get("sweep_round") or 0), loss_of)]
     else:
+        from harness.chain import chain_costs
         from harness.results import check_compatible
         from harness.sweep import job_runs, plan_jobs, planned_ids
 
         check_compatible(results_dir(cfg), corpus.fingerprint)
         plan, _, groups = plan_jobs(cfg)  # a job is one run, a pack of seeds or a WSD chain
         job_of = {pr.index: j for j, group in enumerate(groups) for pr in job_runs(group)}
+        cost = {i: {"flops": f, "start_step": s, "est_seconds": e} for i, (f, s, e) in chain_costs(groups).items()}
         ids = planned_ids(cfg, plan, corpus.fingerprint, corpus.vocab_size)
         return [{"index": r.index, "run_id": rid, "model": r.name, "budget": r.budget, "steps": r.steps,
-                 "est_seconds": r.est_seconds, "role": "sweep", "job": job_of.get(r.index, r.index)}
-                for r, rid in zip(plan, ids)]
+                 "est_seconds": r.est_seconds, "role": "sweep", "job": job_of.get(r.index, r.index),
+                 **cost.get(r.index, {})} for r, rid in zip(plan, ids)]
     return [{"index": r.index, "run_id": run_id_of(job, corpus.fingerprint, corpus.vocab_size), "model": r.name,
              "budget": r.budget, "steps": r.steps, "est_seconds": r.est_seconds, "role": role,
              "job": r.index} for r, job, role in jobs]

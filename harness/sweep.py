@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from harness.adapt import adapt_rounds, adaptive_plan
-from harness.chain import Chain, format_chains, plan_chains, run_chain, sweep_jobs
+from harness.chain import Chain, chain_costs, format_chains, plan_chains, run_chain, sweep_jobs
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
@@ -69,14 +69,18 @@ def _jobs(cfg: DictConfig, runs: list[PlannedRun]) -> list[DictConfig]:
     return sweep_jobs(cfg, runs)
 
 
-def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str]) -> str:
-    """Runs done / total, FLOPs done / total and an ETA from the plan's time estimates."""
+def progress_line(cfg: DictConfig, runs: list[PlannedRun], ids: list[str], jobs: list[Any] | None = None) -> str:
+    """Runs done / total, FLOPs done / total and an ETA from the plan's time estimates (under WSD, jobs' chains:
+    the FLOPs and time each run costs in its chain, harness.chain.chain_costs)."""
     out_dir = results_dir(cfg)
+    cost = chain_costs(jobs or [])
+    flops = {pr.index: cost[pr.index][0] if pr.index in cost else pr.budget for pr in runs}
+    est = {pr.index: cost[pr.index][2] if pr.index in cost else pr.est_seconds for pr in runs}
     done = [pr for pr, rid in zip(runs, ids) if find_ok(out_dir, rid) is not None]
-    flops_done = sum(pr.budget for pr in done)
-    flops_all = sum(pr.budget for pr in runs)
-    est_done = sum(pr.est_seconds for pr in done)
-    est_left = sum(pr.est_seconds for pr in runs) - est_done
+    flops_done = sum(flops[pr.index] for pr in done)
+    flops_all = sum(flops.values())
+    est_done = sum(est[pr.index] for pr in done)
+    est_left = sum(est.values()) - est_done
     start = float(os.environ.get("HARNESS_SWEEP_START", "0") or 0)
     eta = ""
     if start and est_done > 0 and est_left > 0:
@@ -130,5 +134,5 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         records = run_pack(cfg, job) if len(job) > 1 else [run(_jobs(cfg, job)[0])]
     record = records[-1]  # the record names the corpus: no second load for the progress line
     ids = planned_ids(cfg, runs, str(record["data_fingerprint"]), int(record["vocab_size"]))
-    say(progress_line(cfg, runs, ids))
+    say(progress_line(cfg, runs, ids, jobs))
     return {"runs": runs, "jobs": jobs, "notes": notes, "record": record, "records": records}

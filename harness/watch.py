@@ -2,7 +2,8 @@
 and the curves. Read-only (no lock file, no writes), so `harness-status` and the live view are safe while jobs
 write: every file they read is replaced atomically or appended a whole line at a time.
 
-    plan.json   the planned runs (run_id, model, budget, steps, est. seconds, role), written when a multirun
+    plan.json   the planned runs (run_id, model, budget, steps, est. seconds, role; a WSD branch also its cost: flops,
+                start_step), written when a multirun
                 starts (harness.live); an LR sweep adds each round's runs to it.
 A run is `done` (an ok record), `failed` (a diverged/failed record), `running` (a live state whose process is
 alive, or, on another host, that changed in the last `stale_s` seconds), else `missing` (planned, no record, not
@@ -76,13 +77,23 @@ class RunState:
     val_bpb: float | None = None
     est_seconds: float = 0.0
     note: str = ""
+    flops: float = 0.0  # what training it costs (a WSD branch: its cooldown only); 0: its budget
+    start_step: int = 0  # the step its training starts at (a WSD branch: its branch point)
+
+    @property
+    def cost(self) -> float:
+        """The FLOPs this run's training spends (the plan's `flops`, else its budget)."""
+        return self.flops or self.budget
 
     @property
     def fraction(self) -> float:
-        """How much of the run is done: 1 with a record, step/steps while it trains, 0 otherwise."""
+        """How much of the run's training is done: 1 with a record, its share of steps from start_step while it
+        trains, 0 otherwise."""
         if self.state in ("done", "failed"):
             return 1.0
-        return (self.step or 0) / self.steps if self.steps and self.state == "running" else 0.0
+        if not self.steps or self.state != "running" or self.steps <= self.start_step:
+            return 0.0
+        return max(0.0, ((self.step or 0) - self.start_step) / (self.steps - self.start_step))
 
 
 @dataclass
@@ -105,7 +116,12 @@ def _from_record(rid: str, rec: dict[str, Any], plan: dict[str, Any]) -> RunStat
                     str(rec.get("role", "")), "done" if ok else "failed", _int(rec.get("steps")),
                     _int(rec.get("steps")) if ok else plan.get("steps"), _float(rec.get("train_loss")),
                     _float(rec.get("val_bpb")) if ok else None, float(plan.get("est_seconds") or 0),
-                    "" if ok else f"{rec.get('status')}: {rec.get('error', '')}".strip(": "))
+                    "" if ok else f"{rec.get('status')}: {rec.get('error', '')}".strip(": "), *_cost(plan))
+
+
+def _cost(plan: dict[str, Any]) -> tuple[float, int]:
+    """A planned run's training cost and first step (plan.json's `flops`, `start_step`; absent: 0, 0)."""
+    return float(plan.get("flops") or 0), int(plan.get("start_step") or 0)
 
 
 def _int(x: Any) -> int | None:
@@ -128,7 +144,7 @@ def _unrecorded(rid: str, plan: dict[str, Any], live: dict[str, Any] | None, ali
     note = "" if state == "running" or not live else f"stopped at step {live.get('step')} (rerun the sweep to resume)"
     return RunState(rid, str(src.get("model", "")), float(src.get("budget") or 0), str(plan.get("role", "sweep")),
                     state, _int(src.get("step")) if live else None, _int(src.get("steps")), _float(src.get("loss")),
-                    None, float(plan.get("est_seconds") or 0), note)
+                    None, float(plan.get("est_seconds") or 0), note, *_cost(plan))
 
 
 def check_results_dir_readable(results_dir: Path) -> None:
@@ -206,13 +222,14 @@ def _clock(seconds: float) -> str:
 
 def overall(st: SweepState, ids: list[str], elapsed: float, skip: set[str] | frozenset[str] = frozenset()
             ) -> dict[str, Any]:
-    """Progress of the runs `ids` (this multirun's): runs done, FLOPs done (partial runs by their step), and an
+    """Progress of the runs `ids` (this multirun's): runs done, FLOPs spent (partial runs by their step; a WSD
+    chain's branches by their cooldown, RunState.cost), and an
     ETA = elapsed x (est. seconds left / est. seconds done), i.e. the plan's estimates corrected by the measured
     speed (parallel jobs included); runs in `skip` (done before this multirun started) stay out of the ETA."""
     mine = [r for r in st.runs if r.run_id in set(ids)]
     done = sum(r.state in ("done", "failed") for r in mine)
-    flops_all = sum(r.budget for r in mine) or 1.0
-    flops_done = sum(r.budget * r.fraction for r in mine)
+    flops_all = sum(r.cost for r in mine) or 1.0
+    flops_done = sum(r.cost * r.fraction for r in mine)
     timed = [r for r in mine if r.run_id not in skip]
     est_all = sum(r.est_seconds for r in timed)
     est_done = sum(r.est_seconds * r.fraction for r in timed)

@@ -21,7 +21,7 @@ from harness.errors import HarnessError
 from harness.plan import job_config, learning_rate, model_config, plan_sweep, vocab_hint
 from harness.results import read_records
 from harness.schedule import rule_tokens
-from harness.sweep import dry_run_text, sweep
+from harness.sweep import dry_run_text, progress_line, sweep
 from harness.train import Trainer, run
 from tests.conftest import SWEEP_SMALL
 
@@ -133,6 +133,29 @@ def test_wsd_sweep_plans_one_job_per_chain(args, tmp_path: Path) -> None:
     assert {int(j.train.warmup_steps) for j in jobs} == {c.warmup_steps for c in chains}
     assert [float(j.budget) for j in jobs] == [pr.budget for pr in runs]
     assert jobs[0].train.schedule == "wsd" and job_config(cfg, runs[0]).train.warmup_steps is None
+
+
+def test_a_chains_costs_in_training_order_add_up_to_what_it_spends(args, tmp_path: Path) -> None:
+    from harness.live import planned_runs
+
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}")
+    chain = three_branch_chain(cfg)
+    costs = chain.costs_in_order()
+    assert sum(f for f, _ in costs) == pytest.approx(chain.flops_spent, rel=1e-9)
+    assert costs[-1] == (chain.branches[-1].flops, 0)  # the trunk trains every step from 0
+    for b, (flops, start) in zip(chain.branches[:-1], costs):  # a shorter branch: its cooldown only
+        step_flops = int(cfg.train.batch_size) * int(cfg.model.seq_len) * b.flops / b.run.tokens
+        assert start == b.branch_step > 0 and flops == pytest.approx(b.flops - start * step_flops)
+    # the live view's plan and each job's progress line carry them: FLOPs spent, not the independent runs' FLOPs
+    plan = {p["index"]: p for p in planned_runs(cfg)}
+    for b, (flops, start) in zip(chain.branches, costs):
+        p = plan[b.run.index]
+        assert (p["flops"], p["start_step"]) == (flops, start)
+        assert p["est_seconds"] == pytest.approx(b.run.est_seconds * flops / b.flops)
+    runs, _ = plan_sweep(cfg)
+    chains = plan_chains(cfg, runs)
+    line = progress_line(cfg, runs, [p["run_id"] for p in sorted(plan.values(), key=lambda p: p["index"])], chains)
+    assert f"0/{len(runs)} runs ok | 0/{sum(c.flops_spent for c in chains):.3g} FLOPs" in line
 
 
 def _own_and_shared_lr(cfg, chain: Chain) -> list[tuple[float, float]]:

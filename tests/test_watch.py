@@ -173,6 +173,26 @@ def test_live_sweep_view_and_status(text_corpus: Path, tmp_path: Path) -> None:
     assert len(logs) == 1 and "#5 : " in logs[0].read_text()  # the listing went to the log
 
 
+def test_a_wsd_branch_counts_its_cooldown_not_its_budget(tmp_path: Path) -> None:
+    from harness.watch import overall
+
+    # a chain of two runs: the trunk (10 steps, 2e9 FLOPs) and a shorter branch whose cooldown starts at step 8 of
+    # 10 (its budget 1e9, its cost 2e8); the branch runs, at step 9 of its cooldown's 8..10
+    runs = [{"index": 0, "run_id": "short", "model": "m", "budget": 1e9, "steps": 10, "est_seconds": 2.0,
+             "role": "sweep", "flops": 2e8, "start_step": 8},
+            {"index": 1, "run_id": "trunk", "model": "m", "budget": 2e9, "steps": 10, "est_seconds": 20.0,
+             "role": "sweep"}]
+    write_manifest(tmp_path, "toy", runs)
+    _record(tmp_path, "trunk", "ok", 2e9)
+    _live(tmp_path, "short", os.getpid(), 9, 1e9)
+    st = sweep_state(tmp_path)
+    short = next(r for r in st.runs if r.run_id == "short")
+    assert short.state == "running" and short.fraction == pytest.approx(0.5) and short.cost == 2e8
+    o = overall(st, ["short", "trunk"], elapsed=21.0)
+    assert o["flops_all"] == pytest.approx(2.2e9) and o["flops_done"] == pytest.approx(2.1e9)
+    assert o["eta"] == pytest.approx(21.0 * 1.0 / 21.0)  # 1 of 22 estimated seconds left after 21 s
+
+
 def test_launched_indices_follow_the_plan_index_override() -> None:
     from omegaconf import OmegaConf
 
