@@ -169,6 +169,15 @@ def _noise_cells(fits: Fits, row: dict[str, Any]) -> list[str]:
     return [format_cell(floor, ".2%"), _inside(near)]
 
 
+def _bias_cells(s: dict[str, Any]) -> list[str]:
+    """A backtest series' signed mean error, errors below / above zero and its sign-test verdict (older fits.json
+    files have none: '-')."""
+    if "sign_p" not in s:
+        return ["-", "-", "-"]
+    return [_pct(s["mean_rel_error"]), f"{s['below']} / {s['n'] - s['below']}",
+            f"{s['bias'] or 'none'} (p={s['sign_p']:.2g})"]
+
+
 def _backtest_section(fits: Fits) -> list[str]:
     """The leave-future-out backtest: how it was done, a summary per series, every comparison, skipped cut-offs."""
     bt = fits.backtest
@@ -182,13 +191,16 @@ def _backtest_section(fits: Fits) -> list[str]:
            "minimum L_opt, or its lowest observed loss where it has no usable parabola (column `actual`); N targets "
            "its parabola N_opt. Approach 3 is scored at its compute-optimal point. Error = (actual - predicted) / "
            f"actual; `inside`: the prediction's {round(100 * float(bt['level']))}% interval covers the actual value "
-           "(whose own fitting noise it does not include). Method: leave-future-out as in Marin's scaling-law "
-           "validation; rollout as in Bhagia et al. 2024's OLMo model ladders."]
+           "(whose own fitting noise it does not include). `bias`: a series' errors fall on one side of zero more "
+           "often than chance allows (two-sided sign test, p < 0.05; the cut-offs share budgets, so p is a rough "
+           "guide): its law bends the wrong way, and predictions further out will miss the same way. Method: "
+           "leave-future-out as in Marin's scaling-law validation; rollout as in Bhagia et al. 2024's OLMo model "
+           "ladders."]
     out += ["", _table(["approach", "target", "predictions", "largest extrapolation", "mean abs error",
-                        "max abs error", "inside"],
+                        "max abs error", "inside", "mean error", "below / above", "bias (sign test)"],
                        [[s["approach"], s["quantity"], str(s["n"]), f"{fmt(s['max_extrapolation'], 3)}x",
                          f"{s['mean_abs_rel_error']:.2%}", f"{s['max_abs_rel_error']:.2%}",
-                         f"{s['inside']} of {s['n_intervals']}"] for s in bt["summary"]])]
+                         f"{s['inside']} of {s['n_intervals']}", *_bias_cells(s)] for s in bt["summary"]])]
     rows = [[f"{r['cutoff']} (<= {fmt(r['fitted_up_to'], 3)})", fmt(r["C"], 3), f"{fmt(r['extrapolation'], 3)}x",
              r["approach"], r["quantity"], fmt_est(r["predicted"], 4),
              fmt(r["actual"], 4) + ("" if r["reference"].startswith("parabola") else " (lowest observed)"),

@@ -13,7 +13,14 @@ from hydra import compose, initialize_config_dir
 
 from harness import CONF_DIR
 from harness.analysis import Estimate, Fits, canonicalize, fit_all, load_fits, load_results
-from harness.analysis.backtest import BacktestSettings, attach_backtest, choose_cutoffs, run_backtest
+from harness.analysis.backtest import (
+    BacktestSettings,
+    attach_backtest,
+    choose_cutoffs,
+    run_backtest,
+    sign_bias,
+    summarize,
+)
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.analyze import run_analysis
 from harness.errors import HarnessError
@@ -30,13 +37,20 @@ MAX_LOSS_ERROR = 0.01
 MAX_N_ERROR = 0.35
 
 
-def _backtest_rows(shift: float) -> list[dict]:
+def _bend(C: np.ndarray) -> np.ndarray:
+    """Losses that fall ever faster than LAW as C grows (by 2% x log10(C/1e18)^2): a form that bends the wrong way."""
+    return 1 - 0.02 * np.log10(C / 1e18) ** 2
+
+
+def _backtest_rows(shift: float, bend: bool = False) -> list[dict]:
     """Backtest rows over REPEATS noisy sweeps of LAW; shift multiplies the losses of budgets above 3e18
-    (a regime change the small budgets cannot see, so the backtest must catch it)."""
+    (a regime change the small budgets cannot see, so the backtest must catch it); bend applies _bend."""
     rows = []
     for seed in range(REPEATS):
         raw = isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=7, noise=0.005, seed=seed)
         raw.loc[raw["budget_flops"] > 3e18, "val_bpb"] *= shift
+        if bend:
+            raw["val_bpb"] *= _bend(raw["budget_flops"].to_numpy(float))
         df = canonicalize(raw)
         rows += run_backtest(df, fit_all(df, {"bootstrap": 0}), {"bootstrap": 50})["rows"]
     return rows
@@ -68,11 +82,38 @@ def test_known_law_backtests_with_small_errors_and_nominal_coverage(good_rows: l
     assert _holds(good_rows)
 
 
-def test_a_wrong_law_fails_the_same_marks(good_rows: list[dict]) -> None:
+@pytest.fixture(scope="module")
+def shifted_rows() -> list[dict]:
+    return _backtest_rows(1.05)
+
+
+def test_a_wrong_law_fails_the_same_marks(good_rows: list[dict], shifted_rows: list[dict]) -> None:
     """The assertions above can fail: losses 5% above the law past 3e18 FLOPs are caught."""
-    assert not _holds(_backtest_rows(1.05))
+    assert not _holds(shifted_rows)
     shifted = [dict(r, rel_error=r["rel_error"] + 0.05, inside=False) for r in good_rows]
     assert not _holds(shifted)
+
+
+def test_a_law_that_misses_one_way_is_reported_as_biased(good_rows: list[dict]) -> None:
+    good = {(s["approach"], s["quantity"]): s for s in summarize(good_rows)}
+    bad = {(s["approach"], s["quantity"]): s for s in summarize(_backtest_rows(1.0, bend=True))}
+    # the true law misses by noise, both ways; under the bend every larger budget sits below every prediction
+    for series in (("frontier", "loss"), ("approach3", "loss")):
+        assert good[series]["bias"] is None and abs(good[series]["mean_rel_error"]) < 0.005
+        assert bad[series]["bias"] == "over-predicts" and bad[series]["below"] == bad[series]["n"] == 18
+        assert bad[series]["sign_p"] < 1e-4 and bad[series]["mean_rel_error"] < -0.015
+    # the sign test itself: 6 of 6 below is p = 2/64; 5 of 6 is not enough
+    assert sign_bias(-np.ones(6)) == {"below": 6, "sign_p": pytest.approx(2 / 64), "bias": "over-predicts"}
+    assert sign_bias(np.array([-1, -1, -1, -1, -1, 1.0]))["bias"] is None
+    assert sign_bias(np.array([]))["bias"] is None
+    # the analysis says so among its warnings, and report.md's summary table carries the verdict
+    raw = isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=7, noise=0.005, seed=0)
+    raw["val_bpb"] *= _bend(raw["budget_flops"].to_numpy(float))
+    df = canonicalize(raw)
+    fits = attach_backtest(fit_all(df, {"bootstrap": 0}), df, {"bootstrap": 0})
+    assert any(w.startswith("backtest: frontier over-predicts loss: 6 of 6 held-back budgets came out below")
+               for w in fits.warnings), fits.warnings
+    assert "| over-predicts (p=0.031) |" in render_markdown(fits)
 
 
 def test_too_few_budgets_skip_with_a_note() -> None:

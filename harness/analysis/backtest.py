@@ -13,7 +13,9 @@ budgets it never saw. Per held-back budget C the targets are
 Each row carries the extrapolation factor (held-back C / largest fitted C), the signed relative error
 (actual - predicted) / actual, as in the held-out comparison, and whether the prediction's bootstrap interval
 (backtest.bootstrap resamples, fewer than the main fit's) covers the actual value. The reference is itself a fit
-with noise the interval does not include, so coverage of N_opt in particular reads a little low.
+with noise the interval does not include, so coverage of N_opt in particular reads a little low. The summary
+also tests whether a series' errors lean one way (sign_bias): a form that bends the wrong way over-predicts (or
+under-predicts) at every cut-off, and a held-out run further out will miss the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from harness.analysis.context import Settings, coerce
 from harness.analysis.estimate import Estimate
@@ -38,6 +41,8 @@ METHOD = ("leave-future-out: refit on the smallest k budgets, predict each large
           "validation; Bhagia et al. 2024's model ladder)")
 # (approach, quantity) of every backtest row, in table order
 SERIES = (("frontier", "loss"), ("approach3", "loss"), ("approach2", "N_opt"), ("approach3", "N_opt"))
+# A series whose errors fall on one side this consistently (two-sided sign test) is reported as biased.
+BIAS_P = 0.05
 # Errors a refit may raise on data it cannot fit: the cut-off is recorded as skipped, never a crash.
 REFIT_ERRORS = (HarnessError, FloatingPointError, np.linalg.LinAlgError)
 
@@ -139,17 +144,43 @@ def _run_cutoff(used: pd.DataFrame, budgets: list[dict[str, Any]], k: int,
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (approach, quantity): pairs, mean and max |relative error|, and k of n intervals covering the actual."""
+    """Per (approach, quantity): pairs, mean and max |relative error|, k of n intervals covering the actual, the
+    signed mean error and its bias verdict (sign_bias)."""
     out = []
     for approach, quantity in SERIES:
         sel = [r for r in rows if r["approach"] == approach and r["quantity"] == quantity and r["rel_error"] is not None]
         if not sel:
             continue
-        err = np.abs([r["rel_error"] for r in sel])
+        signed = np.array([r["rel_error"] for r in sel], float)
+        err = np.abs(signed)
         judged = [r["inside"] for r in sel if r["inside"] is not None]
         out.append({"approach": approach, "quantity": quantity, "n": len(sel), "mean_abs_rel_error": float(err.mean()),
                     "max_abs_rel_error": float(err.max()), "inside": int(sum(judged)), "n_intervals": len(judged),
-                    "max_extrapolation": max(r["extrapolation"] for r in sel)})
+                    "max_extrapolation": max(r["extrapolation"] for r in sel), "mean_rel_error": float(signed.mean()),
+                    **sign_bias(signed)})
+    return out
+
+
+def sign_bias(errors: np.ndarray) -> dict[str, Any]:
+    """Whether the errors lean one way: the count below zero (actual under the prediction), the two-sided sign
+    test's p (Dixon & Mood 1946) and `bias` = over-predicts / under-predicts when p < BIAS_P, else None.
+    A law that only misses by noise scatters both ways; one whose form bends the wrong way misses on one side at
+    every cut-off. The cut-offs share held-back budgets, so their errors are correlated: p is a rough guide."""
+    below, n = int(np.sum(errors < 0)), int(np.sum(errors != 0))
+    p = float(binomtest(max(below, n - below), n, 0.5).pvalue) if n else 1.0
+    bias = None if p >= BIAS_P else ("over-predicts" if below > n - below else "under-predicts")
+    return {"below": below, "sign_p": p, "bias": bias}
+
+
+def bias_warnings(summary: list[dict[str, Any]]) -> list[str]:
+    """One warning per backtest series with a sign bias: which way it misses and what that means further out."""
+    out = []
+    for s in (s for s in summary if s.get("bias")):
+        below = s["bias"] == "over-predicts"
+        k = s["below"] if below else s["n"] - s["below"]
+        out.append(f"backtest: {s['approach']} {s['bias']} {s['quantity']}: {k} of {s['n']} held-back budgets came "
+                   f"out {'below' if below else 'above'} its prediction (mean error {s['mean_rel_error']:+.1%}, sign "
+                   f"test p={s['sign_p']:.2g}); predictions further out will likely miss the same way, by more")
     return out
 
 
@@ -182,6 +213,7 @@ def run_backtest(df: pd.DataFrame, fits: Fits, cfg: Any = None) -> dict[str, Any
 def attach_backtest(fits: Fits, df: pd.DataFrame, cfg: Any = None) -> Fits:
     """Run the backtest into fits.backtest; a skipped backtest or cut-off also becomes a note of the fits."""
     fits.backtest = run_backtest(df, fits, cfg)
+    fits.warnings.extend(bias_warnings(fits.backtest["summary"]))
     reason = fits.backtest.get("skipped")
     if reason and "disabled" not in reason:
         fits.notes.append(f"backtest skipped: {reason}")
