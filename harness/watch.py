@@ -2,9 +2,9 @@
 and the curves. Read-only (no lock file, no writes), so `harness-status` and the live view are safe while jobs
 write: every file they read is replaced atomically or appended a whole line at a time.
 
-    plan.json   the planned runs (run_id, model, budget, steps, est. seconds, role; a WSD branch also its cost: flops,
-                start_step), written when a multirun
-                starts (harness.live); an LR sweep adds each round's runs to it.
+    plan.json   the planned runs (run_id, model, budget, steps, est. seconds, role; a WSD branch also its cost:
+                flops, start_step), written when a multirun starts (harness.live); an LR sweep adds each round's
+                runs to it.
 A run is `done` (an ok record), `failed` (a diverged/failed record), `running` (a live state whose process is
 alive, or, on another host, that changed in the last `stale_s` seconds), else `missing` (planned, no record, not
 running: not started yet, or killed; a kill leaves its last step in the live state and a checkpoint to resume).
