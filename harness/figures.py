@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
+
 
 def colors(n: int) -> list[Any]:
     """n colours from viridis, avoiding its palest end (readable on white)."""
@@ -20,3 +22,10 @@ def png_bytes(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
     return buf.getvalue()
+
+
+def bar_lengths(value: Any, lo: Any, hi: Any) -> list[Any]:
+    """matplotlib's xerr/yerr [[below], [above]] for intervals around value, each at least 0: a bootstrap percentile
+    interval need not contain the point estimate (an LR vertex near its grid's edge), and errorbar refuses negatives."""
+    v, lo, hi = np.asarray(value, float), np.asarray(lo, float), np.asarray(hi, float)
+    return [np.maximum(0.0, v - lo).ravel(), np.maximum(0.0, hi - v).ravel()]

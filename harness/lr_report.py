@@ -21,7 +21,7 @@ from matplotlib.ticker import NullFormatter
 from harness.analysis.estimate import format_cell
 from harness.analysis.lr import LROptimum, LRRule, fit_lr_optimum, fit_lr_rule
 from harness.errors import HarnessError
-from harness.figures import colors, png_bytes
+from harness.figures import bar_lengths, colors, png_bytes
 from harness.fsutil import atomic_write
 from harness.lr_rule import SCHEMA
 
@@ -117,7 +117,7 @@ def plot_curves(points: Sequence[TunePointData], optima: Sequence[LROptimum]) ->
             lr, loss = np.array(sorted(zip(p.lrs, p.losses))).T
             ax.plot(lr, np.where(np.isfinite(loss), loss, np.nan), "o-", color=by_size[p.d_model], label=p.name)
             if o.status == "ok" and o.lr.has_interval:
-                ax.errorbar([o.lr.value], [o.loss], xerr=[[o.lr.value - o.lr.lo], [o.lr.hi - o.lr.value]],
+                ax.errorbar([o.lr.value], [o.loss], xerr=bar_lengths(o.lr.value, o.lr.lo, o.lr.hi),
                             fmt="*", ms=12, color=by_size[p.d_model], capsize=3)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor ones collide
@@ -134,7 +134,7 @@ def _plot_budget(ax: Any, sel: list[tuple[TunePointData, LROptimum]], rule: LRRu
     if ok:
         n, est = zip(*ok)
         v = np.array([e.value for e in est])
-        err = [v - np.array([e.lo for e in est]), np.array([e.hi for e in est]) - v]
+        err = bar_lengths(v, [e.lo for e in est], [e.hi for e in est])
         ax.errorbar(n, v, yerr=err, fmt="o", color=color, capsize=3, label=label)
     edge = [(p.n_params, o.lr.value) for p, o in sel if o.status != "ok" and o.lr.value]
     if edge:

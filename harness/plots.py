@@ -21,7 +21,7 @@ from harness.analysis.bootstrap import interval
 from harness.analysis.estimate import format_number as fmt
 from harness.analysis.parametric import predict_log_loss
 from harness.analysis.predict import approach2_curves, approach3_curves
-from harness.figures import colors, png_bytes
+from harness.figures import bar_lengths, colors, png_bytes
 
 # key -> (file name, caption in report.md)
 PLOTS = {
@@ -124,7 +124,7 @@ def _budget_optima(ax: Any, fits: Fits, key: str, error_bars: bool) -> None:
             continue
         yerr = None
         if error_bars and e.has_interval:
-            yerr = [[max(0.0, e.value - e.lo)], [max(0.0, e.hi - e.value)]]
+            yerr = bar_lengths(e.value, e.lo, e.hi)
         ax.errorbar([b["C"]], [e.value], yerr=yerr, fmt="o", color="k" if b["used"] else "0.6",
                     mfc="k" if b["used"] else "white", ms=5, capsize=2, zorder=4)
     ax.axvline(max(b["C"] for b in fits.budgets), color="0.7", lw=0.8, ls=":")
@@ -161,7 +161,7 @@ def _draw_holdout(ax: Any, holdout: Mapping[str, Any], x: float | None = None, l
             continue
         lo = p.value if p.lo is None else p.lo
         hi = p.value if p.hi is None else p.hi
-        ax.errorbar([hc * dx], [p.value], yerr=[[p.value - lo], [hi - p.value]], fmt="s", color=col,
+        ax.errorbar([hc * dx], [p.value], yerr=bar_lengths(p.value, lo, hi), fmt="s", color=col,
                     mfc="white", capsize=3, zorder=5, label=None if label is None else f"{name} prediction")
     if hl is not None:
         star = None if label is None else (label or holdout.get("label", "held-out run"))
@@ -249,7 +249,7 @@ def _backtest_series(ax: Any, rows: list[dict[str, Any]], key: tuple[str, str]) 
         yerr = None
         if p.has_interval:  # the prediction's interval in error units: covered iff the bar crosses 0
             lo, hi = 100.0 * (actual - p.hi) / actual, 100.0 * (actual - p.lo) / actual
-            yerr = [[max(0.0, y - lo)], [max(0.0, hi - y)]]
+            yerr = bar_lengths(y, lo, hi)
         ax.errorbar([r["extrapolation"] * dx], [y], yerr=yerr, fmt=marker, color=col, ms=6, capsize=2, alpha=0.8,
                     mfc=col if r["inside"] else "white")
     ax.plot([], [], marker, color=col, label=f"{key[0]} {key[1]}")  # the legend shows the filled marker
