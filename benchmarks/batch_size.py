@@ -1,7 +1,8 @@
 """Is the sweep's batch (train.batch_size=16 sequences of 128 bytes) above the critical batch at the small budgets?
 Trains family members at a few small budgets with several batch sizes and seeds (the fitted LR rule, cosine,
 1 thread per run, 2 joblib workers), and writes results/bench/batch_size.json and batch_size.png: per (budget,
-size, batch) the seeds' val_bpb, their mean, the change against the reference batch and the wall time.
+size, batch) the seeds' val_bpb, their mean, the change against the reference batch and the wall time; and,
+given two LR sweeps at two batch sizes (--lr-sweeps), each sweep point's best loss under its own tuned LRs.
 
     nice python benchmarks/batch_size.py [--sizes 24,32,40] [--budgets 2e11,5e11] [--batches 4,8,16]
         [--seeds 0,1] [--results results/bench/batch_size] [--out results/bench/batch_size.json]
@@ -53,6 +54,19 @@ def summary(rows: pd.DataFrame, ref_batch: int) -> list[dict[str, Any]]:
     return out
 
 
+def tuned(ref: Path, other: Path) -> dict[str, Any]:
+    """Each LR-sweep point's best val_bpb over the LRs tried, in two LR sweeps (rule files) run at two batch sizes:
+    the batch compared with each side's LR tuned for it, not the reference batch's LR."""
+    docs = [json.loads(Path(f).read_text()) for f in (ref, other)]
+    best = [{(q["model"], q["budget"]): min(t["val_bpb"] for t in q["tried"]) for q in d["points"]} for d in docs]
+    batch = [d["provenance"]["train"]["batch_size"] for d in docs]
+    rows = [{"model": m, "budget": b, f"batch_{batch[0]}": best[0][m, b], f"batch_{batch[1]}": best[1][m, b],
+             "rel": best[1][m, b] / best[0][m, b] - 1} for m, b in sorted(best[0]) if (m, b) in best[1]]
+    return {"sweeps": [str(ref), str(other)], "batch_sizes": batch, "rmse_log_rule": [d["rmse_log"] for d in docs],
+            "points": rows, "lower_at": sum(r["rel"] < 0 for r in rows), "n": len(rows),
+            "mean_rel": statistics.fmean(r["rel"] for r in rows)}
+
+
 def plot(points: list[dict[str, Any]], path: Path) -> None:
     """val_bpb (seeds as dots, mean as a line) against the batch, one line per (budget, size)."""
     import matplotlib.pyplot as plt
@@ -84,6 +98,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--results", type=Path, default=Path("results/bench/batch_size"))
     p.add_argument("--out", type=Path, default=Path("results/bench/batch_size.json"))
+    p.add_argument("--lr-sweeps", type=Path, nargs=2, metavar=("REF_RULE", "OTHER_RULE"),
+                   default=(Path("results/lr/lr_rule.json"), Path("results/bench/lr_batch8/lr_rule.json")),
+                   help="two LR sweeps' rule files at two batch sizes (scripts/sweep.sh sweep=lr train.batch_size=8 "
+                        "results_dir=results/bench/lr_batch8): the batches compared with tuned LRs")
     a = p.parse_args()
     train(a)
     rows = pd.read_csv(a.results / "results.csv")
@@ -96,6 +114,11 @@ def main() -> None:
            "mean_seed_spread": {str(b): statistics.fmean(q["seed_spread"] for q in points if q["batch_size"] == b)
                                 for b in by_batch},
            "points": points}
+    if all(f.exists() for f in a.lr_sweeps):
+        doc["tuned_lr"] = tuned(*a.lr_sweeps)
+        t = doc["tuned_lr"]
+        print(f"tuned LRs: batch {t['batch_sizes'][1]} lower than batch {t['batch_sizes'][0]} at {t['lower_at']} of "
+              f"{t['n']} LR-sweep points, mean {100 * t['mean_rel']:+.1f}%")
     atomic_write(a.out, [json.dumps(doc, indent=1).encode()])
     plot(points, a.out.with_suffix(".png"))
     for q in points:

@@ -180,7 +180,7 @@ def bias_warnings(summary: list[dict[str, Any]]) -> list[str]:
         k = s["below"] if below else s["n"] - s["below"]
         out.append(f"backtest: {s['approach']} {s['bias']} {s['quantity']}: {k} of {s['n']} held-back budgets came "
                    f"out {'below' if below else 'above'} its prediction (mean error {s['mean_rel_error']:+.1%}, sign "
-                   f"test p={s['sign_p']:.2g}); predictions further out will likely miss the same way, by more")
+                   f"test p={s['sign_p']:.2g}); predictions further out will likely miss the same way")
     return out
 
 
