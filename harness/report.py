@@ -156,9 +156,21 @@ def backtest_lines(fits: Fits) -> list[str]:
         return []
     if bt.get("skipped"):
         return [f"backtest: skipped, {bt['skipped']}"]
-    return [f"backtest {s['approach']} {s['quantity']}: mean |error| {s['mean_abs_rel_error']:.2%} over {s['n']} "
-            f"predictions up to {s['max_extrapolation']:.3g}x, {s['inside']} of {s['n_intervals']} inside the "
-            "interval" for s in bt["summary"]]
+    lines = [f"backtest {s['approach']} {s['quantity']}: mean |error| {s['mean_abs_rel_error']:.2%} over {s['n']} "
+             f"predictions up to {s['max_extrapolation']:.3g}x, {s['inside']} of {s['n_intervals']} inside the "
+             "interval" for s in bt["summary"]]
+    favoured = favoured_text(bt.get("favoured_loss"))
+    return lines + ([f"backtest favours for loss: {favoured}"] if favoured else [])
+
+
+def favoured_text(f: dict[str, Any] | None) -> str:
+    """'frontier (4.92% mean |error|, over-predicts) over approach3 (8.67%, over-predicts)', or '' without a
+    choice."""
+    if not f:
+        return ""
+    own, other = (f", {f[k]}" if f.get(k) else "" for k in ("bias", "other_bias"))
+    return (f"{f['approach']} ({f['mean_abs_rel_error']:.2%} mean |error|{own}) over {f['other']} "
+            f"({f['other_mean_abs_rel_error']:.2%}{other})")
 
 
 def _noise_cells(fits: Fits, row: dict[str, Any]) -> list[str]:
@@ -201,6 +213,11 @@ def _backtest_section(fits: Fits) -> list[str]:
                        [[s["approach"], s["quantity"], str(s["n"]), f"{fmt(s['max_extrapolation'], 3)}x",
                          f"{s['mean_abs_rel_error']:.2%}", f"{s['max_abs_rel_error']:.2%}",
                          f"{s['inside']} of {s['n_intervals']}", *_bias_cells(s)] for s in bt["summary"]])]
+    favoured = favoured_text(bt.get("favoured_loss"))
+    if favoured:
+        out += ["", f"**Loss predictions the backtest favours on this table:** {favoured}, over the same "
+                f"{bt['favoured_loss']['n']} held-back budgets. Read the other approach's predictions (and its "
+                "held-out error) in that light."]
     rows = [[f"{r['cutoff']} (<= {fmt(r['fitted_up_to'], 3)})", fmt(r["C"], 3), f"{fmt(r['extrapolation'], 3)}x",
              r["approach"], r["quantity"], fmt_est(r["predicted"], 4),
              fmt(r["actual"], 4) + ("" if r["reference"].startswith("parabola") else " (lowest observed)"),

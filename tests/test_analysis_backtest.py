@@ -17,6 +17,7 @@ from harness.analysis.backtest import (
     BacktestSettings,
     attach_backtest,
     choose_cutoffs,
+    favoured_loss,
     run_backtest,
     sign_bias,
     summarize,
@@ -24,7 +25,7 @@ from harness.analysis.backtest import (
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.analyze import run_analysis
 from harness.errors import HarnessError
-from harness.report import backtest_lines, render_markdown
+from harness.report import backtest_lines, favoured_text, render_markdown
 
 LAW = Law()
 BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20)
@@ -116,6 +117,20 @@ def test_a_law_that_misses_one_way_is_reported_as_biased(good_rows: list[dict]) 
     assert "| over-predicts (p=0.031) |" in render_markdown(fits)
 
 
+def test_the_backtest_favours_the_loss_prediction_with_the_smaller_error() -> None:
+    def series(approach: str, err: float, n: int = 5, bias: str | None = None) -> dict:
+        return {"approach": approach, "quantity": "loss", "n": n, "mean_abs_rel_error": err, "bias": bias}
+
+    f = favoured_loss([series("frontier", 0.049, 15, "over-predicts"), series("approach3", 0.087, 15, "over-predicts"),
+                       {**series("approach2", 0.01), "quantity": "N_opt"}])  # N_opt series are not loss predictions
+    assert (f["approach"], f["other"], f["n"]) == ("frontier", "approach3", 15)
+    assert favoured_text(f) == "frontier (4.90% mean |error|, over-predicts) over approach3 (8.70%, over-predicts)"
+    f = favoured_loss([series("frontier", 0.10), series("approach3", 0.02)])
+    assert favoured_text(f) == "approach3 (2.00% mean |error|) over frontier (10.00%)"
+    assert favoured_loss([series("frontier", 0.10), series("approach3", 0.02, n=2)]) is None  # too few to choose
+    assert favoured_text(None) == ""
+
+
 def test_too_few_budgets_skip_with_a_note() -> None:
     df = canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19), sizes_per_budget=5, noise=0.0))
     fits = attach_backtest(fit_all(df, {"bootstrap": 0}), df, {"bootstrap": 0})
@@ -184,6 +199,10 @@ def test_run_analysis_writes_backtest_to_fits_json_report_and_plot(tmp_path: Pat
     assert "## Backtest (leave-future-out)" in report and "| frontier | loss |" in report
     assert "](backtest.png)" in report and (out / "backtest.png").read_bytes()[:4] == b"\x89PNG"
     assert res["summary"]["backtest"][0].startswith("backtest frontier loss: mean |error|")
+    favoured = bt["favoured_loss"]
+    assert favoured["approach"] in ("frontier", "approach3") and favoured["n"] == 3
+    assert res["summary"]["backtest"][-1] == f"backtest favours for loss: {favoured_text(favoured)}"
+    assert f"**Loss predictions the backtest favours on this table:** {favoured_text(favoured)}" in report
     back = load_fits(out)  # fits.json reads back with Estimates
     assert isinstance(back.backtest["rows"][0]["predicted"], Estimate) and back.validation == []
 

@@ -172,6 +172,19 @@ def sign_bias(errors: np.ndarray) -> dict[str, Any]:
     return {"below": below, "sign_p": p, "bias": bias}
 
 
+def favoured_loss(summary: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which loss prediction (the frontier's or Approach 3's) the backtest favours: the smaller mean |error| over
+    the same held-back budgets (out-of-sample model choice, as in time-series cross-validation), with the other's
+    error and bias; None unless both were scored at >= 3 points."""
+    loss = {s["approach"]: s for s in summary if s["quantity"] == "loss" and s["n"] >= 3}
+    if len(loss) < 2:
+        return None
+    best, other = sorted(loss.values(), key=lambda s: s["mean_abs_rel_error"])
+    return {"approach": best["approach"], "mean_abs_rel_error": best["mean_abs_rel_error"], "bias": best.get("bias"),
+            "other": other["approach"], "other_mean_abs_rel_error": other["mean_abs_rel_error"],
+            "other_bias": other.get("bias"), "n": min(best["n"], other["n"])}
+
+
 def bias_warnings(summary: list[dict[str, Any]]) -> list[str]:
     """One warning per backtest series with a sign bias: which way it misses and what that means further out."""
     out = []
@@ -206,6 +219,7 @@ def run_backtest(df: pd.DataFrame, fits: Fits, cfg: Any = None) -> dict[str, Any
         block["cutoffs"].append(cutoff)
         block["rows"] += rows
     block["summary"] = summarize(block["rows"])
+    block["favoured_loss"] = favoured_loss(block["summary"])
     block["seconds"] = round(time.perf_counter() - t0, 3)
     return block
 
