@@ -110,6 +110,10 @@ def validate_main(cfg: DictConfig) -> int:
     from harness.track_fits import sweep_target
     from harness.validate import ladder_coverage, validate
 
+    if str(cfg.get("print", "table")) != "table":  # harness-sweep's dry-run modes: here they would train
+        raise HarnessError(f"harness-validate has no print= mode (print={cfg.print} is harness-sweep's dry run): it "
+                           "fits, trains the held-out runs and reports; drop print=, or see the plan with "
+                           "harness-sweep sweep=NAME print=table")
     if cfg.sweep.get("kind") == "lr":
         return _fit_lr_sweep(cfg)
     target = sweep_target(cfg)  # a bad analysis.tracker is refused before anything is fitted or trained

@@ -23,6 +23,7 @@ MATRIX = [
     ("harness-train", ["+train.learning_rate=1e-3", "results_dir={tmp}/res"], ["train.learning_rate", "nothing reads it"]),
     ("harness-validate", ["+analysis.isoflop.exclude_edg=false", "results_dir={tmp}/res"], ["exclude_edge"]),
     ("harness-count", ["seed=abc"], ["seed", "number"]),
+    ("harness-validate", ["print=plan", "results_dir={tmp}/res"], ["print=plan", "harness-sweep"]),
     ("harness-sweep", ["sweep.adapt.extra_per_round=0", "results_dir={tmp}/res"], ["sweep.adapt.extra_per_round=0"]),
     ("harness-count", ["budget=[1"], ["budget=[1"]),
     ("harness-train", ["model=nano", "results_dir={tmp}/afile/res"], ["afile", "not a directory"]),
