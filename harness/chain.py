@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
     tc = cfg.train
     sched = schedule_of(tc)
     batch, seq = int(tc.batch_size), int(cfg.model.seq_len)
-    mean_steps = math.exp(sum(math.log(pr.steps) for pr in group) / len(group))
+    mean_steps = statistics.geometric_mean(pr.steps for pr in group)
     warmup = max(1, min(round(float(tc.warmup_frac) * mean_steps), sched.cooldown_start(group[0].steps) // 2))
     sched = dataclasses.replace(sched, warmup_steps=warmup)
     branches, prev = [], 0
@@ -128,7 +129,7 @@ def _rule_tokens(cfg: DictConfig, group: list[PlannedRun]) -> float | None:
         return None
     if cfg.train.get("lr_rule_tokens") is not None:
         return float(cfg.train.lr_rule_tokens)
-    return float(round(math.exp(sum(math.log(pr.tokens) for pr in group) / len(group))))
+    return float(round(statistics.geometric_mean(pr.tokens for pr in group)))
 
 
 def _lr_tolerance(tc: DictConfig) -> float:

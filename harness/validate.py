@@ -10,6 +10,7 @@ from every fit). Several runs at growing extrapolation follow Bhagia et al. 2024
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
     stars = [pred[a]["N"].value for a in APPROACHES if pred[a]["N"].value]
     if not stars:
         raise HarnessError("neither approach gives N* at the held-out budget; see the warnings in the analysis")
-    n_star = math.exp(sum(math.log(n) for n in stars) / len(stars))  # geometric mean of the approaches' N*
+    n_star = statistics.geometric_mean(stars)  # of the approaches' N*
     convention = str(acfg.params)
     name, g = choose_size(cfg, n_star, C, convention, vocab_hint(cfg))
     print(f"[validate] held-out run {which}: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ "
