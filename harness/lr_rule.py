@@ -38,6 +38,8 @@ class LRRuleFile:
     sha256: str
     n_range: tuple[float, float] | None = None  # the N and D the rule was fitted on (from its points)
     d_range: tuple[float, float] | None = None
+    nd_range: tuple[float, float] | None = None  # and their product N*D (~ compute): a sweep's points pair large N
+                                                 # with small D, so a run can sit inside both ranges yet far beyond
 
     def lr(self, n_params: float, tokens: float) -> float:
         """The learning rate the rule gives a model of n_params (this file's convention) trained on tokens."""
@@ -75,26 +77,32 @@ def load_rule(value: Any) -> LRRuleFile:
         raise HarnessError(f"{str(path)!r} is not a valid schema-{SCHEMA} rule file; refit it with the lr sweep")
     # the rule's identity is what sets the LR (coefficients, convention), not its intervals or provenance text
     ident = json.dumps({"c": c, "p": p, "q": q, "params": params}, sort_keys=True).encode()
-    n_range, d_range = _ranges(d.get("points") or [])
     return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(ident).hexdigest(),
-                      n_range, d_range)
+                      *_ranges(d.get("points") or []))
 
 
-def _ranges(points: list[Any]) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
-    """(min, max) of N and of D over the points the rule was fitted on (None for a hand-written rule)."""
+Range = tuple[float, float] | None
+
+
+def _ranges(points: list[Any]) -> tuple[Range, Range, Range]:
+    """(min, max) of N, of D and of N*D over the points the rule was fitted on (None for a hand-written rule)."""
     try:
-        n = [float(pt["N"]) for pt in points if pt.get("status") == "ok"]
-        d = [float(pt["D"]) for pt in points if pt.get("status") == "ok"]
+        nd = [(float(pt["N"]), float(pt["D"])) for pt in points if pt.get("status") == "ok"]
     except (AttributeError, KeyError, TypeError, ValueError):
-        return None, None
-    return ((min(n), max(n)), (min(d), max(d))) if n and d else (None, None)
+        return None, None, None
+    if not nd:
+        return None, None, None
+    return tuple((min(v), max(v)) for v in ([n for n, _ in nd], [d for _, d in nd], [n * d for n, d in nd]))
 
 
 def extrapolation(rule: LRRuleFile, n_params: float, tokens: float, factor: float = EXTRAPOLATION_WARN) -> list[str]:
-    """A warning when N or D lies more than `factor` times outside what the rule was fitted on: a power law
-    fitted on one regime (here, runs of hundreds to thousands of steps) need not hold far from it."""
+    """A warning when N, D or N*D lies more than `factor` times outside what the rule was fitted on: a power law
+    fitted on one regime (here, runs of hundreds to thousands of steps) need not hold far from it. N*D (~ the
+    budget) catches a large model trained long, inside both one-dimensional ranges but beyond every point: the
+    demo's 1.2e13 held-out run got twice its optimal LR from a rule fitted up to 1e12 (README "Learning rate")."""
     out = []
-    for name, value, rng in (("N", n_params, rule.n_range), ("D", tokens, rule.d_range)):
+    checks = (("N", n_params, rule.n_range), ("D", tokens, rule.d_range), ("N*D", n_params * tokens, rule.nd_range))
+    for name, value, rng in checks:
         if rng and not rng[0] / factor <= value <= rng[1] * factor:
             out.append(f"the LR rule {rule.tag} was fitted on {name} in [{rng[0]:.3g}, {rng[1]:.3g}]; this run's "
                        f"{name} = {value:.3g} is more than {factor:g}x outside it: refit the rule at this scale "

@@ -203,14 +203,18 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
 
 
 def collect_points(cfg: DictConfig, records: dict[str, dict[str, Any]]) -> list[TunePointData]:
-    """Every (size, budget) of the sweep with the LRs tried and their mean val_bpb over seeds (inf: diverged)."""
+    """Every (size, budget) of the sweep with the LRs tried and their mean val_bpb over seeds (inf: diverged).
+    Only sweep.d_models x sweep.budgets: runs of an earlier grid left in the directory stay out of the rule."""
     params_key = f"params_{cfg.sweep.params}"
+    grid = {(int(d), float(b)) for d in cfg.sweep.d_models for b in sweep_budgets(cfg.sweep)}
     groups: dict[Point, dict[float, list[float]]] = {}
     meta: dict[Point, dict[str, Any]] = {}
     for rec in records.values():
         if str(rec.get("role")) != "tune" or rec.get("status") not in ("ok", "diverged"):
             continue
         pt = (int(rec["d_model"]), float(rec["budget_flops"]))
+        if pt not in grid:
+            continue
         loss = float(rec["val_bpb"]) if rec["status"] == "ok" else math.inf
         groups.setdefault(pt, {}).setdefault(_sig(float(rec["lr"])), []).append(loss)
         meta[pt] = rec

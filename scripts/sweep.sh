@@ -13,6 +13,13 @@
 #   scripts/sweep.sh data=text data.path=/my/corpus  # your own data
 # Killed at any moment, the same command resumes: runs with an ok row are skipped.
 set -euo pipefail
+for arg in "$@"; do
+  case "$arg" in
+    print=*) echo "error: scripts/sweep.sh trains the sweep; '${arg}' is harness-sweep's dry run: run" \
+                  "'harness-sweep <same overrides> ${arg}' to see the plan without training" >&2
+             exit 2 ;;
+  esac
+done
 export HARNESS_SWEEP_START="${HARNESS_SWEEP_START:-$(date +%s)}"
 export PYTHONUNBUFFERED=1
 

@@ -167,10 +167,11 @@ def _own_and_shared_lr(cfg, chain: Chain) -> list[tuple[float, float]]:
 
 
 def test_chains_split_where_the_lr_rule_would_put_a_branch_off_its_own_lr(args, tmp_path: Path) -> None:
-    """lr=rule depends on D: with the default tolerance (1.25) d16's three budgets (4x apart in D, own LRs 1.97x
-    apart) cannot share one stable LR, so they split, and every branch stays within 1.25x of its own LR; with
-    an LR that does not depend on D (lr=auto) they form one chain whose LR is each branch's own exactly."""
-    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.chain_lr_tolerance=1.25")
+    """lr=rule depends on D: with a tolerance of 1.2, d16's three budgets (4x apart in D, own LRs 4^q = 1.54x
+    apart under the shipped rule's q = 0.31) cannot share one stable LR, so they split, and every branch stays
+    within 1.2x of its own LR; with an LR that does not depend on D (lr=auto) they form one chain whose LR is
+    each branch's own exactly."""
+    cfg = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.chain_lr_tolerance=1.2")
     runs, _ = plan_sweep(cfg)
     chains = plan_chains(cfg, runs)
     assert sorted(b.run.index for c in chains for b in c.branches) == [pr.index for pr in runs]
@@ -178,10 +179,10 @@ def test_chains_split_where_the_lr_rule_would_put_a_branch_off_its_own_lr(args, 
     assert len(d16) == 2 and sorted(len(c.branches) for c in d16) == [1, 2]
     for c in chains:
         for own, shared in _own_and_shared_lr(cfg, c):
-            assert 1 / 1.25 <= own / shared <= 1.25
+            assert 1 / 1.2 <= own / shared <= 1.2
     wide = plan_chains(sweep_cfg(*args, f"results_dir={tmp_path / 'r'}"), runs)  # tolerance 1.5
     assert max(len(c.branches) for c in wide) == 3
-    assert any(abs(own / shared - 1) > 0.3 for c in wide for own, shared in _own_and_shared_lr(cfg, c))
+    assert any(abs(own / shared - 1) > 0.2 for c in wide for own, shared in _own_and_shared_lr(cfg, c))
     auto = sweep_cfg(*args, f"results_dir={tmp_path / 'r'}", "train.chain_lr_tolerance=1.25", "train.lr=auto")
     chains = plan_chains(auto, runs)
     assert max(len(c.branches) for c in chains) == 3

@@ -96,3 +96,16 @@ def test_single_file_wording(tmp_path: Path) -> None:
     with pytest.raises(HarnessError) as e:
         load_corpus(dc, 8)
     assert "1 files" not in str(e.value) and "one.txt (0 bytes)" in str(e.value)
+
+
+def test_sweep_sh_refuses_a_dry_run_flag(tmp_path: Path) -> None:
+    """scripts/sweep.sh print=table would otherwise train the whole sweep: one error line, exit 2, nothing written."""
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "sweep.sh"
+    proc = subprocess.run(["bash", str(script), "print=table", f"results_dir={tmp_path}/res"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "print=table" in errors[0] and "harness-sweep" in errors[0], proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "res").exists()

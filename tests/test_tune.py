@@ -171,7 +171,12 @@ def test_rule_warns_far_outside_what_it_was_fitted_on() -> None:
     inside = rule_warnings(rule, None, model, {"params_nonembedding": n_mid}, d_mid)
     assert inside == []
     far = rule_warnings(rule, None, model, {"params_nonembedding": n_mid}, rule.d_range[1] * 50)
-    assert len(far) == 1 and "D =" in far[0] and "train.lr=auto" in far[0]
+    assert len(far) == 2 and "D =" in far[0] and "train.lr=auto" in far[0] and "N*D =" in far[1]
+    # twice the largest N trained on twice the most tokens: inside both 1-D ranges, N*D far beyond every point
+    n, d = 2 * rule.n_range[1], 2 * rule.d_range[1]
+    corner = rule_warnings(rule, None, model, {"params_nonembedding": n}, d)
+    assert rule.nd_range is not None and n * d > 10 * rule.nd_range[1]
+    assert len(corner) == 1 and "N*D =" in corner[0], corner
 
 
 def test_cpu_scale_sweeps_use_the_rule_and_the_gpu_sweep_keeps_auto(run_cli, stdlib_cache: Path) -> None:
