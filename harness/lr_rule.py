@@ -23,6 +23,7 @@ DEFAULT_PATH = Path(CONF_DIR) / "lr_rules" / "stdlib_family.json"
 PARAM_CONVENTIONS = ("total", "nonembedding", "scaling")
 EXTRAPOLATION_WARN = 10.0
 FAMILY_KEYS = ("aspect", "min_layers", "head_dim", "ff_mult", "d_model_step", "seq_len")
+Range = tuple[float, float] | None  # (min, max) over the points a rule was fitted on; None for a hand-written rule
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ class LRRuleFile:
     provenance: dict[str, Any]
     path: str
     sha256: str
-    n_range: tuple[float, float] | None = None  # the N and D the rule was fitted on (from its points)
-    d_range: tuple[float, float] | None = None
-    nd_range: tuple[float, float] | None = None  # and their product N*D (~ compute): a sweep's points pair large N
-                                                 # with small D, so a run can sit inside both ranges yet far beyond
+    n_range: Range = None  # the N and D the rule was fitted on (from its points)
+    d_range: Range = None
+    nd_range: Range = None  # and their product N*D (~ compute): a sweep's points pair large N with small D,
+                            # so a run can sit inside both ranges yet far beyond every point
 
     def lr(self, n_params: float, tokens: float) -> float:
         """The learning rate the rule gives a model of n_params (this file's convention) trained on tokens."""
@@ -79,9 +80,6 @@ def load_rule(value: Any) -> LRRuleFile:
     ident = json.dumps({"c": c, "p": p, "q": q, "params": params}, sort_keys=True).encode()
     return LRRuleFile(c, p, q, params, dict(d.get("provenance") or {}), str(path), hashlib.sha256(ident).hexdigest(),
                       *_ranges(d.get("points") or []))
-
-
-Range = tuple[float, float] | None
 
 
 def _ranges(points: list[Any]) -> tuple[Range, Range, Range]:
