@@ -14,10 +14,12 @@ from harness.analysis.frontier import (
     E_AT_BOUND_KEPT,
     E_FROM_APPROACH3,
     FREE,
-    approach3_E_test,
+    METHODS,
+    e_test_arrays,
     fit_frontier_stage,
     frontier_samples,
     k_at_bound,
+    select_frontier,
     summarize_frontier,
 )
 from harness.analysis.powerlaw import K_BOUNDS, FrontierFit
@@ -80,20 +82,36 @@ def test_free_E_at_its_bound_takes_approach3s_E_only_where_the_points_allow_it()
     # a stricter level (99.9%) accepts what 95% rejected
     assert fit_frontier_stage(fit, Settings(level=0.999), approach3_E=0.3).method == E_AT_BOUND
     # the bootstrap refits E wherever the stage kept the free fit
-    samples = frontier_samples(fit, far, fit.parabolas, np.full(1, 0.3))
+    samples = frontier_samples(fit, far, fit.parabolas, np.full(1, 0.3), Settings())
     assert samples[0, 0] < 1e-6 and samples[0, 2] == pytest.approx(far.fit.k[0])
+    assert METHODS[int(samples[0, 3])] == E_AT_BOUND_KEPT
 
 
-def test_approach3_E_test_edge_cases() -> None:
-    def fit(sse: float) -> FrontierFit:
-        one = np.ones(1)
-        return FrontierFit(E=0 * one, lnK_ref=one, k=one, sse=sse * one, n=4 * one)
+def test_e_test_edge_cases() -> None:
+    def fit(*sse: float) -> FrontierFit:
+        one = np.ones(len(sse))
+        return FrontierFit(E=0 * one, lnK_ref=one, k=one, sse=np.array(sse), n=5 * one)
 
-    assert approach3_E_test(fit(1.0), fit(0.5), 5, 1.0)["p"] == 1.0  # the fixed fit is no worse
-    exact = approach3_E_test(fit(0.0), fit(0.5), 5, 1.0)
-    assert exact["p"] == 0.0 and exact["F"] is None  # an exact free fit rejects anything worse
-    t = approach3_E_test(fit(1.0), fit(3.0), 5, 1.0)
-    assert t["F"] == pytest.approx(4.0) and 0.05 < t["p"] < 0.2  # F(1, 2) = 4 has p = 0.18
+    F, p = e_test_arrays(fit(1.0, 0.0, 1.0), fit(0.5, 0.5, 3.0))
+    assert F[0] == 0.0 and p[0] == 1.0  # the fixed fit is no worse
+    assert np.isinf(F[1]) and p[1] == 0.0  # an exact free fit rejects anything worse
+    assert F[2] == pytest.approx(4.0) and p[2] == pytest.approx(0.1835, abs=1e-3)  # F(1, 2) = 4
+
+
+def test_every_resample_goes_through_the_point_fits_rule() -> None:
+    """Resampled rows by the same rule: 4 usable budgets fit E, 3 take Approach 3's E (as a 3-budget point fit
+    would), 2 as well, 1 gives nothing; the summary counts the methods."""
+    fit = iso((1e18, 1e19, 1e20, 1e21))
+    L = np.repeat(fit.parabolas.L_opt[:1], 4, axis=0)
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [0, 1, 0, 1], [0, 0, 1, 0]], bool)
+    c = select_frontier(fit.lnC, L, mask, float(fit.lnC.mean()), np.full(4, 1.5), Settings())
+    assert [METHODS[i] for i in c.code] == [FREE, E_FROM_APPROACH3, E_FROM_APPROACH3, E_FROM_APPROACH3]
+    assert c.fit.E[0] == pytest.approx(LAW.E, rel=0.05) and c.fit.E[1] == c.fit.E[2] == 1.5
+    assert np.isfinite(c.fit.k[:3]).all() and np.isnan(c.fit.k[3])
+    stage = fit_frontier_stage(fit, Settings(), approach3_E=1.5)
+    boot = np.stack([c.fit.E, c.fit.lnK_ref, c.fit.k, c.code.astype(float)], axis=1)
+    block = summarize_frontier(stage, fit.n_usable, {"frontier": boot}, 0.95, Diagnostics())
+    assert block["bootstrap_methods"] == {FREE: 1, E_FROM_APPROACH3: 2}
 
 
 def test_k_at_bound() -> None:

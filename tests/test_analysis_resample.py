@@ -26,7 +26,7 @@ def test_samples_are_seeded_and_complete() -> None:
     args = stages(s)
     a, b = bootstrap_fits(*args, s), bootstrap_fits(*args, s)
     assert list(a) == ["approach2", "frontier", "approach3", "budget_lnN", "budget_lnD", "budget_L"]
-    assert a["approach3"].shape == (20, 5) and a["frontier"].shape == (20, 3)
+    assert a["approach3"].shape == (20, 5) and a["frontier"].shape == (20, 4)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     assert bootstrap_fits(*args, Settings(bootstrap=0)) == {}

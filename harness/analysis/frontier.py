@@ -2,7 +2,8 @@
 the usable budgets' parabola minima (or lowest observed losses). With fewer than frontier.min_points_free
 budgets E is fixed to Approach 3's irreducible loss and only K, k are fitted. With enough budgets but a free E
 at its bound 0, Approach 3's E is taken only where the frontier's own points do not reject it (an F-test of the
-fixed-E fit against the free one): a floor the points contradict bends every far prediction upward.
+fixed-E fit against the free one): a floor the points contradict bends every far prediction upward. Every
+bootstrap resample goes through the same rule (select_frontier), so the interval is that of the whole procedure.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ FREE = "free"
 E_FROM_APPROACH3 = "E_from_approach3"
 E_AT_BOUND = "E_from_approach3_free_E_at_bound"  # enough budgets, but the free fit drove E to its bound 0
 E_AT_BOUND_KEPT = "free_E_at_bound"  # E at its bound 0, and the points reject Approach 3's E: a pure power law
-FREE_METHODS = (FREE, E_AT_BOUND_KEPT)  # the methods whose bootstrap refits E too
+FREE_METHODS = (FREE, E_AT_BOUND_KEPT)  # the methods that fit E (three parameters)
 E_BOUND_TOL = 1e-6  # a free E at or below this (in loss units) sits at the bound
 # k within this relative distance of a search bound counts as "at the bound" (the fit did not find a minimum)
 K_BOUND_RTOL = (0.02, 1.0 / 300.0)
@@ -45,47 +46,74 @@ def _points(parabolas: ParabolaFits, source: str) -> np.ndarray:
     return parabolas.L_opt if source == "minima" else parabolas.envelope
 
 
-def approach3_E_test(free: FrontierFit, fixed: FrontierFit, n_points: int,
-                     approach3_E: float) -> dict[str, float | None]:
+METHODS = (FREE, E_FROM_APPROACH3, E_AT_BOUND, E_AT_BOUND_KEPT)  # codes 0-3 in the bootstrap's 4th column
+
+
+def e_test_arrays(free: FrontierFit, fixed: FrontierFit) -> tuple[np.ndarray, np.ndarray]:
     """F-test of the frontier with E fixed to Approach 3's value against the free fit (nested: one parameter
-    fewer); p is the chance of a worse fit than the fixed one's if that E were true (Gaussian residuals)."""
-    sse_free, sse_fixed, dof = float(free.sse[0]), float(fixed.sse[0]), n_points - 3
-    if sse_fixed <= sse_free:
-        F, p = 0.0, 1.0
-    elif sse_free <= 0.0:
-        F, p = None, 0.0  # the free fit is exact: any worse fit is rejected (F is infinite; JSON has no inf)
-    else:
-        F = (sse_fixed - sse_free) / (sse_free / dof)
-        p = float(stats.f.sf(F, 1, dof))
-    return {"approach3_E": approach3_E, "F": F, "p": p, "dof": dof,
-            "rmse_free": float(np.sqrt(sse_free / n_points)), "rmse_fixed": float(np.sqrt(sse_fixed / n_points))}
+    fewer), per row: F and p, the chance of a fit as much worse if that E were true (Gaussian residuals).
+    No worse fit: F = 0, p = 1; an exact free fit: F = inf, p = 0."""
+    dof = free.n - 3.0
+    with np.errstate(all="ignore"):
+        F = np.where(fixed.sse <= free.sse, 0.0, (fixed.sse - free.sse) / (free.sse / dof))
+        F = np.where((fixed.sse > free.sse) & (free.sse <= 0.0), np.inf, F)
+        p = np.where(np.isfinite(F), stats.f.sf(F, 1, np.maximum(dof, 1.0)), 0.0)
+    return F, np.where(dof >= 1, p, np.nan)
+
+
+@dataclass
+class FrontierChoice:
+    """select_frontier's result per row: the chosen fit, its method code (index into METHODS), the F-test of
+    Approach 3's E against the free fit (F, p), and both candidate fits."""
+
+    fit: FrontierFit
+    code: np.ndarray
+    F: np.ndarray
+    p: np.ndarray
+    free: FrontierFit
+    fixed: FrontierFit
+
+
+def select_frontier(lnC: np.ndarray, points: np.ndarray, mask: np.ndarray, lnC_ref: float, approach3_E: np.ndarray,
+                    settings: Settings) -> FrontierChoice:
+    """The frontier by one rule, per row (the point fit or a resample): E free with settings.frontier_min_free
+    usable budgets, else Approach 3's E; a free E at its bound 0 takes Approach 3's E unless the points reject it
+    at the analysis level (Marin fixes E to Approach 3's where the frontier cannot identify it)."""
+    free = fit_frontier(lnC, points, mask, lnC_ref, None)
+    fixed = fit_frontier(lnC, points, mask, lnC_ref, approach3_E)
+    F, p = e_test_arrays(free, fixed)
+    few = free.n < settings.frontier_min_free
+    at_bound = ~few & np.isfinite(free.E) & (free.E <= E_BOUND_TOL)
+    kept = at_bound & (p < 1.0 - settings.level)
+    code = np.select([few, kept, at_bound], [1, 3, 2], 0)
+    use_fixed = (code == 1) | (code == 2)
+    fields = ("E", "lnK_ref", "k", "sse", "n")
+    chosen = FrontierFit(*(np.where(use_fixed, getattr(fixed, f), getattr(free, f)) for f in fields))
+    return FrontierChoice(chosen, code, F, p, free, fixed)
 
 
 def fit_frontier_stage(iso: IsoflopFit, settings: Settings, approach3_E: float) -> FrontierStage:
-    """Fit the frontier on the point parabolas; E is free with enough budgets, else Approach 3's E."""
+    """Fit the frontier on the point parabolas by select_frontier's rule; records the test of Approach 3's E
+    where the free fit put E at its bound."""
     lnC_ref = float(np.mean(iso.lnC[iso.usable]))
-    method = FREE if iso.n_usable >= settings.frontier_min_free else E_FROM_APPROACH3
-    e_fixed = None if method == FREE else np.array([approach3_E])
     points = _points(iso.parabolas, settings.frontier_source)
-    fit = fit_frontier(iso.lnC, points, iso.parabolas.usable, lnC_ref, e_fixed)
-    if method != FREE or not (np.isfinite(fit.E[0]) and fit.E[0] <= E_BOUND_TOL):
-        return FrontierStage(fit, method, settings.frontier_source, lnC_ref)
-    # E = 0 is the edge of the search, not an estimate: the budgets barely identify E. Marin's remedy fixes it to
-    # Approach 3's E; taken only where the frontier's points do not reject that E at the analysis level.
-    fixed = fit_frontier(iso.lnC, points, iso.parabolas.usable, lnC_ref, np.array([approach3_E]))
-    test = approach3_E_test(fit, fixed, iso.n_usable, approach3_E)
-    if test["p"] < 1.0 - settings.level:
-        return FrontierStage(fit, E_AT_BOUND_KEPT, settings.frontier_source, lnC_ref, test)
-    return FrontierStage(fixed, E_AT_BOUND, settings.frontier_source, lnC_ref, test)
+    c = select_frontier(iso.lnC, points, iso.parabolas.usable, lnC_ref, np.array([approach3_E]), settings)
+    method, test = METHODS[int(c.code[0])], None
+    if method in (E_AT_BOUND, E_AT_BOUND_KEPT):
+        n = int(c.free.n[0])
+        test = {"approach3_E": approach3_E, "F": float(c.F[0]) if np.isfinite(c.F[0]) else None, "p": float(c.p[0]),
+                "dof": n - 3, "rmse_free": float(np.sqrt(c.free.sse[0] / n)),
+                "rmse_fixed": float(np.sqrt(c.fixed.sse[0] / n))}
+    return FrontierStage(c.fit, method, settings.frontier_source, lnC_ref, test)
 
 
-def frontier_samples(iso: IsoflopFit, stage: FrontierStage, parabolas: ParabolaFits,
-                     approach3_E: np.ndarray) -> np.ndarray:
-    """(B, 3) bootstrap samples (E, ln K_ref, k) refitted on resampled parabolas (E from Approach 3 if fixed)."""
+def frontier_samples(iso: IsoflopFit, stage: FrontierStage, parabolas: ParabolaFits, approach3_E: np.ndarray,
+                     settings: Settings) -> np.ndarray:
+    """(B, 4) bootstrap samples (E, ln K_ref, k, method code) refitted on resampled parabolas by the point fit's
+    own rule, so a resample that loses budgets takes Approach 3's E (its own) as the point fit would have."""
     points = _points(parabolas, stage.source)
-    e_fixed = None if stage.method in FREE_METHODS else approach3_E
-    fit = fit_frontier(iso.lnC, points, parabolas.usable, stage.lnC_ref, e_fixed)
-    return np.stack([fit.E, fit.lnK_ref, fit.k], axis=1)
+    c = select_frontier(iso.lnC, points, parabolas.usable, stage.lnC_ref, approach3_E, settings)
+    return np.stack([c.fit.E, c.fit.lnK_ref, c.fit.k, c.code.astype(float)], axis=1)
 
 
 def k_at_bound(k: float) -> bool:
@@ -109,18 +137,27 @@ def summarize_frontier(stage: FrontierStage, n_points: int, samples: dict[str, n
         "method": stage.method, "source": stage.source, "n_points": n_points, "dof": dof,
         "rmse": float(np.sqrt(fit.sse[0] / n_points)) if np.isfinite(fit.sse[0]) else None,
     }
+    if not no_boot and boot.shape[1] > 3:
+        codes = boot[np.isfinite(boot[:, 2]), 3].astype(int)
+        frontier["bootstrap_methods"] = {m: int((codes == i).sum()) for i, m in enumerate(METHODS) if (codes == i).any()}
     if stage.e_test is not None:
         frontier["approach3_E_test"] = stage.e_test
+    _note_method(stage, n_points, dof, diag)
+    k = frontier["k"].value
+    if k is not None and k_at_bound(k):
+        diag.warn(f"frontier exponent k={k:.3g} sits at its search bound; the frontier is not identified")
+    return frontier
+
+
+def _note_method(stage: FrontierStage, n_points: int, dof: int, diag: Diagnostics) -> None:
+    """Say how E was obtained where it is not a free fit on enough points."""
+    if stage.e_test is not None:
         _note_e_test(stage, dof, diag)
     elif stage.method != FREE:
         diag.note(f"the frontier has {n_points} points for E, K, k; E is fixed to Approach 3's E and only K, k are "
                   f"fitted ({dof} residual dof)")
     elif n_points == 3:
         diag.note("the frontier has 3 points for 3 parameters: it interpolates them and its fit cannot be checked")
-    k = frontier["k"].value
-    if k is not None and k_at_bound(k):
-        diag.warn(f"frontier exponent k={k:.3g} sits at its search bound; the frontier is not identified")
-    return frontier
 
 
 def _note_e_test(stage: FrontierStage, dof: int, diag: Diagnostics) -> None:

@@ -36,7 +36,7 @@ def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, theta: 
     approach3 = approach3_samples(runs, weights, theta, settings)
     return {
         "approach2": per_budget.pop("approach2"),
-        "frontier": frontier_samples(iso, frontier, parabolas, np.exp(approach3[:, 2])),
+        "frontier": frontier_samples(iso, frontier, parabolas, np.exp(approach3[:, 2]), settings),
         "approach3": approach3,
         **per_budget,
     }
