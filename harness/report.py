@@ -122,13 +122,21 @@ def _fits_sections(fits: Fits) -> list[str]:
     ]
 
 
+def _usable_share(budget: dict[str, Any]) -> str:
+    """'582 / 1000' from a budget's bootstrap status counts (the notes say why the rest were lost); '-' if none."""
+    counts = budget.get("resamples") or {}
+    return f"{counts.get('ok', 0)} / {sum(counts.values())}" if counts else "-"
+
+
 def _budgets_section(fits: Fits) -> list[str]:
     """One table row per budget: sizes, status and the fitted optimum."""
     rows = [[fmt(b["budget"], 3), fmt(b["C"], 3), str(b["n_runs"]), str(b["n_sizes"]),
              f"{fmt(b['N_min'], 3)}..{fmt(b['N_max'], 3)}", b["status"] + ("" if b["used"] else " (excluded)"),
-             fmt_est(b["N_opt"], 3), fmt_est(b["D_opt"], 3), fmt_est(b["L_opt"], 4)] for b in fits.budgets]
+             fmt_est(b["N_opt"], 3), fmt_est(b["D_opt"], 3), fmt_est(b["L_opt"], 4), _usable_share(b)]
+            for b in fits.budgets]
     return ["", "## Budgets", "",
-            _table(["budget", "C", "runs", "sizes", "N range", "status", "N*", "D*", "L*"], rows)]
+            _table(["budget", "C", "runs", "sizes", "N range", "status", "N*", "D*", "L*", "usable in resamples"],
+                   rows)]
 
 
 def _predictions_section(fits: Fits) -> list[str]:

@@ -50,6 +50,25 @@ def test_resampled_parabolas_give_samples_and_intervals() -> None:
     assert block["a"].has_interval and 0 < block["a"].n <= 50
 
 
+
+def test_the_table_says_why_resamples_lost_a_budget() -> None:
+    """Hand-made resamples: budget 0 keeps 2 of its 7 sizes in 3 of 4 rows (too_few_sizes), the others keep
+    every run; the table counts each budget's statuses and a note names the cause for budget 0 only."""
+    rows = used(seed=1)
+    iso = fit_isoflop(rows, Settings(), Diagnostics())
+    W = np.ones((4, len(rows)), dtype=np.int32)
+    first = iso.layout.index[0][iso.layout.mask[0]]  # budget 0's runs, smallest size first
+    W[:3, first[2:]] = 0
+    samples = approach2_samples(iso, fit_parabolas(iso.layout, W))
+    diag = Diagnostics()
+    table = budget_table(iso, samples, 0.95, diag)
+    assert table[0]["resamples"] == {"ok": 1, "too_few_sizes": 3}
+    assert [t["resamples"] for t in table[1:]] == [{"ok": 4}] * 3
+    assert [n for n in diag.notes if "bootstrap resamples" in n] == [
+        f"budget {table[0]['budget']:.3g}: usable in 1 of 4 bootstrap resamples; lost to too_few_sizes 3 "
+        "(fewer than 3 distinct sizes drawn)"]
+    assert "resamples" not in budget_table(iso, {}, 0.95, Diagnostics())[0]  # no bootstrap, no counts
+
 def test_too_few_sizes_refused_or_dropped() -> None:
     rows = used()
     small = rows[~((rows["budget"] == 1e18) & (rows["params"] > rows["params"].min() * 1.5))]

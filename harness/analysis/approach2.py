@@ -36,6 +36,10 @@ STATUS_TEXT = {
     "outside": "its optimum lies outside the sampled sizes (extrapolated)",
     "downward": "its parabola opens downward (no minimum)",
 }
+# A budget unusable in more than this share of bootstrap resamples gets a note with the causes.
+LOST_SHARE_NOTE = 0.05
+LOST_WHY = {"too_few_sizes": "fewer than 3 distinct sizes drawn", "downward": "parabola opens downward",
+            "edge": "vertex nearest the smallest or largest size drawn", "outside": "vertex beyond the sizes drawn"}
 
 
 @dataclass
@@ -159,6 +163,7 @@ def approach2_samples(iso: IsoflopFit, parabolas: ParabolaFits) -> dict[str, np.
         "budget_lnN": np.where(parabolas.usable, parabolas.lnN_opt, np.nan),
         "budget_lnD": np.where(parabolas.usable, parabolas.lnD_opt, np.nan),
         "budget_L": np.where(parabolas.usable, parabolas.L_opt, np.nan),
+        "budget_status": np.where(parabolas.usable, OK, parabolas.status),  # why a resample lost a budget
     }
 
 
@@ -212,8 +217,17 @@ def _budget_row(iso: IsoflopFit, j: int, samples: dict[str, np.ndarray], level: 
         "L_opt": optimum("budget_L", point(pf.L_opt[0, j])),
         "L_min_observed": float(rows["loss"].min()),
         "coef": [float(c) for c in pf.coef[0, j]], "center_lnN": float(layout.center[j]),
-        "downweighted": down,
+        "downweighted": down, **_resample_status(samples, j),
     }
+
+
+def _resample_status(samples: dict[str, np.ndarray], j: int) -> dict[str, Any]:
+    """{"resamples": {status: count}}: in how many bootstrap resamples budget j was usable, and why not."""
+    status = samples.get("budget_status")
+    if status is None:
+        return {}
+    codes, counts = np.unique(status[:, j].astype(int), return_counts=True)
+    return {"resamples": {STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)}}
 
 
 def budget_table(iso: IsoflopFit, samples: dict[str, np.ndarray], level: float,
@@ -226,4 +240,15 @@ def budget_table(iso: IsoflopFit, samples: dict[str, np.ndarray], level: float,
         if row["downweighted"]:
             diag.note(f"budget {iso.layout.budgets[j]:.3g}: the robust parabola down-weighted "
                       + ", ".join(f"{d['run_id']} (weight {d['weight']})" for d in row["downweighted"]))
+        _note_lost_resamples(row, diag)
     return table
+
+
+def _note_lost_resamples(row: dict[str, Any], diag: Diagnostics) -> None:
+    """Name why a budget was unusable in more than 5% of the bootstrap resamples (the failed resamples' causes)."""
+    counts = row.get("resamples") or {}
+    total, lost = sum(counts.values()), {k: n for k, n in counts.items() if k != STATUS_NAMES[OK]}
+    if total and sum(lost.values()) > LOST_SHARE_NOTE * total:
+        why = ", ".join(f"{k} {n} ({LOST_WHY[k]})" for k, n in sorted(lost.items(), key=lambda kv: -kv[1]))
+        diag.note(f"budget {row['budget']:.3g}: usable in {counts.get(STATUS_NAMES[OK], 0)} of {total} bootstrap "
+                  f"resamples; lost to {why}")
