@@ -53,6 +53,10 @@ LIMITATIONS = [
 ]
 
 
+SCHEME_TEXT = {"runs": "runs drawn with replacement",
+               "bayesian": "Bayesian bootstrap: Dirichlet weights on every run (Rubin 1981)"}
+
+
 def _inputs_section(fits: Fits) -> list[str]:
     """Where the table came from, what was fitted, and how the intervals were made."""
     d, inp = fits.data, fits.inputs
@@ -63,7 +67,8 @@ def _inputs_section(fits: Fits) -> list[str]:
         f"fingerprint {', '.join(inp.get('data_fingerprint') or []) or '-'}, fitted rows hash `{d['data_hash']}`).",
         f"Rows: {d['n_rows']} in the table, {d['n_used']} fitted; excluded: {excl}.",
         f"Intervals are {lvl}% bootstrap percentile intervals over {fits.bootstrap['n']} resamples of runs "
-        f"(stratified by budget, seed {fits.bootstrap['seed']}).",
+        f"({SCHEME_TEXT.get(fits.bootstrap.get('scheme', 'runs'), 'resampled')} within each budget, seed "
+        f"{fits.bootstrap['seed']}).",
     ]
 
 
@@ -256,7 +261,7 @@ def _noise_section(fits: Fits) -> list[str]:
     if not nz.get("measured"):
         return [*out, "", "Prediction errors below are not judged against a noise floor."]
     out += ["", f"Method: {nz['method']}. The bootstrap resampled points within each budget and then seeds within "
-            "each drawn point (Davison & Hinkley 1997's two-stage bootstrap), so every interval carries seed noise."]
+            "each point (Davison & Hinkley 1997's two-stage bootstrap), so every interval carries seed noise."]
     out += ["", _table(["budget", "repeated points", "dof", "sd of ln(loss)", "95% interval"],
                        [[fmt(b["budget"], 3), str(b["points"]), str(b["dof"]), f"{b['rel_sd']:.2%}",
                          f"[{b['rel_sd_lo']:.2%}, {b['rel_sd_hi']:.2%}]"] for b in nz["per_budget"]])]

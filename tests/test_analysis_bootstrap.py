@@ -1,11 +1,12 @@
-"""Bootstrap: seeded, stratified by budget, and its 95% intervals cover the truth in most seeds."""
+"""Bootstrap: seeded, stratified by budget (both schemes), and its 95% intervals cover the truth in most seeds."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from harness.analysis import canonicalize, fit_all, predict_at_budget
-from harness.analysis.bootstrap import interval, stratified_weights
+from harness.analysis.bootstrap import dirichlet_weights, interval, stratified_weights
 from harness.analysis.synthetic import Law, isoflop_sweep
 
 LAW = Law()
@@ -20,6 +21,18 @@ def test_weights_are_seeded_and_stratified() -> None:
     for g, n in ((0, 5), (1, 7), (2, 4)):
         assert np.all(W[:, groups == g].sum(axis=1) == n)  # each budget keeps its run count
     assert 0.28 < (W == 0).mean() < 0.38  # a run is left out of a resample with probability (1 - 1/n)^n
+
+
+def test_bayesian_weights_keep_every_run_and_each_budgets_total() -> None:
+    """Rubin 1981: Dirichlet(1, ..., 1) weights inside each budget, scaled to its run count; no run drops out, and a
+    run's weight has mean 1 and variance (n - 1) / (n + 1)."""
+    groups = np.repeat([0, 1, 2], [5, 7, 4])
+    W = dirichlet_weights(groups, 4000, seed=7)
+    np.testing.assert_array_equal(W, dirichlet_weights(groups, 4000, seed=7))
+    assert W.shape == (4000, 16) and np.all(W > 0)
+    for g, n in ((0, 5), (1, 7), (2, 4)):
+        np.testing.assert_allclose(W[:, groups == g].sum(axis=1), n)
+        assert W[:, groups == g].var() == pytest.approx((n - 1) / (n + 1), rel=0.08)
 
 
 def test_interval() -> None:
@@ -39,15 +52,16 @@ def test_same_seed_same_numbers() -> None:
     assert f1.samples["approach3"].shape == (30, 5) and f1.samples["approach2"].shape == (30, 4)
 
 
-def test_intervals_cover_the_truth_in_most_seeds() -> None:
+@pytest.mark.parametrize("scheme", ["runs", "bayesian"])
+def test_intervals_cover_the_truth_in_most_seeds(scheme: str) -> None:
     """10 independent noisy sweeps; the 95% intervals of a (both approaches) and of the frontier loss at 10x the
-    largest budget must contain the truth in at least 7 of them."""
+    largest budget must contain the truth in at least 7 of them, under either resampling scheme."""
     covered = np.zeros(4, int)
     C = 1e22
     for seed in range(10):
         df = canonicalize(isoflop_sweep(LAW, budgets=tuple(np.logspace(18, 21, 5)), sizes_per_budget=7, span=10,
                                         noise=0.01, seed=100 + seed))
-        f = fit_all(df, {"bootstrap": 100, "seed": seed, "parametric": {"starts": 8}})
+        f = fit_all(df, {"bootstrap": 100, "seed": seed, "bootstrap_scheme": scheme, "parametric": {"starts": 8}})
         p = predict_at_budget(f, C)
         a2, a3 = f.approach2["a"], f.approach3["a"]
         covered += [

@@ -160,6 +160,8 @@ def test_bad_settings_refused() -> None:
         fit_all(sweep(), {"bootstrap": 0, "frontier": {"source": "magic"}})
     with pytest.raises(HarnessError, match="bootstrap"):
         fit_all(sweep(), {"bootstrap": -3})
+    with pytest.raises(HarnessError, match="bootstrap_scheme='jackknife'; use bootstrap_scheme=runs"):
+        fit_all(sweep(), {"bootstrap_scheme": "jackknife"})
 
 
 def test_raw_results_table_is_canonicalised() -> None:

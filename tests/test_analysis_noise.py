@@ -13,7 +13,14 @@ from harness.analysis import fit_all
 from harness.analysis.context import Diagnostics
 from harness.analysis.fits import Fits
 from harness.analysis.load import canonicalize
-from harness.analysis.noise import hierarchical_weights, noise_floor, point_codes, seed_noise, within_noise
+from harness.analysis.noise import (
+    hierarchical_dirichlet_weights,
+    hierarchical_weights,
+    noise_floor,
+    point_codes,
+    seed_noise,
+    within_noise,
+)
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.report import render_markdown
 
@@ -58,6 +65,20 @@ def test_hierarchical_weights_draw_points_then_seeds() -> None:
     within = W[:, points == 0][per_point[:, 0] == 3]  # resamples that drew point 0 once
     assert (within != 1).any()  # ... and its seeds were themselves resampled, not copied
     assert np.array_equal(W, hierarchical_weights(budgets, points, 500, seed=0))  # deterministic
+
+
+def test_bayesian_two_stage_weights_keep_every_run() -> None:
+    """Dirichlet over each budget's points, then over each point's seeds: all runs weighted, each budget's total
+    kept, and a point's seeds do not share one weight (the second stage varies them)."""
+    df = _used(isoflop_sweep(budgets=(1e18, 1e19), sizes_per_budget=4, seeds=3))
+    points, budgets = point_codes(df), pd.factorize(df["budget"])[0]
+    W = hierarchical_dirichlet_weights(budgets, points, 500, seed=0)
+    assert np.all(W > 0)
+    for b in range(2):
+        np.testing.assert_allclose(W[:, budgets == b].sum(axis=1), 12)
+    per_point = np.stack([W[:, points == p].sum(axis=1) for p in range(8)], axis=1)
+    assert per_point.std() > 0.3 and W[:, points == 0].std(axis=1).mean() > 0.1
+    np.testing.assert_array_equal(W, hierarchical_dirichlet_weights(budgets, points, 500, seed=0))
 
 
 def test_fit_with_repeats_uses_the_two_stage_bootstrap_and_round_trips() -> None:

@@ -1,9 +1,11 @@
-"""Nonparametric bootstrap over runs (Efron 1979; used for scaling-law intervals by Besiroglu et al. 2024).
+"""Bootstrap over runs (Efron 1979; used for scaling-law intervals by Besiroglu et al. 2024).
 
-A resample is a row of multiplicities: how many times each run is drawn. Runs are drawn with replacement
-within their budget (stratified), so every resample keeps each budget's run count and the IsoFLOP design;
-every fit (parabolas, power laws, frontier, Approach 3) is redone on the same resamples, so the intervals of
-different quantities and predictions are jointly consistent. Intervals are 95% percentile intervals.
+A resample is a row of run weights. The "runs" scheme draws runs with replacement within their budget
+(stratified multinomial counts), so every resample keeps each budget's run count. The "bayesian" scheme
+(Rubin 1981) gives every run a Dirichlet(1, ..., 1) weight within its budget (scaled to the run count): no run
+drops out, so a budget of 5 sizes keeps all 5 in every resample. Every fit (parabolas, power laws, frontier,
+Approach 3) is redone on the same resamples, so the intervals of different quantities and predictions are
+jointly consistent. Intervals are percentile intervals.
 """
 
 from __future__ import annotations
@@ -25,6 +27,25 @@ def stratified_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.nd
         draws = rng.integers(0, n, size=(n_resamples, n)) + (np.arange(n_resamples) * n)[:, None]
         W[:, idx] = np.bincount(draws.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
     return W
+
+
+def dirichlet_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n_runs) float weights: Dirichlet(1, ..., 1) inside each group, scaled to the group's size
+    (Rubin 1981's Bayesian bootstrap: normalised unit exponentials)."""
+    groups = np.asarray(groups)
+    rng = np.random.default_rng(seed)
+    W = np.zeros((n_resamples, groups.size))
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        e = rng.standard_exponential(size=(n_resamples, idx.size))
+        W[:, idx] = idx.size * e / e.sum(axis=1, keepdims=True)
+    return W
+
+
+def group_weights(groups: np.ndarray, n_resamples: int, seed: int, scheme: str) -> np.ndarray:
+    """Resample weights by scheme: "runs" (stratified_weights) or "bayesian" (dirichlet_weights)."""
+    fn = dirichlet_weights if scheme == "bayesian" else stratified_weights
+    return fn(groups, n_resamples, seed)
 
 
 def interval(samples: np.ndarray | None, level: float = 0.95, axis: int = 0) -> tuple[Any, Any]:

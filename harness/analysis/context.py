@@ -11,12 +11,15 @@ from typing import Any
 from harness.analysis.load import cfg_get
 from harness.errors import HarnessError
 
+BOOTSTRAP_SCHEMES = ("runs", "bayesian")  # harness.analysis.bootstrap
+
 
 @dataclass
 class Settings:
     """Analysis knobs, read from a config (dict or DictConfig) with these defaults."""
 
     bootstrap: int = 1000
+    bootstrap_scheme: str = "bayesian"
     seed: int = 0
     jobs: int = 1
     level: float = 0.95
@@ -49,6 +52,9 @@ class Settings:
         """Refuse values no fit can use."""
         if self.bootstrap < 0:
             raise HarnessError(f"bootstrap={self.bootstrap} is negative; use bootstrap=0 (no intervals) or e.g. 1000")
+        if self.bootstrap_scheme not in BOOTSTRAP_SCHEMES:
+            raise HarnessError(f"bootstrap_scheme={self.bootstrap_scheme!r}; use bootstrap_scheme=runs (resample runs "
+                               "with replacement) or bayesian (Dirichlet weights, every run kept)")
         if self.frontier_source not in ("minima", "envelope"):
             raise HarnessError(f"frontier.source={self.frontier_source!r}; use frontier.source=minima or envelope")
         if not 0.5 < self.level < 1.0:
@@ -57,7 +63,7 @@ class Settings:
 
 # Settings attribute -> dotted config key
 CONFIG_KEYS = {
-    "bootstrap": "bootstrap", "seed": "seed", "jobs": "jobs", "level": "level",
+    "bootstrap": "bootstrap", "bootstrap_scheme": "bootstrap_scheme", "seed": "seed", "jobs": "jobs", "level": "level",
     "min_sizes": "isoflop.min_sizes", "drop_small_budgets": "isoflop.drop_small_budgets",
     "exclude_edge": "isoflop.exclude_edge", "huber_k": "isoflop.huber_k", "irls_iters": "isoflop.iters",
     "delta": "parametric.delta", "starts": "parametric.starts", "frontier_source": "frontier.source",

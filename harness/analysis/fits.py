@@ -242,7 +242,8 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
         inputs=_inputs_summary(df, used), settings=dataclasses.asdict(settings),
         data=_data_summary(df, sel, len(iso.rows), len(iso.layout.C), runs.kappa), budgets=budgets,
         approach2=approach2, frontier=frontier_block, approach3=approach3,
-        bootstrap={"n": settings.bootstrap, "seed": settings.seed, "level": level, "stratified_by": scheme,
+        bootstrap={"n": settings.bootstrap, "scheme": settings.bootstrap_scheme, "seed": settings.seed, "level": level,
+                   "stratified_by": scheme,
                    "valid": valid, "seconds": round(t_boot, 3), "total_seconds": round(time.perf_counter() - t_start, 3)},
         predictions=[], warnings=diag.warnings, notes=diag.notes, samples=samples, noise=noise,
     )

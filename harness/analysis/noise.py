@@ -56,6 +56,23 @@ def hierarchical_weights(budgets: np.ndarray, points: np.ndarray, n_resamples: i
     return W
 
 
+def hierarchical_dirichlet_weights(budgets: np.ndarray, points: np.ndarray, n_resamples: int,
+                                   seed: int) -> np.ndarray:
+    """The Bayesian bootstrap's two stages: Dirichlet weights over each budget's points (scaled to their count),
+    times Dirichlet weights over each point's seeds (scaled to theirs), so every run keeps a positive weight."""
+    rng = np.random.default_rng(seed)
+    W = np.zeros((n_resamples, points.size))
+    for b in np.unique(budgets):
+        pts = np.unique(points[budgets == b])
+        e = rng.standard_exponential(size=(n_resamples, pts.size))
+        wp = pts.size * e / e.sum(axis=1, keepdims=True)
+        for j, p in enumerate(pts):
+            rows = np.flatnonzero(points == p)
+            es = rng.standard_exponential(size=(n_resamples, rows.size))
+            W[:, rows] = wp[:, j:j + 1] * rows.size * es / es.sum(axis=1, keepdims=True)
+    return W
+
+
 def has_repeats(points: np.ndarray) -> bool:
     """Whether any point has more than one run (seed repeats to measure noise from)."""
     return points.size > 0 and np.bincount(points).max() > 1

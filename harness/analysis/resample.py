@@ -10,11 +10,11 @@ import pandas as pd
 
 from harness.analysis.approach2 import IsoflopFit, approach2_samples
 from harness.analysis.approach3 import RunArrays, approach3_samples
-from harness.analysis.bootstrap import stratified_weights
+from harness.analysis.bootstrap import group_weights
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.frontier import FrontierStage, frontier_samples
 from harness.analysis.isoflop import fit_parabolas
-from harness.analysis.noise import has_repeats, hierarchical_weights
+from harness.analysis.noise import has_repeats, hierarchical_dirichlet_weights, hierarchical_weights
 
 # A fit whose estimate survives in fewer than this share of resamples gets a warning.
 MIN_VALID_SHARE = 0.95
@@ -22,15 +22,17 @@ MIN_VALID_SHARE = 0.95
 
 def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, theta: np.ndarray, frontier: FrontierStage,
                    settings: Settings, points: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Bootstrap samples of every fit on settings.bootstrap resamples of runs drawn within each budget ({} if 0);
-    where `points` (harness.analysis.noise.point_codes) shows seed repeats, points then seeds are drawn."""
+    """Bootstrap samples of every fit on settings.bootstrap resamples of runs within each budget ({} if 0), by
+    settings.bootstrap_scheme; where `points` (harness.analysis.noise.point_codes) shows seed repeats, points
+    then seeds are resampled."""
     if settings.bootstrap <= 0:
         return {}
     codes = pd.factorize(used["budget"])[0]
     if points is not None and has_repeats(points):
-        weights = hierarchical_weights(codes, points, settings.bootstrap, settings.seed)
+        two_stage = hierarchical_dirichlet_weights if settings.bootstrap_scheme == "bayesian" else hierarchical_weights
+        weights = two_stage(codes, points, settings.bootstrap, settings.seed)
     else:
-        weights = stratified_weights(codes, settings.bootstrap, settings.seed)
+        weights = group_weights(codes, settings.bootstrap, settings.seed, settings.bootstrap_scheme)
     parabolas = fit_parabolas(iso.layout, weights, settings.huber_k, settings.irls_iters, settings.exclude_edge)
     per_budget = approach2_samples(iso, parabolas)
     approach3 = approach3_samples(runs, weights, theta, settings)

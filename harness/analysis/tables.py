@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.approach3 import RunArrays, approach3_samples, fit_approach3, summarize_approach3
-from harness.analysis.bootstrap import stratified_weights
+from harness.analysis.bootstrap import group_weights
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.fits import SCHEMA_VERSION, to_jsonable
 from harness.analysis.laws import FORMS, MIN_POINTS, LawFit, fit_law, law_warnings, summarize_law
@@ -148,7 +148,7 @@ def _fit_approach3(used: pd.DataFrame, shape: Shape, settings: Settings, out: Ta
         return
     samples: dict[str, np.ndarray] = {}
     if settings.bootstrap > 0:
-        weights = stratified_weights(np.zeros(len(used), int), settings.bootstrap, settings.seed)
+        weights = group_weights(np.zeros(len(used), int), settings.bootstrap, settings.seed, settings.bootstrap_scheme)
         samples["approach3"] = approach3_samples(runs, weights, point.theta, settings)
         out.approach3_samples = samples["approach3"]
     out.approach3 = summarize_approach3(runs, point, samples, settings, diag)
