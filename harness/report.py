@@ -43,7 +43,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 LIMITATIONS = [
-    "- Intervals reflect run-to-run noise only (resampling runs); they do not cover a wrong functional form, "
+    "- Intervals reflect run-to-run noise only (the bootstrap over runs); they do not cover a wrong functional form, "
     "hyperparameters that are off at some sizes, or a different corpus.",
     "- Parabola (Approach 2) optima are biased when the size grid is off-centre or narrow; compare with "
     "Approach 3, and prefer budgets whose optimum is well inside the sampled sizes.",
