@@ -29,7 +29,7 @@ def stratified_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.nd
     return W
 
 
-def dirichlet_weights(groups: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+def dirichlet_weights(groups: np.ndarray, n_resamples: int, seed: int | np.random.SeedSequence) -> np.ndarray:
     """(n_resamples, n_runs) float weights: Dirichlet(1, ..., 1) inside each group, scaled to the group's size
     (Rubin 1981's Bayesian bootstrap: normalised unit exponentials)."""
     groups = np.asarray(groups)

@@ -85,8 +85,9 @@ def select_frontier(lnC: np.ndarray, points: np.ndarray, mask: np.ndarray, lnC_r
     few = free.n < settings.frontier_min_free
     at_bound = ~few & np.isfinite(free.E) & (free.E <= E_BOUND_TOL)
     kept = at_bound & (p < 1.0 - settings.level)
-    code = np.select([few, kept, at_bound], [1, 3, 2], 0)
-    use_fixed = (code == 1) | (code == 2)
+    code = np.select([few, kept, at_bound], [METHODS.index(m) for m in (E_FROM_APPROACH3, E_AT_BOUND_KEPT, E_AT_BOUND)],
+                     METHODS.index(FREE))
+    use_fixed = ~np.isin(code, [METHODS.index(m) for m in FREE_METHODS])
     fields = ("E", "lnK_ref", "k", "sse", "n")
     chosen = FrontierFit(*(np.where(use_fixed, getattr(fixed, f), getattr(free, f)) for f in fields))
     return FrontierChoice(chosen, code, F, p, free, fixed)

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from harness.analysis.bootstrap import dirichlet_weights
 from harness.analysis.context import Diagnostics
 
 # Seeds of one point that differ by more than this relative spread (or WILD_FACTOR x the other points' pooled
@@ -60,17 +61,10 @@ def hierarchical_dirichlet_weights(budgets: np.ndarray, points: np.ndarray, n_re
                                    seed: int) -> np.ndarray:
     """The Bayesian bootstrap's two stages: Dirichlet weights over each budget's points (scaled to their count),
     times Dirichlet weights over each point's seeds (scaled to theirs), so every run keeps a positive weight."""
-    rng = np.random.default_rng(seed)
-    W = np.zeros((n_resamples, points.size))
-    for b in np.unique(budgets):
-        pts = np.unique(points[budgets == b])
-        e = rng.standard_exponential(size=(n_resamples, pts.size))
-        wp = pts.size * e / e.sum(axis=1, keepdims=True)
-        for j, p in enumerate(pts):
-            rows = np.flatnonzero(points == p)
-            es = rng.standard_exponential(size=(n_resamples, rows.size))
-            W[:, rows] = wp[:, j:j + 1] * rows.size * es / es.sum(axis=1, keepdims=True)
-    return W
+    first_seed, second_seed = np.random.SeedSequence(seed).spawn(2)
+    _, first_row, point_of_run = np.unique(points, return_index=True, return_inverse=True)
+    per_point = dirichlet_weights(budgets[first_row], n_resamples, first_seed)  # (n_resamples, n_points)
+    return per_point[:, point_of_run] * dirichlet_weights(points, n_resamples, second_seed)
 
 
 def has_repeats(points: np.ndarray) -> bool:
