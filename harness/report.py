@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
+from harness.analysis.approach3 import form_choice_text
 from harness.analysis.estimate import format_cell, format_number
 from harness.analysis.noise import noise_floor, within_noise
+from harness.analysis.parametric import FORMS
 from harness.figures import png_bytes
 from harness.fsutil import publish
 
@@ -92,9 +94,9 @@ def _assumptions_section(fits: Fits) -> list[str]:
             "bracketed (the sampled size nearest the vertex is neither the smallest nor the largest).",
             f"- Frontier L_opt(C) = E + K C^-k fitted to the parabola {points} of the usable budgets "
             f"({fr['method']}; {fr['dof']} residual dof).",
-            "- Approach 3: log L = LSE(a - alpha log N, b - beta log D, e), Huber delta "
-            f"{a3['huber_delta']:g} summed, L-BFGS from the {a3['n_starts']} best points of the Hoffmann et al. "
-            "2022 grid (Besiroglu et al. 2024)."]
+            "- Approach 3: log L = LSE(gamma LSE(a - alpha log N, b - beta log D), e), Huber delta "
+            f"{a3['huber_delta']:g} summed, L-BFGS from the {a3['n_starts']} best points of each form's grid "
+            f"(Besiroglu et al. 2024); {form_choice_text(a3)}."]
 
 
 def _warnings_section(fits: Fits) -> list[str]:
@@ -120,10 +122,11 @@ def _fits_sections(fits: Fits) -> list[str]:
         "", "## Loss frontier L_opt(C) = E + K C^-k", "",
         _table(["E", "K", "k", f"K_ref at C_ref={fmt(fr['C_ref'])}", "rmse"],
                [[fmt_est(fr["E"]), fmt_est(fr["K"]), fmt_est(fr["k"]), fmt_est(fr["K_ref"]), fmt(fr["rmse"])]]),
-        "", "## Approach 3: L(N, D) = E + A/N^alpha + B/D^beta", "",
-        _table(["E", "A", "B", "alpha", "beta", "G"], [[fmt_est(a3[k]) for k in ("E", "A", "B", "alpha", "beta", "G")]]),
+        "", f"## Approach 3: L(N, D) = {a3.get('formula', FORMS['chinchilla'].label)}", "",
+        _table(["E", "A", "B", "alpha", "beta", "gamma", "G"],
+               [[fmt_est(a3[k]) if k in a3 else "1" for k in ("E", "A", "B", "alpha", "beta", "gamma", "G")]]),
         f"\nObjective {fmt(a3['objective'])}, converged: {a3['converged']}, rmse of log residuals "
-        f"{fmt(a3['rmse_log'], 3)}.",
+        f"{fmt(a3['rmse_log'], 3)}. Form: {form_choice_text(a3)}.",
     ]
 
 

@@ -17,13 +17,15 @@ from harness.analysis.allocation import (
     strategies,
     tokens_for_loss,
 )
-from harness.analysis.parametric import compute_optimal
+from harness.analysis.parametric import E_OFF, compute_optimal
 from harness.errors import HarnessError
 
 # Hoffmann et al. 2022's fitted law: E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28.
 E, A, B, ALPHA, BETA = 1.69, 406.4, 410.7, 0.34, 0.28
 THETA = np.array([np.log(A), np.log(B), np.log(E), ALPHA, BETA])
 KAPPA = 6.0
+# Kaplan et al. 2020's form, (A/N^alpha + B/D)^gamma with no floor, in theta form (harness.analysis.parametric).
+KAPLAN = np.array([0.8 * np.log(8.8e13), np.log(5.4e13), E_OFF, 0.8, 1.0, 0.095])
 DEMO = Path(__file__).resolve().parents[1] / "results" / "demo" / "fits.json"
 
 
@@ -45,10 +47,13 @@ def test_lifetime_optimum_matches_brute_force(inference: float) -> None:
     assert float(loss_at(THETA, got["N"], got["D"])) == pytest.approx(target, rel=1e-9)
 
 
-def test_no_inference_is_compute_optimal() -> None:
-    N, D, L = (float(x) for x in compute_optimal(THETA, 1e22, KAPPA))
-    got = lifetime_optimal(THETA, L, 0.0, KAPPA)
+@pytest.mark.parametrize("theta", [THETA, KAPLAN], ids=["chinchilla", "kaplan"])
+def test_no_inference_is_compute_optimal(theta: np.ndarray) -> None:
+    N, D, L = (float(x) for x in compute_optimal(theta, 1e22, KAPPA))
+    got = lifetime_optimal(theta, L, 0.0, KAPPA)
     assert got["N"] == pytest.approx(N, rel=1e-4) and got["D"] == pytest.approx(D, rel=1e-4)
+    assert float(loss_at(theta, got["N"], got["D"])) == pytest.approx(L, rel=1e-9)
+    assert lifetime_optimal(theta, L, 1e13, KAPPA)["N"] < N  # inference still favours smaller models
 
 
 def test_more_inference_means_smaller_models_trained_longer() -> None:
@@ -95,7 +100,9 @@ def test_demo_strategies_and_lifetime() -> None:
 def test_bad_lifetime_requests() -> None:
     fits = load_fits(DEMO)
     with pytest.raises(HarnessError, match="unreachable"):
-        lifetime_plan(fits, 1e23, 1e13, target=0.3)
+        lifetime_plan(fits, 1e23, 1e13, target=fits.approach3["E"].value)  # the floor itself (0 in Kaplan's form)
+    with pytest.raises(HarnessError, match="unreachable"):
+        lifetime_optimal(THETA, 1.5, 1e13, KAPPA)  # below Chinchilla's E = 1.69
     with pytest.raises(HarnessError, match="inference_tokens"):
         lifetime_plan(fits, 1e23, -1.0)
     fits.approach3 = {}

@@ -6,16 +6,30 @@ import numpy as np
 import pytest
 
 from harness.analysis import canonicalize, select_fit_rows
-from harness.analysis.approach3 import RunArrays, derived, fit_approach3, summarize_approach3
+from harness.analysis.approach3 import RunArrays, aicc, derived, fit_approach3, summarize_approach3
 from harness.analysis.context import Diagnostics, Settings
+from harness.analysis.parametric import E_OFF, predict_log_loss
 from harness.analysis.synthetic import Law, isoflop_sweep
 
 LAW = Law()
 
 
-def runs(kappa: float = 6.0) -> RunArrays:
-    raw = isoflop_sweep(LAW, budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=7, span=12, noise=0.0, kappa=kappa)
+# Kaplan et al. 2020's law in theta form: (A/N^alpha + B/D)^gamma, alpha = alpha_N / alpha_D, gamma = alpha_D.
+KAPLAN = np.array([0.8 * np.log(8.8e13), np.log(5.4e13), E_OFF, 0.8, 1.0, 0.095])
+
+
+def runs(kappa: float = 6.0, noise: float = 0.0, seed: int = 0, budgets: tuple = (1e18, 1e19, 1e20, 1e21),
+         sizes: int = 7) -> RunArrays:
+    raw = isoflop_sweep(LAW, budgets=budgets, sizes_per_budget=sizes, span=12, noise=noise, kappa=kappa, seed=seed)
     return RunArrays.from_frame(select_fit_rows(canonicalize(raw)).used)
+
+
+def kaplan_runs(noise: float, seed: int) -> RunArrays:
+    """The same (N, D) grid with log losses from Kaplan's law plus log-normal noise."""
+    r = runs()
+    rng = np.random.default_rng(seed)
+    lnL = predict_log_loss(KAPLAN, r.lnN, r.lnD) + noise * rng.standard_normal(r.lnN.size)
+    return RunArrays(r.lnN, r.lnD, lnL, r.lnC)
 
 
 def test_point_fit_recovers_the_law() -> None:
@@ -32,3 +46,32 @@ def test_derived_exponents_follow_hoffmann_eq_4() -> None:
     d = derived(theta)
     assert d["a"] == pytest.approx(0.28 / 0.62) and d["b"] == pytest.approx(0.34 / 0.62)
     assert d["E"] == pytest.approx(1.7) and derived(np.stack([theta, theta]))["a"].shape == (2,)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_form_picks_the_form_that_made_the_data(seed: int) -> None:
+    """AICc tells the two forms apart at 1% noise: Chinchilla's surface (a floor E = 1.69) and Kaplan's (none)."""
+    s = Settings()
+    chin = fit_approach3(runs(noise=0.01, seed=seed), s, Diagnostics())
+    kap = fit_approach3(kaplan_runs(0.01, seed), s, Diagnostics())
+    assert chin.form.name == "chinchilla" and kap.form.name == "kaplan"
+    assert chin.candidates["kaplan"]["aicc"] > chin.candidates["chinchilla"]["aicc"] + 10
+    assert kap.candidates["chinchilla"]["aicc"] > kap.candidates["kaplan"]["aicc"]
+    assert kap.E == 0.0 and abs(derived(kap.theta)["a"] - 0.095 / (0.076 + 0.095)) < 0.05
+    assert "AICc" in chin.rule
+
+
+def test_fixed_form_and_too_few_runs() -> None:
+    fit = fit_approach3(kaplan_runs(0.01, 0), Settings(starts=8, form="chinchilla"), Diagnostics())
+    assert fit.form.name == "chinchilla" and list(fit.candidates) == ["chinchilla"] and "fixed" in fit.rule
+    few = runs(noise=0.01, budgets=(1e18, 1e19), sizes=3)  # 6 runs: AICc of a 5-parameter fit is undefined
+    fit = fit_approach3(few, Settings(starts=8), Diagnostics())
+    assert fit.form.name == "chinchilla" and "too few runs (6)" in fit.rule
+    assert fit.candidates["chinchilla"]["aicc"] == float("inf")
+    block = summarize_approach3(few, fit, {}, Settings(starts=8), Diagnostics())
+    assert block["form"] == "chinchilla" and set(block["forms"]) == {"chinchilla", "kaplan"}
+
+
+def test_aicc_penalises_parameters_and_small_samples() -> None:
+    assert aicc(1.0, 20, 5) - aicc(1.0, 20, 4) == pytest.approx(2 + 60 / 14 - 40 / 15)
+    assert aicc(1.0, 6, 5) == float("inf") and aicc(0.0, 20, 4) == float("-inf")

@@ -49,7 +49,7 @@ def test_same_seed_same_numbers() -> None:
     f3 = fit_all(df, {"bootstrap": 30, "seed": 6})
     assert f1.approach2["a"] == f2.approach2["a"] and f1.approach3["a"] == f2.approach3["a"]
     assert f1.approach3["a"].lo != f3.approach3["a"].lo
-    assert f1.samples["approach3"].shape == (30, 5) and f1.samples["approach2"].shape == (30, 4)
+    assert f1.samples["approach3"].shape == (30, 6) and f1.samples["approach2"].shape == (30, 4)
 
 
 @pytest.mark.parametrize("scheme", ["runs", "bayesian"])

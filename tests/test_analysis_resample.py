@@ -27,7 +27,7 @@ def test_samples_are_seeded_and_complete() -> None:
     a, b = bootstrap_fits(*args, s), bootstrap_fits(*args, s)
     assert list(a) == ["approach2", "frontier", "approach3", "budget_lnN", "budget_lnD", "budget_L",
                        "budget_status"]
-    assert a["approach3"].shape == (20, 5) and a["frontier"].shape == (20, 4)
+    assert a["approach3"].shape == (20, 6) and a["frontier"].shape == (20, 4)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     assert bootstrap_fits(*args, Settings(bootstrap=0)) == {}
@@ -35,7 +35,7 @@ def test_samples_are_seeded_and_complete() -> None:
 
 def test_valid_counts_warn_and_note() -> None:
     diag = Diagnostics()
-    nan = np.full((10, 5), np.nan)
+    nan = np.full((10, 6), np.nan)
     samples = {"approach2": np.ones((10, 4)), "frontier": np.ones((10, 3)), "approach3": nan}
     assert valid_counts(samples, 10, diag) == {"approach2": 10, "frontier": 10, "approach3": 0}
     assert len(diag.warnings) == 1 and diag.warnings[0].startswith("approach3: only 0 of 10")

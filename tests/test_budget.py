@@ -104,8 +104,8 @@ def test_inference_cost_per_token() -> None:
 
 
 def test_bad_allocation_requests(tmp_path: Path) -> None:
-    with pytest.raises(HarnessError, match="unreachable"):
-        plan_budget(cfg("C=1e23", f"fits={DEMO}", "inference_tokens=1e13", "target_loss=0.1"))
+    with pytest.raises(HarnessError, match="positive"):
+        plan_budget(cfg("C=1e23", f"fits={DEMO}", "inference_tokens=1e13", "target_loss=0"))
     with pytest.raises(HarnessError, match="inference_tokens"):
         plan_budget(cfg("C=1e23", f"fits={DEMO}", "inference_tokens=-1"))
     with pytest.raises(HarnessError, match="need a fit"):

@@ -18,7 +18,7 @@ from scipy.optimize import minimize_scalar
 
 from harness.analysis.estimate import Estimate
 from harness.analysis.fits import Fits
-from harness.analysis.parametric import compute_optimal
+from harness.analysis.parametric import N_THETA, as_theta6, compute_optimal
 from harness.analysis.predict import predict_at_budget, predict_loss
 from harness.errors import HarnessError
 
@@ -31,25 +31,26 @@ LAW3 = "Approach 3 L(N, D)"
 
 
 def law3(fits: Fits) -> tuple[np.ndarray, float]:
-    """Approach 3's theta = (ln A, ln B, ln E, alpha, beta) and kappa (C = kappa N D); a clear error without it."""
+    """Approach 3's theta = (ln A, ln B, ln E, alpha, beta, gamma) and kappa (C = kappa N D); a clear error
+    without it."""
     a3 = fits.approach3 or {}
-    theta = np.asarray(a3.get("theta") or [np.nan] * 5, dtype=float)
-    if theta.shape != (5,) or not np.all(np.isfinite(theta)):
-        raise HarnessError("the fits file has no Approach 3 fit (L(N, D) = E + A/N^alpha + B/D^beta); strategies "
-                           "and lifetime sizing need it: rerun harness-analyze with Approach 3 enabled")
-    return theta, float(a3.get("kappa") or fits.data.get("kappa") or 6.0)
+    theta = np.asarray(a3.get("theta") or [np.nan] * N_THETA, dtype=float)
+    if theta.shape not in ((5,), (N_THETA,)) or not np.all(np.isfinite(theta)):
+        raise HarnessError("the fits file has no Approach 3 fit (L(N, D) = E + (A/N^alpha + B/D^beta)^gamma); "
+                           "strategies and lifetime sizing need it: rerun harness-analyze with Approach 3 enabled")
+    return as_theta6(theta), float(a3.get("kappa") or fits.data.get("kappa") or 6.0)
 
 
-def _terms(theta: np.ndarray) -> tuple[float, float, float, float, float]:
-    """(E, A, B, alpha, beta) from the log-form theta."""
-    a, b, e, al, be = (float(x) for x in theta)
-    return float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), al, be
+def _terms(theta: np.ndarray) -> tuple[float, float, float, float, float, float]:
+    """(E, A, B, alpha, beta, gamma) from the log-form theta (E = 0 in Kaplan's form)."""
+    a, b, e, al, be, ga = (float(x) for x in as_theta6(theta))
+    return float(np.exp(e)), float(np.exp(a)), float(np.exp(b)), al, be, ga
 
 
 def loss_at(theta: np.ndarray, N: Any, D: Any) -> np.ndarray:
-    """L(N, D) = E + A/N^alpha + B/D^beta (point estimate), broadcasting N and D."""
-    E, A, B, al, be = _terms(theta)
-    return E + A / np.asarray(N, float) ** al + B / np.asarray(D, float) ** be
+    """L(N, D) = E + (A/N^alpha + B/D^beta)^gamma (point estimate), broadcasting N and D."""
+    E, A, B, al, be, ga = _terms(theta)
+    return E + (A / np.asarray(N, float) ** al + B / np.asarray(D, float) ** be) ** ga
 
 
 def check_target(theta: np.ndarray, target: float) -> None:
@@ -61,15 +62,15 @@ def check_target(theta: np.ndarray, target: float) -> None:
 
 
 def min_params(theta: np.ndarray, target: float) -> float:
-    """The smallest N that can reach target with infinite data: A/N^alpha = target - E."""
-    E, A, _, al, _ = _terms(theta)
-    return float((A / (target - E)) ** (1.0 / al))
+    """The smallest N that can reach target with infinite data: A/N^alpha = (target - E)^(1/gamma)."""
+    E, A, _, al, _, ga = _terms(theta)
+    return float((A / (target - E) ** (1.0 / ga)) ** (1.0 / al))
 
 
 def tokens_for_loss(theta: np.ndarray, N: Any, target: float) -> np.ndarray:
     """D on the iso-loss curve L(N, D) = target (inf where N alone cannot get there)."""
-    E, A, B, al, be = _terms(theta)
-    gap = target - E - A / np.asarray(N, float) ** al
+    E, A, B, al, be, ga = _terms(theta)
+    gap = (target - E) ** (1.0 / ga) - A / np.asarray(N, float) ** al
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(gap > 0, (B / np.where(gap > 0, gap, 1.0)) ** (1.0 / be), np.inf)
 

@@ -12,6 +12,7 @@ from harness.analysis.load import cfg_get
 from harness.errors import HarnessError
 
 BOOTSTRAP_SCHEMES = ("runs", "bayesian")  # harness.analysis.bootstrap
+PARAMETRIC_FORMS = ("auto", "chinchilla", "kaplan")  # auto and harness.analysis.parametric.FORMS
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Settings:
     irls_iters: int = 10
     delta: float = 1e-3
     starts: int = 32
+    form: str = "auto"
     frontier_source: str = "minima"
     frontier_min_free: int = 4
     predict: tuple[float, ...] = ()
@@ -55,6 +57,9 @@ class Settings:
         if self.bootstrap_scheme not in BOOTSTRAP_SCHEMES:
             raise HarnessError(f"bootstrap_scheme={self.bootstrap_scheme!r}; use bootstrap_scheme=runs (resample runs "
                                "with replacement) or bayesian (Dirichlet weights, every run kept)")
+        if self.form not in PARAMETRIC_FORMS:
+            raise HarnessError(f"parametric.form={self.form!r}; use parametric.form=auto (the lower AICc of the two), "
+                               "chinchilla (E + A/N^alpha + B/D^beta) or kaplan ((A/N^alpha + B/D)^gamma)")
         if self.frontier_source not in ("minima", "envelope"):
             raise HarnessError(f"frontier.source={self.frontier_source!r}; use frontier.source=minima or envelope")
         if not 0.5 < self.level < 1.0:
@@ -66,7 +71,8 @@ CONFIG_KEYS = {
     "bootstrap": "bootstrap", "bootstrap_scheme": "bootstrap_scheme", "seed": "seed", "jobs": "jobs", "level": "level",
     "min_sizes": "isoflop.min_sizes", "drop_small_budgets": "isoflop.drop_small_budgets",
     "exclude_edge": "isoflop.exclude_edge", "huber_k": "isoflop.huber_k", "irls_iters": "isoflop.iters",
-    "delta": "parametric.delta", "starts": "parametric.starts", "frontier_source": "frontier.source",
+    "delta": "parametric.delta", "starts": "parametric.starts", "form": "parametric.form",
+    "frontier_source": "frontier.source",
     "frontier_min_free": "frontier.min_points_free",
 }
 
