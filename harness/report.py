@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
-from harness.analysis.approach3 import form_choice_text
+from harness.analysis.approach3 import form_choice_text, formula_of
 from harness.analysis.estimate import format_cell, format_number
 from harness.analysis.noise import noise_floor, within_noise
-from harness.analysis.parametric import FORMS
 from harness.figures import png_bytes
 from harness.fsutil import publish
 
@@ -122,7 +121,7 @@ def _fits_sections(fits: Fits) -> list[str]:
         "", "## Loss frontier L_opt(C) = E + K C^-k", "",
         _table(["E", "K", "k", f"K_ref at C_ref={fmt(fr['C_ref'])}", "rmse"],
                [[fmt_est(fr["E"]), fmt_est(fr["K"]), fmt_est(fr["k"]), fmt_est(fr["K_ref"]), fmt(fr["rmse"])]]),
-        "", f"## Approach 3: L(N, D) = {a3.get('formula', FORMS['chinchilla'].label)}", "",
+        "", f"## Approach 3: L(N, D) = {formula_of(a3)}", "",
         _table(["E", "A", "B", "alpha", "beta", "gamma", "G"],
                [[fmt_est(a3[k]) if k in a3 else "1" for k in ("E", "A", "B", "alpha", "beta", "gamma", "G")]]),
         f"\nObjective {fmt(a3['objective'])}, converged: {a3['converged']}, rmse of log residuals "

@@ -18,12 +18,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from harness.analysis import Fits, select_fit_rows
-from harness.analysis.approach3 import form_choice_text
+from harness.analysis.approach3 import form_choice_text, formula_of
 from harness.analysis.bootstrap import interval
 from harness.analysis.context import Settings
 from harness.analysis.estimate import Estimate, format_number
 from harness.analysis.laws import FORMS, IRREDUCIBLE, KAPLAN
-from harness.analysis.parametric import FORMS as PARAMETRIC_FORMS
 from harness.analysis.parametric import predict_log_loss
 from harness.analysis.shapes import detect_shape
 from harness.analysis.tables import TableFits, fit_table
@@ -149,7 +148,7 @@ def _approach3_lines(tf: TableFits) -> list[str]:
     a3 = tf.approach3
     if not a3:
         return []
-    return ["", f"## Approach 3: L(N, D) = {a3.get('formula', PARAMETRIC_FORMS['chinchilla'].label)}", "",
+    return ["", f"## Approach 3: L(N, D) = {formula_of(a3)}", "",
             _table(["E", "A", "B", "alpha", "beta", "gamma", "a (N_opt ~ C^a)", "b (D_opt ~ C^b)"],
                    [[fmt_est(a3[k]) if k in a3 else "1" for k in ("E", "A", "B", "alpha", "beta", "gamma", "a", "b")]]),
             f"\nFitted to {a3['n_runs']} runs as Besiroglu et al. 2024 (Huber delta {a3['huber_delta']:g}, L-BFGS "

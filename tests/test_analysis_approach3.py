@@ -75,3 +75,19 @@ def test_fixed_form_and_too_few_runs() -> None:
 def test_aicc_penalises_parameters_and_small_samples() -> None:
     assert aicc(1.0, 20, 5) - aicc(1.0, 20, 4) == pytest.approx(2 + 60 / 14 - 40 / 15)
     assert aicc(1.0, 6, 5) == float("inf") and aicc(0.0, 20, 4) == float("-inf")
+
+
+def test_auto_with_one_failed_form_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where one form finds no finite fit, auto keeps the other and the rule says why (not "fixed")."""
+    import harness.analysis.approach3 as a3
+
+    real = a3.fit_parametric
+
+    def kaplan_fails(*args, **kwargs):
+        if args[-1] == "kaplan":
+            raise FloatingPointError("no finite start")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(a3, "fit_parametric", kaplan_fails)
+    fit = fit_approach3(runs(noise=0.01), Settings(starts=8), Diagnostics())
+    assert fit.form.name == "chinchilla" and fit.rule == "the only form that converged"

@@ -78,7 +78,8 @@ def _fit_form(runs: RunArrays, settings: Settings, form: str) -> ParametricFit |
         return None
 
 
-def _choose_form(fits: dict[str, ParametricFit], runs: RunArrays) -> tuple[str, dict[str, dict[str, Any]], str]:
+def _choose_form(fits: dict[str, ParametricFit], runs: RunArrays,
+                 auto: bool) -> tuple[str, dict[str, dict[str, Any]], str]:
     """The candidate with the lowest AICc; Chinchilla's where too few runs make AICc undefined."""
     table = {}
     for name, fit in fits.items():
@@ -88,7 +89,8 @@ def _choose_form(fits: dict[str, ParametricFit], runs: RunArrays) -> tuple[str, 
                        "rmse_log": float(np.sqrt(np.mean(resid**2))), "a": float(derived(fit.theta)["a"])}
     scores = {n: t["aicc"] for n, t in table.items()}
     if len(fits) == 1:
-        return next(iter(fits)), table, "fixed by parametric.form"
+        why = "the only form that converged" if auto else "fixed by parametric.form"
+        return next(iter(fits)), table, why
     if all(v < float("inf") for v in scores.values()):
         return min(scores, key=scores.__getitem__), table, "lowest AICc of the log residuals (parametric.form=auto)"
     name = "chinchilla" if "chinchilla" in fits else min(scores, key=scores.__getitem__)
@@ -103,7 +105,7 @@ def fit_approach3(runs: RunArrays, settings: Settings, diag: Diagnostics) -> Par
     if not fits:
         raise HarnessError("Approach 3 found no finite fit from any start; check the losses and sizes, or "
                            "raise parametric.starts")
-    chosen, table, rule = _choose_form(fits, runs)
+    chosen, table, rule = _choose_form(fits, runs, settings.form == "auto")
     fit = fits[chosen]
     fit.candidates, fit.rule = table, rule
     if chosen == "kaplan":
@@ -136,6 +138,11 @@ def derived(theta: np.ndarray) -> dict[str, Any]:
         G = np.exp((np.log(al) + a - np.log(be) - b) / s)
         return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be, "gamma": ga, "a": be / s,
                 "b": al / s, "G": G}
+
+
+def formula_of(block: dict[str, Any]) -> str:
+    """The fitted form's formula from fits.json's approach3 block (older files: Chinchilla's)."""
+    return block.get("formula", FORMS["chinchilla"].label)
 
 
 def form_choice_text(block: dict[str, Any]) -> str:
