@@ -2,7 +2,7 @@
 leave-future-out backtest that harness-analyze adds (default: its settings, 200 resamples per refit, 8 cut-offs).
 
 Target: fit_all under 30 s on 2 CPU cores. Run: python benchmarks/bench_analysis.py [--runs 10000]
-[--bootstrap 1000] [--budgets 25] [--jobs 2] [--backtest-bootstrap 200] [--backtest-cutoffs 8] (0 cut-offs: no
+[--bootstrap 1000] [--budgets 25] [--jobs 0 (every core)] [--backtest-bootstrap 200] [--backtest-cutoffs 8] (0 cut-offs: no
 backtest). The ground truth is Chinchilla's L(N, D) (Hoffmann et al. 2022) with 1% noise.
 """
 
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10_000)
     ap.add_argument("--budgets", type=int, default=25)
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=0)  # 0: every core, as harness-analyze
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backtest-bootstrap", type=int, default=200)
     ap.add_argument("--backtest-cutoffs", type=int, default=8)

@@ -6,9 +6,22 @@ import numpy as np
 import pytest
 
 from harness.analysis import canonicalize, select_fit_rows
-from harness.analysis.approach3 import RunArrays, aicc, derived, fit_approach3, summarize_approach3
+from harness.analysis.approach3 import (
+    SCREEN_MIN_RUNS,
+    SCREEN_SD,
+    RunArrays,
+    aicc,
+    approach3_samples,
+    derived,
+    fit_approach3,
+    form_choice_text,
+    resample_aicc,
+    resample_forms,
+    summarize_approach3,
+)
+from harness.analysis.bootstrap import group_weights
 from harness.analysis.context import Diagnostics, Settings
-from harness.analysis.parametric import E_OFF, predict_log_loss
+from harness.analysis.parametric import E_OFF, FORMS, bootstrap_parametric, predict_log_loss
 from harness.analysis.synthetic import Law, isoflop_sweep
 
 LAW = Law()
@@ -91,3 +104,57 @@ def test_auto_with_one_failed_form_says_so(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(a3, "fit_parametric", kaplan_fails)
     fit = fit_approach3(runs(noise=0.01), Settings(starts=8), Diagnostics())
     assert fit.form.name == "chinchilla" and fit.rule == "the only form that converged"
+
+
+def test_bootstrap_rechooses_the_form_on_every_resample() -> None:
+    """Under auto each resample refits both forms and keeps its lower AICc, so a close call shows up in the
+    intervals: here Kaplan's form wins on all runs but Chinchilla's on some resamples. The chosen form's own
+    parameters take their intervals from the resamples that chose it; a and b from every resample."""
+    r, s = kaplan_runs(0.03, 0), Settings(starts=8)
+    fit = fit_approach3(r, s, Diagnostics())
+    W = group_weights(np.zeros(r.lnN.size, int), 60, 0, "bayesian")
+    boot = approach3_samples(r, W, fit, s)
+    names = resample_forms(boot)
+    assert fit.form.name == "kaplan" and 0 < np.sum(names == "chinchilla") < np.sum(names == "kaplan")
+    refits = {n: bootstrap_parametric(r.lnN, r.lnD, r.lnL, W, theta, s.delta) for n, theta in fit.alternatives.items()}
+    scores = {n: resample_aicc(r, W, refits[n], FORMS[n].n_params) for n in refits}
+    for i, name in enumerate(names):
+        other = "chinchilla" if name == "kaplan" else "kaplan"
+        assert scores[name][i] <= scores[other][i]
+        np.testing.assert_array_equal(boot[i], refits[name][i])
+    block = summarize_approach3(r, fit, {"approach3": boot}, s, Diagnostics())
+    n_kaplan = int(np.sum(names == "kaplan"))
+    assert block["form_resamples"] == {"kaplan": n_kaplan, "chinchilla": 60 - n_kaplan}
+    assert block["E"].hi == 0.0 and block["gamma"].n == n_kaplan and block["a"].n == 60
+    only_kaplan = summarize_approach3(r, fit, {"approach3": boot[names == "kaplan"]}, s, Diagnostics())
+    assert only_kaplan["gamma"] == block["gamma"] and only_kaplan["a"] != block["a"]  # a counts Chinchilla's too
+    assert f"kaplan {n_kaplan}, chinchilla {60 - n_kaplan}" in form_choice_text(block)
+
+
+def test_bootstrap_keeps_a_fixed_form() -> None:
+    r = kaplan_runs(0.03, 0)
+    W = group_weights(np.zeros(r.lnN.size, int), 20, 0, "bayesian")
+    for form in ("kaplan", "chinchilla"):
+        s = Settings(starts=8, form=form)
+        boot = approach3_samples(r, W, fit_approach3(r, s, Diagnostics()), s)
+        assert set(resample_forms(boot)) == {form}
+        assert list(summarize_approach3(r, fit_approach3(r, s, Diagnostics()), {"approach3": boot}, s,
+                                        Diagnostics())["form_resamples"]) == [form]
+
+
+def test_a_form_far_behind_is_skipped_on_large_tables_only() -> None:
+    """On Chinchilla's surface Kaplan's AICc lies far behind. On a large table (>= SCREEN_MIN_RUNS runs) it is more
+    than SCREEN_SD resampling sd behind, could not win a resample, and is not refitted (the report says so); on a
+    small table, where that approximation fails, it is refitted anyway."""
+    s = Settings(starts=8)
+    small = fit_approach3(runs(noise=0.005), s, Diagnostics())
+    assert list(small.alternatives) == ["chinchilla", "kaplan"] and "sd_behind" not in small.candidates["kaplan"]
+    r = runs(noise=0.01, sizes=SCREEN_MIN_RUNS // 4 + 1)
+    fit = fit_approach3(r, s, Diagnostics())
+    assert r.lnN.size >= SCREEN_MIN_RUNS and fit.form.name == "chinchilla"
+    assert fit.candidates["kaplan"]["sd_behind"] > SCREEN_SD and list(fit.alternatives) == ["chinchilla"]
+    W = group_weights(np.zeros(r.lnN.size, int), 8, 0, "bayesian")
+    boot = approach3_samples(r, W, fit, s)
+    block = summarize_approach3(r, fit, {"approach3": boot}, s, Diagnostics())
+    assert set(resample_forms(boot)) == {"chinchilla"} and block["form_resamples"] == {"chinchilla": 8}
+    assert "not refitted on the resamples, its AICc kaplan >= 8 resampling sd behind" in form_choice_text(block)

@@ -17,8 +17,8 @@ def stages(settings: Settings):
     raw = isoflop_sweep(Law(), budgets=(1e18, 1e19, 1e20, 1e21), sizes_per_budget=6, noise=0.01, seed=2)
     used = select_fit_rows(canonicalize(raw)).used
     iso, runs = fit_isoflop(used, settings, Diagnostics()), RunArrays.from_frame(used)
-    theta = fit_approach3(runs, settings, Diagnostics()).theta
-    return used, iso, runs, theta, fit_frontier_stage(iso, settings, float(np.exp(theta[2])))
+    point = fit_approach3(runs, settings, Diagnostics())
+    return used, iso, runs, point, fit_frontier_stage(iso, settings, float(np.exp(point.theta[2])))
 
 
 def test_samples_are_seeded_and_complete() -> None:

@@ -6,7 +6,8 @@ The form is chosen by the data (parametric.form=auto): Chinchilla's E + A/N^alph
 2020's (A/N^alpha + B/D)^gamma, whichever has the lower AICc (Hurvich & Tsai 1989) on the log residuals. Far below
 the scale where the irreducible loss shows, the Chinchilla form bends towards an E the runs cannot see and
 over-predicts larger runs; on LLM-scale surfaces with a visible floor it wins by a wide margin (README "Approach 3's
-form").
+form"). The bootstrap makes the same choice on every resample, so intervals of a, b and predictions carry the
+choice's own uncertainty (model selection inside the bootstrap, as in Burnham & Anderson 2002, sec. 4.3).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import pandas as pd
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.estimate import estimate
 from harness.analysis.parametric import (
+    E_OFF,
     FORMS,
     N_THETA,
     ParametricFit,
     as_theta6,
+    bootstrap_forms,
     bootstrap_parametric,
     fit_parametric,
     predict_log_loss,
@@ -34,6 +37,15 @@ from harness.errors import HarnessError
 MAX_KAPPA_SPREAD = 1.25
 # alpha, beta outside this range are not plausible scaling exponents (the runs' N/D range cannot identify them).
 PLAUSIBLE_EXPONENT = (0.02, 2.5)
+# The chosen form's own parameters: their intervals come from the resamples that chose the same form (a gamma or an
+# E mixed across forms means nothing); a, b, G and predictions use every resample.
+FORM_PARAMS = ("E", "A", "B", "alpha", "beta", "gamma")
+# On a table of SCREEN_MIN_RUNS runs or more, the bootstrap does not refit a form whose AICc lies SCREEN_SD or more
+# resampling standard deviations behind the chosen one (sd_behind): there the refits are costly and the normal
+# approximation behind sd_behind holds. On small tables it does not (demo's 3-budget backtest cut-off, 15 runs:
+# Chinchilla's form 9.7 sd behind won 1 of 200 resamples), so every form is refitted.
+SCREEN_SD = 8.0
+SCREEN_MIN_RUNS = 500
 
 
 @dataclass
@@ -97,6 +109,35 @@ def _choose_form(fits: dict[str, ParametricFit], runs: RunArrays,
     return name, table, f"too few runs ({runs.lnN.size}) to compare forms by AICc: Chinchilla's, the convention"
 
 
+def sd_behind(runs: RunArrays, chosen: np.ndarray, other: np.ndarray, gap: float) -> float:
+    """How far another form's AICc lies behind the chosen form's (gap = the difference), in resampling standard
+    deviations: the sd of twice the summed pointwise Gaussian log-likelihood ratio, sqrt(n) times that of one
+    point (Vuong 1989's statistic for non-nested models)."""
+    def loglik(theta: np.ndarray) -> np.ndarray:
+        r2 = (runs.lnL - predict_log_loss(theta, runs.lnN, runs.lnD)) ** 2
+        return -0.5 * np.log(np.mean(r2)) - r2 / (2 * np.mean(r2))
+
+    sd = 2 * np.sqrt(runs.lnL.size) * float(np.std(loglik(chosen) - loglik(other)))
+    return float(gap / sd) if sd > 0 else float("inf")
+
+
+def _bootstrap_forms(fits: dict[str, ParametricFit], chosen: str, table: dict[str, dict[str, Any]],
+                     runs: RunArrays) -> dict[str, np.ndarray]:
+    """The forms the bootstrap refits, chosen first: every one, except on a table of SCREEN_MIN_RUNS runs or more
+    those whose AICc lies SCREEN_SD or more resampling sd behind (sd_behind, then in their table rows)."""
+    keep = {chosen: fits[chosen].theta}
+    for name, fit in fits.items():
+        gap = table[name]["aicc"] - table[chosen]["aicc"]
+        if name == chosen:
+            continue
+        if runs.lnL.size >= SCREEN_MIN_RUNS and np.isfinite(gap):
+            table[name]["sd_behind"] = sd_behind(runs, fits[chosen].theta, fit.theta, gap)
+            if table[name]["sd_behind"] >= SCREEN_SD:
+                continue
+        keep[name] = fit.theta
+    return keep
+
+
 def fit_approach3(runs: RunArrays, settings: Settings, diag: Diagnostics) -> ParametricFit:
     """The point fit of L(N, D) in settings.form (auto: each form, the lowest AICc wins); warns when C is not
     proportional to N D across runs."""
@@ -108,6 +149,7 @@ def fit_approach3(runs: RunArrays, settings: Settings, diag: Diagnostics) -> Par
     chosen, table, rule = _choose_form(fits, runs, settings.form == "auto")
     fit = fits[chosen]
     fit.candidates, fit.rule = table, rule
+    fit.alternatives = _bootstrap_forms(fits, chosen, table, runs)
     if chosen == "kaplan":
         diag.note("Approach 3 uses Kaplan et al. 2020's form (no irreducible loss E): its loss keeps falling as a "
                   "power law of compute, so far extrapolations are optimistic wherever a floor exists that these runs "
@@ -122,11 +164,36 @@ def fit_approach3(runs: RunArrays, settings: Settings, diag: Diagnostics) -> Par
     return fit
 
 
-def approach3_samples(runs: RunArrays, weights: np.ndarray, theta: np.ndarray, settings: Settings) -> np.ndarray:
-    """(B, 6) bootstrap thetas: L(N, D) refitted in theta's form on each resample's run multiplicities, started at
-    theta (the form is the point fit's choice, not re-chosen per resample)."""
-    return bootstrap_parametric(runs.lnN, runs.lnD, runs.lnL, weights.astype(float), theta, settings.delta,
-                                settings.jobs)
+def approach3_samples(runs: RunArrays, weights: np.ndarray, fit: ParametricFit, settings: Settings) -> np.ndarray:
+    """(B, 6) bootstrap thetas: L(N, D) refitted on each resample's run weights, warm-started at the point fit.
+    Under parametric.form=auto every form that converged on all runs (on large tables: not SCREEN_SD behind) is
+    refitted from its own optimum and each resample keeps the one with the lower AICc, as the point fit did; a
+    fixed form, or too few runs for AICc, keeps the point fit's form."""
+    W = weights.astype(float)
+    forms = fit.alternatives if settings.form == "auto" else {}
+    if len(forms) < 2 or any(runs.lnL.size <= FORMS[n].n_params + 1 for n in forms):
+        return bootstrap_parametric(runs.lnN, runs.lnD, runs.lnL, W, fit.theta, settings.delta, settings.jobs)
+    refits = bootstrap_forms(runs.lnN, runs.lnD, runs.lnL, W, list(forms.values()), settings.delta, settings.jobs)
+    scores = np.stack([resample_aicc(runs, W, r, FORMS[n].n_params) for n, r in zip(forms, refits, strict=True)])
+    return refits[np.argmin(scores, axis=0), np.arange(W.shape[0])]
+
+
+def resample_aicc(runs: RunArrays, weights: np.ndarray, thetas: np.ndarray, k: int) -> np.ndarray:
+    """AICc (as aicc) of each refit theta (B, 6) on its resample's weighted log residuals (weights rescaled to sum
+    to the number of runs); inf where the refit failed."""
+    n = runs.lnL.size
+    resid = runs.lnL - predict_log_loss(thetas[:, None, :], runs.lnN, runs.lnD)
+    with np.errstate(all="ignore"):
+        rss = n * np.sum(weights * resid**2, axis=1) / np.sum(weights, axis=1)
+        out = n * np.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+    return np.where(np.isnan(out), np.inf, out)
+
+
+def resample_forms(thetas: np.ndarray) -> np.ndarray:
+    """The form name of each bootstrap theta (B, 6); '' for a failed (non-finite) refit."""
+    th = as_theta6(thetas)
+    ok = np.all(np.isfinite(th), axis=1)
+    return np.where(~ok, "", np.where(th[:, 2] == E_OFF, "kaplan", "chinchilla"))
 
 
 def derived(theta: np.ndarray) -> dict[str, Any]:
@@ -145,14 +212,37 @@ def formula_of(block: dict[str, Any]) -> str:
     return block.get("formula", FORMS["chinchilla"].label)
 
 
+def _candidate_text(name: str, row: dict[str, Any]) -> str:
+    """One candidate form's AICc, rmse, a and (large tables) how far behind it lies."""
+    aicc_text = "-" if row["aicc"] is None else format(row["aicc"], ".1f")
+    behind = f", {row['sd_behind']:.3g} resampling sd behind" if row.get("sd_behind") is not None else ""
+    return f"{name} {aicc_text} (rmse {row['rmse_log']:.3g}, a {row['a']:.3g}{behind})"
+
+
+def _resamples_text(name: str, forms: dict[str, Any], counts: dict[str, int]) -> str:
+    """What the bootstrap did with the forms: which it skipped, and how often each won a resample."""
+    text = ""
+    skipped = [n for n, t in forms.items() if t.get("sd_behind") is not None and n not in counts]
+    if skipped and counts:
+        text += (f"; not refitted on the resamples, its AICc {', '.join(skipped)} >= {SCREEN_SD:g} resampling sd "
+                 "behind")
+    if len(counts) > 1:
+        chose = ", ".join(f"{n} {c}" for n, c in counts.items())
+        text += (f"; the bootstrap chose again on every resample ({chose} of {sum(counts.values())}): the intervals "
+                 f"of a, b and the predictions include that choice, the parameter intervals use the "
+                 f"{counts.get(name, 0)} resamples that chose {name}")
+    return text
+
+
 def form_choice_text(block: dict[str, Any]) -> str:
-    """One line for the report: the form used, why, and every candidate's AICc and rmse (fits.json approach3)."""
+    """One line for the report: the form used, why, every candidate's AICc and rmse, and what the bootstrap did
+    with them (fits.json approach3)."""
     name = block.get("form", "chinchilla")
     forms = block.get("forms") or {}
-    parts = [f"{n} {'-' if t['aicc'] is None else format(t['aicc'], '.1f')} (rmse {t['rmse_log']:.3g}, a {t['a']:.3g})"
-             for n, t in forms.items()]
     text = f"{name}, {block.get('form_rule') or 'as fitted'}"
-    return text + (f"; AICc: {'; '.join(parts)}" if parts else "")
+    if forms:
+        text += "; AICc: " + "; ".join(_candidate_text(n, t) for n, t in forms.items())
+    return text + _resamples_text(name, forms, block.get("form_resamples") or {})
 
 
 def summarize_approach3(runs: RunArrays, fit: ParametricFit, samples: dict[str, np.ndarray], settings: Settings,
@@ -160,10 +250,15 @@ def summarize_approach3(runs: RunArrays, fit: ParametricFit, samples: dict[str, 
     """fits.json's approach3 block: every derived quantity as an Estimate, theta, kappa and the fit's health."""
     point = derived(fit.theta)
     boot = samples.get("approach3")
-    boot_derived = None if boot is None else derived(boot)
+    names = None if boot is None else resample_forms(boot)
+    every = None if boot is None else derived(boot)
+    own = None if boot is None else derived(boot[names == fit.form.name])
     block: dict[str, Any] = {
-        k: estimate(point[k], None if boot_derived is None else boot_derived[k], settings.level) for k in point
+        k: estimate(point[k], None if boot is None else (own if k in FORM_PARAMS else every)[k], settings.level)
+        for k in point
     }
+    if names is not None:
+        block["form_resamples"] = {n: int(np.sum(names == n)) for n in fit.alternatives or {fit.form.name: None}}
     resid = runs.lnL - predict_log_loss(fit.theta, runs.lnN, runs.lnD)
     block.update({
         "form": fit.form.name, "formula": fit.form.label, "form_rule": fit.rule, "forms": fit.candidates,

@@ -35,6 +35,7 @@ from harness.analysis.estimate import Estimate
 from harness.analysis.fits import Fits, fit_all
 from harness.analysis.load import cfg_get, select_fit_rows
 from harness.analysis.predict import predict_at_budget
+from harness.analysis.workers import fork_map, worker_count
 from harness.errors import HarnessError
 
 METHOD = ("leave-future-out: refit on the smallest k budgets, predict each larger budget (Marin's scaling-law "
@@ -214,8 +215,9 @@ def run_backtest(df: pd.DataFrame, fits: Fits, cfg: Any = None) -> dict[str, Any
         return {**block, "skipped": f"{len(budgets)} budget(s): a backtest fits >= {bt.min_budgets} and predicts at "
                                     f"least one more, so it needs >= {bt.min_budgets + 1} budgets; add budgets"}
     used = select_fit_rows(df).used
-    for k in cutoffs:
-        cutoff, rows = _run_cutoff(used, budgets, k, settings)
+    jobs = worker_count(settings.jobs)  # the cut-offs side by side, each bootstrap on its share of the cores
+    inner = dataclasses.replace(settings, jobs=max(1, jobs // len(cutoffs)))
+    for cutoff, rows in fork_map(lambda k: _run_cutoff(used, budgets, k, inner), cutoffs, jobs):
         block["cutoffs"].append(cutoff)
         block["rows"] += rows
     block["summary"] = summarize(block["rows"])

@@ -22,7 +22,7 @@ class Settings:
     bootstrap: int = 1000
     bootstrap_scheme: str = "bayesian"
     seed: int = 0
-    jobs: int = 1
+    jobs: int = 0  # 0: every core (harness.analysis.parametric.worker_count)
     level: float = 0.95
     min_sizes: int = 3
     drop_small_budgets: bool = False
@@ -54,6 +54,9 @@ class Settings:
         """Refuse values no fit can use."""
         if self.bootstrap < 0:
             raise HarnessError(f"bootstrap={self.bootstrap} is negative; use bootstrap=0 (no intervals) or e.g. 1000")
+        if self.jobs < 0:
+            raise HarnessError(f"jobs={self.jobs} is negative; use jobs=0 (every core) or a number of processes, "
+                               "e.g. jobs=1")
         if self.bootstrap_scheme not in BOOTSTRAP_SCHEMES:
             raise HarnessError(f"bootstrap_scheme={self.bootstrap_scheme!r}; use bootstrap_scheme=runs (resample runs "
                                "with replacement) or bayesian (Dirichlet weights, every run kept)")

@@ -226,7 +226,7 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
         frontier = fit_frontier_stage(iso, settings, float(np.exp(point3.theta[2])))
         t_boot = time.perf_counter()
         points = point_codes(used)
-        samples = bootstrap_fits(used, iso, runs, point3.theta, frontier, settings, points)
+        samples = bootstrap_fits(used, iso, runs, point3, frontier, settings, points)
         t_boot = time.perf_counter() - t_boot
     level = settings.level
     approach2 = summarize_approach2(iso, laws, samples, level)

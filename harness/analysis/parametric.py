@@ -25,14 +25,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import itertools
-import multiprocessing as mp
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
+
+from harness.analysis.workers import fork_map, worker_count
 
 HUBER_DELTA = 1e-3
 # theta's e for E = 0 (the Kaplan form): exp(E_OFF) is 0.0 and LSE(v, E_OFF) is v in float64, and it stays JSON-safe.
@@ -137,6 +137,7 @@ class ParametricFit:
     message: str
     candidates: dict = field(default_factory=dict)  # per form tried: AICc, rmse, a (harness.analysis.approach3)
     rule: str = ""  # why this form
+    alternatives: dict = field(default_factory=dict, repr=False)  # form name -> theta of every form that converged
 
     @property
     def form(self) -> Form:
@@ -300,14 +301,19 @@ def _refit_many(args: tuple) -> np.ndarray:
 
 def bootstrap_parametric(lnN: np.ndarray, lnD: np.ndarray, lnL: np.ndarray, W: np.ndarray, theta0: np.ndarray,
                          delta: float = HUBER_DELTA, jobs: int = 1) -> np.ndarray:
-    """Refit every resample (rows of multiplicities W) in theta0's form, warm-started at theta0; jobs > 1 uses
-    forked workers."""
-    if jobs <= 1 or W.shape[0] < 2 * jobs or "fork" not in mp.get_all_start_methods():
-        return _refit_many((lnN, lnD, lnL, W, theta0, delta))
-    chunks = np.array_split(W, jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as pool:
-        parts = list(pool.map(_refit_many, [(lnN, lnD, lnL, c, theta0, delta) for c in chunks]))
-    return np.concatenate(parts)
+    """Refit every resample (rows of multiplicities W) in theta0's form, warm-started at theta0: (B, 6)."""
+    return bootstrap_forms(lnN, lnD, lnL, W, [theta0], delta, jobs)[0]
+
+
+def bootstrap_forms(lnN: np.ndarray, lnD: np.ndarray, lnL: np.ndarray, W: np.ndarray, thetas: list[np.ndarray],
+                    delta: float = HUBER_DELTA, jobs: int = 1) -> np.ndarray:
+    """bootstrap_parametric from each of several starts (one per form): (F, B, 6). More than one job (jobs <= 0:
+    every core, worker_count) spreads chunks of resamples of every form over forked workers, with the same result."""
+    jobs = worker_count(jobs)
+    chunks = np.array_split(W, jobs if W.shape[0] >= 2 * jobs else 1)
+    tasks = [(lnN, lnD, lnL, c, theta0, delta) for theta0 in thetas for c in chunks]
+    parts = fork_map(_refit_many, tasks, jobs)
+    return np.stack([np.concatenate(parts[i * len(chunks):(i + 1) * len(chunks)]) for i in range(len(thetas))])
 
 
 def predict_log_loss(theta: np.ndarray, lnN: np.ndarray, lnD: np.ndarray) -> np.ndarray:

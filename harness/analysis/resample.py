@@ -15,16 +15,18 @@ from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.frontier import FrontierStage, frontier_samples
 from harness.analysis.isoflop import fit_parabolas
 from harness.analysis.noise import has_repeats, hierarchical_dirichlet_weights, hierarchical_weights
+from harness.analysis.parametric import ParametricFit
 
 # A fit whose estimate survives in fewer than this share of resamples gets a warning.
 MIN_VALID_SHARE = 0.95
 
 
-def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, theta: np.ndarray, frontier: FrontierStage,
-                   settings: Settings, points: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, point3: ParametricFit,
+                   frontier: FrontierStage, settings: Settings,
+                   points: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Bootstrap samples of every fit on settings.bootstrap resamples of runs within each budget ({} if 0), by
     settings.bootstrap_scheme; where `points` (harness.analysis.noise.point_codes) shows seed repeats, points
-    then seeds are resampled."""
+    then seeds are resampled. point3 is Approach 3's point fit (its form, and under auto every candidate form)."""
     if settings.bootstrap <= 0:
         return {}
     codes = pd.factorize(used["budget"])[0]
@@ -35,7 +37,7 @@ def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, theta: 
         weights = group_weights(codes, settings.bootstrap, settings.seed, settings.bootstrap_scheme)
     parabolas = fit_parabolas(iso.layout, weights, settings.huber_k, settings.irls_iters, settings.exclude_edge)
     per_budget = approach2_samples(iso, parabolas)
-    approach3 = approach3_samples(runs, weights, theta, settings)
+    approach3 = approach3_samples(runs, weights, point3, settings)
     return {
         "approach2": per_budget.pop("approach2"),
         "frontier": frontier_samples(iso, frontier, parabolas, np.exp(approach3[:, 2]), settings),

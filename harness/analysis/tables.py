@@ -149,7 +149,7 @@ def _fit_approach3(used: pd.DataFrame, shape: Shape, settings: Settings, out: Ta
     samples: dict[str, np.ndarray] = {}
     if settings.bootstrap > 0:
         weights = group_weights(np.zeros(len(used), int), settings.bootstrap, settings.seed, settings.bootstrap_scheme)
-        samples["approach3"] = approach3_samples(runs, weights, point.theta, settings)
+        samples["approach3"] = approach3_samples(runs, weights, point, settings)
         out.approach3_samples = samples["approach3"]
     out.approach3 = summarize_approach3(runs, point, samples, settings, diag)
 
