@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
-from harness.analysis.approach3 import form_choice_text, formula_of
+from harness.analysis.approach3 import form_choice_text, form_rule_text, formula_of
 from harness.analysis.estimate import format_cell, format_number
 from harness.analysis.noise import noise_floor, within_noise
 from harness.figures import png_bytes
@@ -95,7 +95,8 @@ def _assumptions_section(fits: Fits) -> list[str]:
             f"({fr['method']}; {fr['dof']} residual dof).",
             "- Approach 3: log L = LSE(gamma LSE(a - alpha log N, b - beta log D), e), Huber delta "
             f"{a3['huber_delta']:g} summed, L-BFGS from the {a3['n_starts']} best points of each form's grid "
-            f"(Besiroglu et al. 2024); {form_choice_text(a3)}."]
+            f"(Besiroglu et al. 2024); form {form_rule_text(a3)} (the Approach 3 section gives each form's AICc and "
+            "what the bootstrap chose)."]
 
 
 def _warnings_section(fits: Fits) -> list[str]:

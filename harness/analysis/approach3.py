@@ -21,7 +21,6 @@ import pandas as pd
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.estimate import estimate
 from harness.analysis.parametric import (
-    E_OFF,
     FORMS,
     N_THETA,
     ParametricFit,
@@ -29,6 +28,7 @@ from harness.analysis.parametric import (
     bootstrap_forms,
     bootstrap_parametric,
     fit_parametric,
+    form_of,
     predict_log_loss,
 )
 from harness.errors import HarnessError
@@ -73,14 +73,17 @@ class RunArrays:
         return float(np.exp(np.median(self.ln_kappa)))
 
 
-def aicc(rss: float, n: int, k: int) -> float:
-    """Akaike's criterion with the small-sample correction (Hurvich & Tsai 1989) for a least-squares fit with k
-    parameters to n points; inf where n <= k + 1 (undefined), -inf for an exact fit."""
+def aicc(rss: Any, n: int, k: int) -> Any:
+    """Akaike's criterion with the small-sample correction (Hurvich & Tsai 1989) for least-squares fits with k
+    parameters to n points, of one RSS or an array of them; inf where n <= k + 1 (undefined), -inf for an exact
+    fit."""
+    r = np.asarray(rss, float)
     if n <= k + 1:
-        return float("inf")
-    if rss <= 0:
-        return float("-inf")
-    return float(n * np.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1))
+        out = np.full(r.shape, np.inf)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.where(r <= 0, -np.inf, n * np.log(r / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1))
+    return float(out) if out.ndim == 0 else out
 
 
 def _fit_form(runs: RunArrays, settings: Settings, form: str) -> ParametricFit | None:
@@ -123,14 +126,15 @@ def sd_behind(runs: RunArrays, chosen: np.ndarray, other: np.ndarray, gap: float
 
 def _bootstrap_forms(fits: dict[str, ParametricFit], chosen: str, table: dict[str, dict[str, Any]],
                      runs: RunArrays) -> dict[str, np.ndarray]:
-    """The forms the bootstrap refits, chosen first: every one, except on a table of SCREEN_MIN_RUNS runs or more
-    those whose AICc lies SCREEN_SD or more resampling sd behind (sd_behind, then in their table rows)."""
+    """The forms the bootstrap refits, chosen first: every one whose AICc can be compared, except on a table of
+    SCREEN_MIN_RUNS runs or more those SCREEN_SD or more resampling sd behind (sd_behind, then in their table
+    rows)."""
     keep = {chosen: fits[chosen].theta}
     for name, fit in fits.items():
         gap = table[name]["aicc"] - table[chosen]["aicc"]
-        if name == chosen:
+        if name == chosen or not np.isfinite(gap):  # too few runs for AICc: the choice cannot be remade
             continue
-        if runs.lnL.size >= SCREEN_MIN_RUNS and np.isfinite(gap):
+        if runs.lnL.size >= SCREEN_MIN_RUNS:
             table[name]["sd_behind"] = sd_behind(runs, fits[chosen].theta, fit.theta, gap)
             if table[name]["sd_behind"] >= SCREEN_SD:
                 continue
@@ -170,8 +174,8 @@ def approach3_samples(runs: RunArrays, weights: np.ndarray, fit: ParametricFit, 
     refitted from its own optimum and each resample keeps the one with the lower AICc, as the point fit did; a
     fixed form, or too few runs for AICc, keeps the point fit's form."""
     W = weights.astype(float)
-    forms = fit.alternatives if settings.form == "auto" else {}
-    if len(forms) < 2 or any(runs.lnL.size <= FORMS[n].n_params + 1 for n in forms):
+    forms = fit.alternatives  # one form unless parametric.form=auto could compare several (fit_approach3)
+    if len(forms) < 2:
         return bootstrap_parametric(runs.lnN, runs.lnD, runs.lnL, W, fit.theta, settings.delta, settings.jobs)
     refits = bootstrap_forms(runs.lnN, runs.lnD, runs.lnL, W, list(forms.values()), settings.delta, settings.jobs)
     scores = np.stack([resample_aicc(runs, W, r, FORMS[n].n_params) for n, r in zip(forms, refits, strict=True)])
@@ -183,17 +187,15 @@ def resample_aicc(runs: RunArrays, weights: np.ndarray, thetas: np.ndarray, k: i
     to the number of runs); inf where the refit failed."""
     n = runs.lnL.size
     resid = runs.lnL - predict_log_loss(thetas[:, None, :], runs.lnN, runs.lnD)
-    with np.errstate(all="ignore"):
+    with np.errstate(invalid="ignore"):
         rss = n * np.sum(weights * resid**2, axis=1) / np.sum(weights, axis=1)
-        out = n * np.log(rss / n) + 2 * k + 2 * k * (k + 1) / (n - k - 1)
+    out = aicc(rss, n, k)
     return np.where(np.isnan(out), np.inf, out)
 
 
 def resample_forms(thetas: np.ndarray) -> np.ndarray:
     """The form name of each bootstrap theta (B, 6); '' for a failed (non-finite) refit."""
-    th = as_theta6(thetas)
-    ok = np.all(np.isfinite(th), axis=1)
-    return np.where(~ok, "", np.where(th[:, 2] == E_OFF, "kaplan", "chinchilla"))
+    return np.array([form_of(t).name if np.all(np.isfinite(t)) else "" for t in as_theta6(thetas)])
 
 
 def derived(theta: np.ndarray) -> dict[str, Any]:
@@ -234,12 +236,17 @@ def _resamples_text(name: str, forms: dict[str, Any], counts: dict[str, int]) ->
     return text
 
 
+def form_rule_text(block: dict[str, Any]) -> str:
+    """The form used and why (fits.json approach3; older files: Chinchilla's)."""
+    return f"{block.get('form', 'chinchilla')}, {block.get('form_rule') or 'as fitted'}"
+
+
 def form_choice_text(block: dict[str, Any]) -> str:
     """One line for the report: the form used, why, every candidate's AICc and rmse, and what the bootstrap did
     with them (fits.json approach3)."""
     name = block.get("form", "chinchilla")
     forms = block.get("forms") or {}
-    text = f"{name}, {block.get('form_rule') or 'as fitted'}"
+    text = form_rule_text(block)
     if forms:
         text += "; AICc: " + "; ".join(_candidate_text(n, t) for n, t in forms.items())
     return text + _resamples_text(name, forms, block.get("form_resamples") or {})

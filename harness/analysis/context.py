@@ -22,7 +22,7 @@ class Settings:
     bootstrap: int = 1000
     bootstrap_scheme: str = "bayesian"
     seed: int = 0
-    jobs: int = 0  # 0: every core (harness.analysis.parametric.worker_count)
+    jobs: int = 0  # 0: every core (harness.analysis.workers.worker_count)
     level: float = 0.95
     min_sizes: int = 3
     drop_small_budgets: bool = False

@@ -137,7 +137,7 @@ class ParametricFit:
     message: str
     candidates: dict = field(default_factory=dict)  # per form tried: AICc, rmse, a (harness.analysis.approach3)
     rule: str = ""  # why this form
-    alternatives: dict = field(default_factory=dict, repr=False)  # form name -> theta of every form that converged
+    alternatives: dict = field(default_factory=dict, repr=False)  # form -> theta the bootstrap refits, chosen first
 
     @property
     def form(self) -> Form:
