@@ -201,13 +201,29 @@ def test_budget_left_with_too_few_sizes_refused() -> None:
 
 
 def test_shipped_demo_plan() -> None:
-    """The default demo: 4 budgets x 5 distinct sizes, every run with at least min_steps steps."""
+    """The default demo: 6 budgets x 5 distinct sizes, every run with at least min_steps steps, trained as WSD
+    chains that cost at most 0.7 of the independent runs (issue #13's bar), with a held-out ladder reaching 10x."""
+    from harness.chain import plan_chains
+
     cfg = sweep_cfg()
     runs, notes = plan_sweep(cfg)
     assert notes == []
-    for C in (2e11, 5e11, 1.2e12, 3e12):
+    for C in (2e11, 3e11, 5e11, 8e11, 1.2e12, 2e12):
         assert len({pr.params for pr in runs if pr.budget == C}) == 5
     assert min(pr.steps for pr in runs) >= int(cfg.sweep.min_steps)
+    assert cfg.train.schedule == "wsd"
+    chains = plan_chains(cfg, runs)
+    assert sum(c.flops_spent for c in chains) <= 0.7 * sum(c.flops_independent for c in chains)
+    assert max(cfg.sweep.holdout.multiples) >= 10 and len(cfg.sweep.holdout.multiples) >= 2
+
+
+def test_cosine_demo_plan() -> None:
+    """The demo before it (sweep=demo_cosine): 4 budgets x 5 distinct sizes, independent cosine runs."""
+    cfg = sweep_cfg("sweep=demo_cosine")
+    runs, notes = plan_sweep(cfg)
+    assert notes == [] and cfg.train.schedule == "cosine" and cfg.sweep.name == "demo_cosine"
+    for C in (2e11, 5e11, 1.2e12, 3e12):
+        assert len({pr.params for pr in runs if pr.budget == C}) == 5
 
 
 def test_optimum_beyond_the_family_still_plans_at_the_edge() -> None:

@@ -140,7 +140,7 @@ def test_submitit_local_sweep(run_cli, tiny_overrides: list[str], tmp_path: Path
     data = [o for o in tiny_overrides if o.startswith("data")]
     sweep = ["sweep.name=local", "sweep.budgets=[5e9]", "sweep.sizes_per_budget=3", "sweep.d_model_min=8",
              "sweep.d_model_max=64", "sweep.min_steps=10", "model.seq_len=32", "train.batch_size=16",
-             "train.eval_windows=8", "train.progress=false", f"results_dir={results}"]
+             "train.eval_windows=8", "train.progress=false", "train.schedule=cosine", f"results_dir={results}"]
     # runs 1 and 2 of the plan: the two larger sizes of the budget, the cheap ones (fewest steps)
     proc = run_cli("harness-sweep", "--multirun", "hydra/launcher=local", *data, *sweep, "plan_index=range(1,3)")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

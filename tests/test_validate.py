@@ -27,6 +27,7 @@ def _cfg(text_corpus: Path, tmp_path: Path, *extra: str):
             f"results_dir={tmp_path / 'res'}", "model.seq_len=32", "train.batch_size=4", "train.eval_windows=8",
             "train.progress=false", "train.checkpoint_every_s=0", "sweep.holdout.threads=1",
             f"sweep.budgets=[{','.join(str(b) for b in BUDGETS)}]", "sweep.min_steps=5", "analysis.bootstrap=50",
+            "train.schedule=cosine", "sweep.holdout.multiples=null",  # one cosine held-out run unless a test says
             *extra,
         ])
 
