@@ -1,9 +1,9 @@
 """WSD cooldown-branch chains vs independent cosine runs on one sweep grid (default: the demo): FLOPs, per-point
 val_bpb and the fitted scaling laws. Writes results/bench/wsd_vs_cosine.json.
 
-    nice python benchmarks/wsd_vs_cosine.py [--sweep demo] [--cosine results/demo/results.csv]
-        [--wsd-dir results/bench/wsd_rule]
-        [--alone results/bench/wsd_alone/results.csv] [--jobs 2]
+    nice python benchmarks/wsd_vs_cosine.py [--sweep demo] [--cosine results/bench/demo_grid_cosine/results.csv]
+        [--wsd-dir results/bench/demo_grid_wsd] [--holdout results/demo/results.csv]
+        [--alone PATH] [--jobs 2]
         [--set train.lr=auto ...] [--train-cosine] [--out results/bench/wsd_vs_cosine.json]
 
 --set overrides go to both sides (e.g. train.lr=auto: an LR that does not depend on the run's length, so a chain
@@ -12,12 +12,13 @@ grid into --cosine's directory first when its rows are missing (resumable like a
 
 The WSD side trains the grid with `harness-sweep --multirun train.schedule=wsd` (one job per chain, resumable:
 rerunning skips finished runs). The cosine side is read from --cosine, a results.csv of the same grid trained with
-the cosine schedule (results/demo/results.csv is the default demo's): every planned cosine run_id must be in it,
+the cosine schedule (--train-cosine trains it): every planned cosine run_id must be in it,
 which proves the config (model, data, LR rule, batch, seed, ...) is the same, since run_ids hash all of it;
 otherwise the benchmark refuses and says to train the cosine sweep first (scripts/sweep.sh sweep=NAME).
 --alone (optional) holds WSD runs of some grid points trained on their own (e.g. `harness-train -m
 model=family model.d_model=40,32 budget=1.2e12 train.lr=rule train.schedule=wsd results_dir=results/bench/wsd_alone`),
-to tell the schedule's effect from that of the chain's shared LR. Hägele et al. 2024 find WSD with a 20% 1-sqrt cooldown matches cosine at each length; this checks it here.
+to tell the schedule's effect from that of the chain's shared LR. Both fits are scored on the held-out runs of
+--holdout (the default demo's 2x and 10x WSD runs), so the two schedules' laws face the same larger runs. Hägele et al. 2024 find WSD with a 20% 1-sqrt cooldown matches cosine at each length; this checks it here.
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ def point_diffs(cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> dict[st
             "wsd_better": sum(x < 0 for x in rel), "cosine_better": sum(x > 0 for x in rel)}
 
 
-def alone_points(path: Path, cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> list[dict[str, Any]]:
+def alone_points(path: Path | None, cos: list[dict[str, str]], wsd: list[dict[str, str]]) -> list[dict[str, Any]]:
     """WSD runs trained on their own (each with its own rule LR and warmup, `harness-train train.schedule=wsd`) at
     some grid points: they split a chain's difference from cosine into schedule (alone vs cosine) and the
     chain's shared LR and warmup (chain vs alone)."""
-    if not path.exists():
+    if path is None or not path.exists():
         return []
     by_key = {(r["model"], float(r["budget_flops"])): r for r in cos}
     chain = {(r["model"], float(r["budget_flops"])): r for r in wsd}
@@ -103,22 +104,24 @@ def alone_points(path: Path, cos: list[dict[str, str]], wsd: list[dict[str, str]
     return out
 
 
-def fit_summary(path: Path, holdout: dict[str, str] | None, bootstrap: int) -> dict[str, Any]:
-    """Approach 2 and 3 exponents a (N* ~ C^a), b (D* ~ C^b) of one table, and their error on a held-out run."""
+def fit_summary(path: Path, holdouts: list[dict[str, str]], bootstrap: int) -> dict[str, Any]:
+    """Approach 2 and 3 exponents a (N* ~ C^a), b (D* ~ C^b) of one table, and their error on each held-out run."""
     cfg = {"bootstrap": bootstrap, "seed": 0, "params": "total", "metric": "val_bpb"}
     fits = fit_all(load_results(str(path), cfg), cfg)
     out: dict[str, Any] = {}
     for name in ("approach2", "approach3"):
         f = getattr(fits, name)
         out[name] = {k: f[k].to_dict() for k in ("a", "b")}
-    if holdout is not None:
+    out["holdout"] = []
+    for holdout in holdouts:
         actual = float(holdout["val_bpb"])
         pred2 = predict_at_budget(fits, float(holdout["budget_flops"]))["approach2"]["loss"].value
         pred3 = predict_loss(fits, float(holdout["params_total"]), float(holdout["tokens"])).value
-        out["holdout"] = {"model": holdout["model"], "budget": float(holdout["budget_flops"]), "actual": actual,
-                          **{f"{a}_predicted": p for a, p in (("approach2", pred2), ("approach3", pred3))},
-                          **{f"{a}_rel_error": None if p is None else (actual - p) / actual
-                             for a, p in (("approach2", pred2), ("approach3", pred3))}}
+        out["holdout"].append({"model": holdout["model"], "budget": float(holdout["budget_flops"]),
+                               "schedule": holdout.get("schedule"), "actual": actual,
+                               **{f"{a}_predicted": p for a, p in (("approach2", pred2), ("approach3", pred3))},
+                               **{f"{a}_rel_error": None if p is None else (actual - p) / actual
+                                  for a, p in (("approach2", pred2), ("approach3", pred3))}})
     out["warnings"] = list(fits.warnings)
     return out
 
@@ -156,9 +159,12 @@ def parse_args() -> argparse.Namespace:
     """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sweep", default="demo")
-    ap.add_argument("--cosine", type=Path, default=Path("results/demo/results.csv"))
-    ap.add_argument("--wsd-dir", type=Path, default=Path("results/bench/wsd_rule"))
-    ap.add_argument("--alone", type=Path, default=Path("results/bench/wsd_alone/results.csv"))
+    ap.add_argument("--cosine", type=Path, default=Path("results/bench/demo_grid_cosine/results.csv"))
+    ap.add_argument("--wsd-dir", type=Path, default=Path("results/bench/demo_grid_wsd"))
+    ap.add_argument("--holdout", type=Path, default=Path("results/demo/results.csv"),
+                    help="a results.csv whose ok held-out rows both fits are scored on")
+    ap.add_argument("--alone", type=Path, default=None,
+                    help="WSD runs of some grid points trained alone, e.g. results/bench/wsd_alone/results.csv")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--set", action="append", default=[], help="a Hydra override for both sides, e.g. train.lr=auto")
@@ -189,7 +195,8 @@ def main() -> None:
     wsd_ids = planned_ids(wsd_cfg, runs, corpus.fingerprint, corpus.vocab_size)
     wsd = [wsd_rows[rid] for rid in wsd_ids]
     cos = [cos_rows[rid] for rid in cos_ids]
-    holdout = next((r for r in cos_rows.values() if r["role"] == "holdout" and r["status"] == "ok"), None)
+    holdouts = [r for r in rows_by_id(args.holdout).values() if r["role"] == "holdout" and r["status"] == "ok"] \
+        if args.holdout.exists() else []
     spent = sum(float(r["flops_spent"]) for r in wsd)
     indep = sum(float(r["flops"]) for r in cos)
     doc = {
@@ -208,13 +215,14 @@ def main() -> None:
                          "overrides": list(args.set)},
         "flops_ratio": spent / indep, "flops_spent_wsd": spent, "flops_independent_cosine": indep,
         "flops_ratio_planned": {"measured grid": planned_ratio(args.sweep, *args.set),
+                                "demo_cosine (4 budgets)": planned_ratio("demo_cosine"),
                                 "demo_wsd (7 budgets)": planned_ratio("demo_wsd"), "cpu": planned_ratio("cpu")},
         "val_bpb": point_diffs(cos, wsd),
         "wsd_alone": alone_points(args.alone, cos, wsd),
-        "fits": {"cosine": fit_summary(args.cosine, holdout, args.bootstrap),
-                 "wsd": fit_summary(args.wsd_dir / "results.csv", holdout, args.bootstrap)},
+        "fits": {"cosine": fit_summary(args.cosine, holdouts, args.bootstrap),
+                 "wsd": fit_summary(args.wsd_dir / "results.csv", holdouts, args.bootstrap)},
         "reference": "seed noise at this scale: val_bpb std 0.6-0.75% (README 'Learning rate', warmup and beta2 "
-                     "checks); both fits are scored on the cosine demo's held-out run (no WSD held-out run trained)",
+                     f"checks); both fits are scored on the held-out runs of {args.holdout}",
     }
     text = json.dumps(doc, indent=1, default=lambda x: None if isinstance(x, float) and not math.isfinite(x) else x)
     atomic_write(args.out, [text.encode() + b"\n"])

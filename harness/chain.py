@@ -12,7 +12,7 @@ stream is the run's seed alone; the stable LR is the peak, so what remains is th
 - warmup is one step count per chain, round(warmup_frac * the geometric mean of its branches' steps), at most
   half the shortest branch's stable phase. (It used to be warmup_frac of the SHORTEST branch: a chain spanning
   15x in D then warmed its trunk up over 12 steps instead of 71, and came out 13.5% worse than the same run
-  alone, results/bench/wsd_vs_cosine.json of the first measurement.)
+  alone, results/bench/wsd_vs_cosine_4budgets.json in git history before its refit.)
 - with train.lr=rule the LR rule is evaluated at one token count per chain, the geometric mean of its
   branches'. The rule depends on D (lr ~ D^q, q ~ 0.5 on the embedded corpus), so a size's runs are split
   into consecutive chains in which every branch's own rule LR lies within train.chain_lr_tolerance (x or /)

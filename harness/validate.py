@@ -21,7 +21,7 @@ from harness import CONF_DIR
 from harness.adapt import adapt_markdown
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import format_cell
-from harness.analysis.noise import NOISE_Z, noise_floor, within_noise
+from harness.analysis.noise import NOISE_Z, noise_floor, wild_limit, within_noise
 from harness.counting import param_counts
 from harness.errors import HarnessError
 from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
@@ -172,6 +172,11 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
     actual = float(np.mean(actuals)) if len(actuals) == len(records) else float("nan")
     predictions = {"approach2": pred["approach2"]["loss"], "approach3": predict_loss(fits, N, D)}
     floor = holdout_noise(fits.noise, actuals, C)
+    if floor.get("disagree"):
+        fits.warnings.append(
+            f"held-out seeds disagree at {C:.3g} FLOPs ({name}): val {', '.join(f'{a:.4f}' for a in actuals)}, an "
+            f"ln(loss) range of {floor['rel_range']:.2%} (beyond {floor['disagree_limit']:.1%}: a stalled or broken "
+            "seed, not seed noise); the comparison uses their mean, so read it with the seeds beside it")
     entry = {
         "budget": C, "multiple_of_largest": pred["extrapolation"], "model": name, "run_id": record["run_id"],
         "status": _ladder_status(records), "N": N, "D": D, "N_star": {a: pred[a]["N"] for a in APPROACHES},
@@ -214,15 +219,18 @@ def _ladder_status(records: list[dict[str, Any]]) -> str:
 
 def holdout_noise(sweep_noise: dict[str, Any], actuals: list[float], C: float) -> dict[str, Any]:
     """The seed noise to judge a held-out error by: the held-out run's own seeds when it has >= 2 (sd of ln(loss)),
-    else the sweep's repeated points; `rel_sd_of_mean` divides by sqrt(seeds), since `actual` is their mean."""
+    else the sweep's repeated points; `rel_sd_of_mean` divides by sqrt(seeds), since `actual` is their mean.
+    Seeds whose ln(loss) range passes noise.wild_limit (as a sweep point's would) are marked `disagree`."""
     k = len(actuals)
     if k >= 2:
-        sd, source = float(np.std(np.log(actuals), ddof=1)), f"{k} held-out seeds"
-    else:
-        sd, source = noise_floor(sweep_noise, C), "the sweep's repeated points (pooled)"
+        sd, spread = float(np.std(np.log(actuals), ddof=1)), float(np.ptp(np.log(actuals)))
+        limit = wild_limit(noise_floor(sweep_noise, C))
+        return {"rel_sd": sd, "rel_sd_of_mean": sd / math.sqrt(k), "source": f"{k} held-out seeds",
+                "rel_range": spread, "disagree": spread > limit, "disagree_limit": limit}
+    sd = noise_floor(sweep_noise, C)
     if sd is None:
         return {"rel_sd": None, "rel_sd_of_mean": None, "source": "not measured (one seed everywhere)"}
-    return {"rel_sd": sd, "rel_sd_of_mean": sd / math.sqrt(max(k, 1)), "source": source}
+    return {"rel_sd": sd, "rel_sd_of_mean": sd, "source": "the sweep's repeated points (pooled)"}
 
 
 def _compare_with_noise(actual: float, predicted: Any, floor: dict[str, Any], source: str) -> dict[str, Any]:

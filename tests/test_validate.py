@@ -15,7 +15,7 @@ from harness.analysis.estimate import Estimate
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.data import load_corpus
 from harness.errors import HarnessError
-from harness.validate import compare, target_budget, target_budgets, validate
+from harness.validate import compare, holdout_noise, target_budget, target_budgets, validate
 
 BUDGETS = (3e8, 1e9, 3e9)
 
@@ -167,6 +167,25 @@ def test_holdout_seeds_measure_the_held_out_runs_own_noise(text_corpus: Path, tm
     for c in v["comparison"].values():
         assert c["within_noise"] == (abs(c["rel_error"]) <= 1.96 * sd / np.sqrt(2))
     assert "within noise" in (res / "report.md").read_text()
+    spread = float(np.ptp(np.log(hold.val_bpb)))
+    assert v["noise"]["rel_range"] == pytest.approx(spread)
+    assert v["noise"]["disagree"] == (spread > v["noise"]["disagree_limit"])
+    assert ("held-out seeds disagree" in (res / "report.md").read_text()) == v["noise"]["disagree"]
+
+
+def test_held_out_seeds_that_disagree_are_flagged_not_averaged_silently() -> None:
+    """The demo's 10x run measured with 3 seeds (2026-11-29): one stalled 5% above the others. Its ln(loss) range
+    passes the sweep's wild-seed limit (4%, or 8x the sweep's pooled noise), so it is marked; the 2x run's is not."""
+    unmeasured = {"measured": False}
+    stalled = holdout_noise(unmeasured, [1.7231, 1.8108, 1.7173], 2e13)
+    calm = holdout_noise(unmeasured, [2.1464, 2.1439, 2.1287], 4e12)
+    assert stalled["disagree"] and stalled["rel_range"] == pytest.approx(np.log(1.8108 / 1.7173))
+    assert not calm["disagree"] and calm["disagree_limit"] == pytest.approx(0.04)
+    # a sweep whose repeats are noisier raises the limit: 8 x 1% = 8% > the 5.3% range
+    noisy = {"measured": True, "pooled": {"rel_sd": 0.01}, "per_budget": []}
+    assert not holdout_noise(noisy, [1.7231, 1.8108, 1.7173], 2e13)["disagree"]
+    single = holdout_noise(unmeasured, [1.7231], 2e13)
+    assert "disagree" not in single and single["rel_sd"] is None
 
 
 @pytest.mark.parametrize("seeds", ["[0,0]", "[a]", "[1.5]"])

@@ -94,14 +94,19 @@ def _point_table(used: pd.DataFrame, points: np.ndarray) -> pd.DataFrame:
     return t[t["n"] > 1].sort_values(["budget", "N"])
 
 
+def wild_limit(pooled_sd: float | None) -> float:
+    """The ln(loss) range beyond which one point's seeds disagree wildly: WILD_SPREAD, or WILD_FACTOR x the
+    pooled seed noise of other points where that is measured and larger."""
+    return max(WILD_SPREAD, WILD_FACTOR * pooled_sd) if pooled_sd else WILD_SPREAD
+
+
 def _wild(points: pd.DataFrame) -> pd.Series:
     """Points whose seeds disagree far beyond the other points' noise (a diverged or broken seed)."""
     out = []
     for p, row in points.iterrows():
         others = points.drop(index=p)
         pooled = _pooled(others["rel_sd"].to_numpy(), others["n"].to_numpy()) if len(others) else None
-        limit = max(WILD_SPREAD, WILD_FACTOR * pooled["rel_sd"]) if pooled else WILD_SPREAD
-        out.append(row["rel_range"] > limit)
+        out.append(row["rel_range"] > wild_limit(pooled["rel_sd"] if pooled else None))
     return pd.Series(out, index=points.index, dtype=bool)
 
 
