@@ -18,7 +18,8 @@ otherwise the benchmark refuses and says to train the cosine sweep first (script
 --alone (optional) holds WSD runs of some grid points trained on their own (e.g. `harness-train -m
 model=family model.d_model=40,32 budget=1.2e12 train.lr=rule train.schedule=wsd results_dir=results/bench/wsd_alone`),
 to tell the schedule's effect from that of the chain's shared LR. Both fits are scored on the held-out runs of
---holdout (the default demo's 2x and 10x WSD runs), so the two schedules' laws face the same larger runs. Hägele et al. 2024 find WSD with a 20% 1-sqrt cooldown matches cosine at each length; this checks it here.
+--holdout (the default demo's 2x and 10x WSD runs), so the two schedules' laws face the same larger runs.
+Hägele et al. 2024 find WSD with a 20% 1-sqrt cooldown matches cosine at each length; this checks it here.
 """
 
 from __future__ import annotations
