@@ -177,6 +177,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Train (or resume) the WSD chains, compare them with the cosine table, fit both, write the JSON."""
     args = parse_args()
+    if not args.holdout.exists():
+        raise SystemExit(f"error: --holdout {args.holdout} does not exist; give a results.csv with held-out rows "
+                         "(the default is the demo's, results/demo/results.csv)")
 
     cos_cfg = compose_sweep(args.sweep, *args.set, "train.schedule=cosine", f"results_dir={args.cosine.parent}")
     wsd_cfg = compose_sweep(args.sweep, *args.set, "train.schedule=wsd", f"results_dir={args.wsd_dir}")
@@ -196,8 +199,7 @@ def main() -> None:
     wsd_ids = planned_ids(wsd_cfg, runs, corpus.fingerprint, corpus.vocab_size)
     wsd = [wsd_rows[rid] for rid in wsd_ids]
     cos = [cos_rows[rid] for rid in cos_ids]
-    holdouts = [r for r in rows_by_id(args.holdout).values() if r["role"] == "holdout" and r["status"] == "ok"] \
-        if args.holdout.exists() else []
+    holdouts = [r for r in rows_by_id(args.holdout).values() if r["role"] == "holdout" and r["status"] == "ok"]
     spent = sum(float(r["flops_spent"]) for r in wsd)
     indep = sum(float(r["flops"]) for r in cos)
     doc = {
