@@ -97,13 +97,21 @@ def chain_costs(jobs: list[Any]) -> dict[int, tuple[float, int, float]]:
             for b, (flops, start) in zip(chain.branches, chain.costs_in_order())}
 
 
-def _chain(cfg: DictConfig, group: list[PlannedRun]) -> Chain:
-    """One size's runs (sorted by tokens) as a chain, refusing a cooldown too short or inside warmup."""
+def chain_warmup(cfg: DictConfig, steps: list[int]) -> int:
+    """A chain's warmup steps: warmup_frac of the geometric mean of its branches' steps, at most half the shortest
+    branch's stable phase (module docstring)."""
+    sched = schedule_of(cfg.train)
+    mean_steps = statistics.geometric_mean(steps)
+    return max(1, min(round(float(cfg.train.warmup_frac) * mean_steps), sched.cooldown_start(min(steps)) // 2))
+
+
+def build_chain(cfg: DictConfig, group: list[PlannedRun], warmup: int | None = None) -> Chain:
+    """One size's runs (sorted by tokens) as a chain, refusing a cooldown too short or inside warmup; warmup
+    (steps) overrides chain_warmup, e.g. the LR sweep's one warmup per size (harness.tune)."""
     tc = cfg.train
     sched = schedule_of(tc)
     batch, seq = int(tc.batch_size), int(cfg.model.seq_len)
-    mean_steps = statistics.geometric_mean(pr.steps for pr in group)
-    warmup = max(1, min(round(float(tc.warmup_frac) * mean_steps), sched.cooldown_start(group[0].steps) // 2))
+    warmup = chain_warmup(cfg, [pr.steps for pr in group]) if warmup is None else warmup
     sched = dataclasses.replace(sched, warmup_steps=warmup)
     branches, prev = [], 0
     for pr in group:
@@ -180,7 +188,7 @@ def plan_chains(cfg: DictConfig, runs: list[PlannedRun]) -> list[Chain]:
     if groups and all(len(g) == 1 for g in groups.values()) and not extra_round:
         raise HarnessError("train.schedule=wsd, but no model size appears at two budgets of sweep.budgets, so no "
                            "run can share a stable phase; add budgets, widen sweep.spread, or use train.schedule=cosine")
-    chains = [_chain(cfg, part) for g in groups.values() for part in _split(cfg, sorted(g, key=lambda pr: pr.tokens))]
+    chains = [build_chain(cfg, part) for g in groups.values() for part in _split(cfg, sorted(g, key=lambda pr: pr.tokens))]
     if chains and all(len(c.branches) == 1 for c in chains) and not extra_round:
         raise HarnessError("train.schedule=wsd, but no two budgets of one size are close enough to share a stable LR "
                            f"(train.lr=rule puts their LRs more than x{_lr_tolerance(cfg.train):g} apart); add "
@@ -224,10 +232,11 @@ class TrunkTrainer(Trainer):
         return loss
 
 
-def run_chain(cfg: DictConfig, chain: Chain) -> list[dict[str, Any]]:
+def run_chain(cfg: DictConfig, chain: Chain, jobs: list[DictConfig] | None = None) -> list[dict[str, Any]]:
     """Train a chain (the trunk, then every shorter branch from its branch point); returns the rows, trunk first.
-    Branches with an ok row are skipped, so a killed chain rerun finishes only what is missing."""
-    jobs = [chain_job(cfg, chain, b) for b in chain.branches]
+    Branches with an ok row are skipped, so a killed chain rerun finishes only what is missing. jobs: each
+    branch's harness-train config, when not an IsoFLOP sweep's (chain_job), e.g. the LR sweep's."""
+    jobs = jobs or [chain_job(cfg, chain, b) for b in chain.branches]
     corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
     ctxs = [resolve_run(j, corpus.fingerprint, corpus.vocab_size, env_world_size()) for j in jobs]
     todo = [bool(cfg.get("force", False)) or find_ok(c.results_dir, c.run_id) is None for c in ctxs]

@@ -53,9 +53,15 @@ class LRRuleFile:
 
 
 def resolve_path(value: Any) -> Path:
-    """train.lr_rule: 'default' (the shipped rule) or a path (~ expanded)."""
+    """train.lr_rule: 'default' (the shipped rule), the name of another rule shipped in conf/lr_rules (e.g.
+    stdlib_family_wsd), or a path (~ expanded)."""
     text = str(value or DEFAULT)
-    return DEFAULT_PATH if text == DEFAULT else Path(text).expanduser()
+    if text == DEFAULT:
+        return DEFAULT_PATH
+    shipped = DEFAULT_PATH.parent / f"{text}.json"
+    if "/" not in text and not text.endswith(".json") and shipped.exists():
+        return shipped
+    return Path(text).expanduser()
 
 
 def load_rule(value: Any) -> LRRuleFile:
@@ -108,10 +114,10 @@ def extrapolation(rule: LRRuleFile, n_params: float, tokens: float, factor: floa
     return out
 
 
-def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any) -> list[str]:
-    """How this run differs from what the rule was fitted on (corpus, model family): warnings, not errors,
-    since a rule transfers approximately; the result rows carry the rule's tag either way."""
-    out = []
+def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any, schedule: str | None = None) -> list[str]:
+    """How this run differs from what the rule was fitted on (corpus, model family, LR schedule): warnings, not
+    errors, since a rule transfers approximately; the result rows carry the rule's tag either way."""
+    out = _schedule_mismatch(rule, schedule)
     prov = rule.provenance
     if fingerprint and prov.get("data_fingerprint") and prov["data_fingerprint"] != fingerprint:
         out.append(f"the LR rule {rule.tag} was fitted on corpus {prov['data_fingerprint']}, this run uses "
@@ -129,8 +135,20 @@ def mismatches(rule: LRRuleFile, fingerprint: str | None, model: Any) -> list[st
     return out
 
 
+def _schedule_mismatch(rule: LRRuleFile, schedule: str | None) -> list[str]:
+    """A warning when the run's LR schedule is not the one the rule was fitted on (rule files that do not say
+    which, e.g. hand-written ones, get none)."""
+    fitted = (rule.provenance.get("train") or {}).get("schedule")
+    if not schedule or not fitted or str(fitted) == str(schedule):
+        return []
+    return [f"the LR rule {rule.tag} was fitted on {fitted} runs, this run trains {schedule}: the optimal LR moves "
+            f"with the schedule (README \"Learning rate\"); fit one with `scripts/sweep.sh sweep=lr "
+            f"train.schedule={schedule}`"]
+
+
 def rule_warnings(rule: LRRuleFile, fingerprint: str | None, model: Any, params: dict[str, int],
-                  tokens: float) -> list[str]:
-    """Where a run leaves what its LR rule was fitted on: another corpus or family, or far outside its N, D
-    (params: the run's parameter counts under every convention, as harness.counting.param_counts gives them)."""
-    return [*mismatches(rule, fingerprint, model), *extrapolation(rule, params[f"params_{rule.params}"], tokens)]
+                  tokens: float, schedule: str | None = None) -> list[str]:
+    """Where a run leaves what its LR rule was fitted on: another corpus, family or schedule, or far outside its
+    N, D (params: the run's parameter counts under every convention, as harness.counting.param_counts gives)."""
+    return [*mismatches(rule, fingerprint, model, schedule),
+            *extrapolation(rule, params[f"params_{rule.params}"], tokens)]

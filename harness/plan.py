@@ -165,8 +165,8 @@ class RunContext:
         ctx = self if vocab_size == self.gcfg.vocab_size else RunContext.resolve(self.cfg, self.world, vocab_size)
         rid = run_id(run_spec(self.cfg, ctx.name, ctx.gcfg, fingerprint))
         rule = str(self.cfg.train.lr) == "rule"
-        warn = tuple(rule_warnings(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model,
-                                   param_counts(ctx.gcfg), ctx.plan.sequences * ctx.gcfg.seq_len)) if rule else ()
+        warn = tuple(rule_warnings(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model, param_counts(
+            ctx.gcfg), ctx.plan.sequences * ctx.gcfg.seq_len, str(self.cfg.train.get("schedule")))) if rule else ()
         return dataclasses.replace(ctx, fingerprint=fingerprint, run_id=rid, warnings=warn)
 
     @property

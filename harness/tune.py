@@ -6,6 +6,11 @@ two half-step LRs beside a bracketed minimum. Round r's plan is a pure function 
 of rounds < r, so every parallel job of a round computes the same plan (and a killed sweep resumes). The fit
 (harness.analysis.lr) finds each point's optimum and lr* = c N^p D^q, written as a rule file that
 `train.lr=rule` reads (harness.lr_rule).
+
+Under train.schedule=wsd the rule is fitted on the schedule the WSD sweeps train with, and cheaply: a round's
+runs of one (size, LR, seed) are one chain (harness.chain), whose trunk passes every budget's branch point, and
+every run of a size warms up over the same steps (size_warmups), so a run's id does not depend on the round
+or chain that trained it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from harness import __version__
+from harness.chain import Chain, build_chain, chain_warmup, format_chains, run_chain
 from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
@@ -27,6 +33,7 @@ from harness.lr_report import TunePointData, write_lr_report
 from harness.lr_rule import FAMILY_KEYS
 from harness.model import GPTConfig
 from harness.plan import (
+    PlannedRun,
     estimate_seconds,
     job_config_for,
     model_config,
@@ -38,6 +45,7 @@ from harness.plan import (
     vocab_hint,
 )
 from harness.results import check_compatible, check_results_dir, read_records
+from harness.schedule import schedule_of
 
 Point = tuple[int, float]  # (d_model, budget)
 
@@ -54,6 +62,8 @@ class TuneRun:
     seed: int
     steps: int
     est_seconds: float
+    tokens: int = 0
+    warmup_steps: int | None = None  # WSD: the size's warmup (size_warmups); None: train.warmup_frac of its steps
 
 
 def _sig(x: float) -> float:
@@ -130,16 +140,30 @@ def _tried_and_new(cfg: DictConfig, rnd: int, loss_of: Callable[[Point, float], 
     return new
 
 
+def size_warmups(cfg: DictConfig, points: list[tuple[Point, str, GPTConfig, int]]) -> dict[int, int | None]:
+    """Warmup steps per size: under WSD one per size (harness.chain.chain_warmup over its steps at every budget of
+    the sweep), whichever of its runs a round trains together; otherwise None (train.warmup_frac per run)."""
+    if not schedule_of(cfg.train).wsd:
+        return {pt[0]: None for pt, *_ in points}
+    steps: dict[int, list[int]] = {}
+    for pt, _, _, n in points:
+        steps.setdefault(pt[0], []).append(n)
+    return {d: chain_warmup(cfg, n) for d, n in steps.items()}
+
+
 def plan_round(cfg: DictConfig, rnd: int, loss_of: Callable[[Point, float], float | None]) -> list[TuneRun]:
     """The runs of round rnd (longest first), from the grid and the losses of rounds before it."""
     points = tune_points(cfg, vocab_hint(cfg))
     new = _tried_and_new(cfg, rnd, loss_of, [pt for pt, *_ in points])
     batch = int(cfg.train.batch_size)
     seeds = sweep_seeds(cfg)
+    warm = size_warmups(cfg, points)
     runs: list[TuneRun] = []
     for pt, name, g, steps in points:
         est = estimate_seconds(steps, batch * g.seq_len, flops_per_token(g), cfg.sweep)
-        runs += [TuneRun(0, pt[0], name, pt[1], lr, seed, steps, est) for lr in new[pt] for seed in seeds]
+        tokens = plan_steps(pt[1], g, batch, int(cfg.sweep.min_steps)).sequences * g.seq_len
+        runs += [TuneRun(0, pt[0], name, pt[1], lr, seed, steps, est, tokens, warm[pt[0]])
+                 for lr in new[pt] for seed in seeds]
     runs.sort(key=lambda r: (-r.est_seconds, r.budget, r.d_model, r.lr, r.seed))
     return [dataclasses.replace(r, index=i) for i, r in enumerate(runs)]
 
@@ -148,7 +172,30 @@ def job_config(cfg: DictConfig, run: TuneRun) -> DictConfig:
     """The harness-train config of one LR-sweep run (role=tune: never mixed into IsoFLOP fits)."""
     job = job_config_for(cfg, run.d_model, run.budget, run.seed, "tune")
     job.train.lr = run.lr
+    if run.warmup_steps is not None:
+        job.train.warmup_steps = run.warmup_steps
     return job
+
+
+def tune_jobs(cfg: DictConfig, runs: list[TuneRun]) -> list[TuneRun | Chain]:
+    """The launcher's jobs for a round: each run alone, or under WSD the runs of one (size, LR, seed) as one
+    chain (longest first). A chain's branches carry their TuneRun's plan index."""
+    if not schedule_of(cfg.train).wsd:
+        return list(runs)
+    groups: dict[tuple[int, float, int], list[TuneRun]] = {}
+    for r in runs:
+        groups.setdefault((r.d_model, r.lr, r.seed), []).append(r)
+    jobs: list[TuneRun | Chain] = []
+    for group in groups.values():
+        group.sort(key=lambda r: r.tokens)
+        if len(group) == 1:
+            jobs.append(group[0])
+            continue
+        planned = [PlannedRun(r.index, r.budget, r.seed, r.d_model, r.name, 0, r.tokens, r.steps, r.est_seconds)
+                   for r in group]
+        jobs.append(build_chain(cfg, planned, group[0].warmup_steps))
+    jobs.sort(key=lambda j: -j.est_seconds)
+    return [dataclasses.replace(j, index=i) if isinstance(j, Chain) else j for i, j in enumerate(jobs)]
 
 
 def losses_from(cfg: DictConfig) -> tuple[Callable[[Point, float], float | None], dict[str, dict[str, Any]]]:
@@ -160,11 +207,13 @@ def losses_from(cfg: DictConfig) -> tuple[Callable[[Point, float], float | None]
     records = read_records(results_dir(cfg))
     seeds = sweep_seeds(cfg)
 
+    warm = size_warmups(cfg, tune_points(cfg, vocab_hint(cfg)))  # as plan_round: the same run ids
+
     @functools.cache
     def loss_of(pt: Point, lr: float) -> float | None:
         vals = []
         for seed in seeds:
-            job = job_config(cfg, TuneRun(0, pt[0], "", pt[1], lr, seed, 0, 0.0))
+            job = job_config(cfg, TuneRun(0, pt[0], "", pt[1], lr, seed, 0, 0.0, 0, warm[pt[0]]))
             rec = records.get(run_id_of(job, corpus.fingerprint, corpus.vocab_size))
             if rec is None or rec.get("status") not in ("ok", "diverged"):
                 return None
@@ -192,14 +241,22 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     check_results_dir(results_dir(cfg))
     loss_of, _ = losses_from(cfg)
     runs = plan_round(cfg, rnd, loss_of)
+    jobs = tune_jobs(cfg, runs)
     idx = cfg.get("plan_index")
     if idx is None:
-        return {"runs": runs, "rounds": rounds, "table": format_round(runs, rnd)}
-    if not 0 <= int(idx) < len(runs):
-        raise HarnessError(f"plan_index={idx} is outside round {rnd}'s plan (0..{len(runs) - 1}); rerun the dry run")
+        chains = [j for j in jobs if isinstance(j, Chain)]
+        table = format_round(runs, rnd) + ("\n" + format_chains(chains) if chains else "")
+        return {"runs": runs, "jobs": jobs, "rounds": rounds, "table": table}
+    if not 0 <= int(idx) < len(jobs):
+        raise HarnessError(f"plan_index={idx} is outside round {rnd}'s plan (0..{len(jobs) - 1}); rerun the dry run")
+    job = jobs[int(idx)]
+    if isinstance(job, Chain):
+        by_index = {r.index: r for r in runs}
+        return {"runs": runs, "records": run_chain(cfg, job, [job_config(cfg, by_index[b.run.index])
+                                                               for b in job.branches])}
     from harness.train import run
 
-    return {"runs": runs, "record": run(job_config(cfg, runs[int(idx)]))}
+    return {"runs": runs, "records": [run(job_config(cfg, job))]}
 
 
 def collect_points(cfg: DictConfig, records: dict[str, dict[str, Any]]) -> list[TunePointData]:
@@ -236,7 +293,7 @@ def fit_tune(cfg: DictConfig) -> dict[str, Any]:
         "data_fingerprint": fps[0], "sweep": str(cfg.sweep.name), "results_dir": str(out),
         "family": {k: cfg.model.get(k) for k in FAMILY_KEYS}, "harness_version": __version__,
         "train": {k: str(tc.get(k)) for k in ("batch_size", "warmup_frac", "min_lr_ratio", "weight_decay", "beta1",
-                                              "beta2", "grad_clip")},
+                                              "beta2", "grad_clip", "schedule", "cooldown_frac", "cooldown_shape")},
     }
     doc = write_lr_report(points, out, str(cfg.sweep.params), float(cfg.sweep.noise_rel), provenance)
     return {"doc": doc, "files": [str(out / f) for f in ("lr_rule.json", "report.md", "lr_curves.png",

@@ -39,6 +39,7 @@ SWEEP_SMALL = [
     "train.batch_size=16",
     "sweep.adapt.max_rounds=0",  # the grid only: adaptive rounds (harness.adapt) are tested in tests/test_adapt.py
     "train.schedule=cosine",  # independent runs (the demo's WSD chains are tested in tests/test_chain.py)
+    "train.lr_rule=default",  # the rule fitted on cosine runs (its D-dependence is what test_chain's splits need)
     "sweep.holdout.multiples=null",  # one held-out run at sweep.holdout.multiple (ladders: tests/test_validate.py)
 ]
 # 3e9 FLOPs buy 127 sequences of nano at context 32 (737,280 FLOPs/token): 32 optimizer steps.

@@ -191,3 +191,79 @@ def test_cpu_scale_sweeps_use_the_rule_and_the_gpu_sweep_keeps_auto(run_cli, std
     out = run_cli("harness-sweep", "sweep=gpu", "print=count", f"data.cache_dir={stdlib_cache}", "data.max_epochs=100")
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip().splitlines()[-1]) > 0
+
+
+def test_wsd_lr_sweep_plans_one_chain_per_size_and_lr_with_one_warmup_per_size() -> None:
+    """Under WSD a round's runs of one (size, LR) are one chain; every run of a size warms up over the same steps
+    (so a run's id is the same whichever round or chain trains it), and the jobs cover every run once."""
+    from harness.chain import Chain
+    from harness.plan import vocab_hint
+    from harness.tune import job_config, size_warmups, tune_jobs, tune_points
+
+    cfg = _cfg("train.schedule=wsd", "sweep.budgets=[1e9,3e9,9e9]")
+    runs = plan_round(cfg, 0, lambda pt, lr: None)
+    jobs = tune_jobs(cfg, runs)
+    assert len(runs) == 3 * 3 * 5 and len(jobs) == 3 * 5 and all(isinstance(j, Chain) for j in jobs)
+    assert sorted(b.run.index for j in jobs for b in j.branches) == [r.index for r in sorted(runs, key=lambda r: r.index)]
+    assert [j.index for j in jobs] == list(range(len(jobs)))
+    warm = size_warmups(cfg, tune_points(cfg, vocab_hint(cfg)))
+    by_index = {r.index: r for r in runs}
+    for j in jobs:
+        members = [by_index[b.run.index] for b in j.branches]
+        assert len({(r.d_model, r.lr) for r in members}) == 1 and [r.tokens for r in members] == sorted(
+            r.tokens for r in members)
+        assert j.warmup_steps == warm[j.d_model] > 0
+        assert {job_config(cfg, r).train.warmup_steps for r in members} == {warm[j.d_model]}
+    # a refinement round's single LR at one budget is trained alone, with its size's warmup all the same
+    lone = tune_jobs(cfg, [runs[0]])
+    assert lone == [runs[0]] and job_config(cfg, runs[0]).train.warmup_steps == warm[runs[0].d_model]
+    # cosine: every run alone, warmup_frac of its own steps
+    plain = _cfg("train.schedule=cosine")
+    cos_runs = plan_round(plain, 0, lambda pt, lr: None)
+    assert tune_jobs(plain, cos_runs) == cos_runs and job_config(plain, cos_runs[0]).train.warmup_steps is None
+
+
+def test_wsd_lr_sweep_end_to_end_trains_chains_and_records_its_schedule(text_corpus: Path, tmp_path: Path,
+                                                                        restore_torch_threads) -> None:
+    """Round 0 as chains, round 1 planned from their rows (a chain's runs are found by the ids the plan
+    rebuilds), the rule file says it was fitted on WSD runs, and a cosine run using it is warned."""
+    from harness.cli import _fit_lr_sweep
+    from harness.lr_rule import load_rule, mismatches
+    from harness.plan import job_config_for
+    from harness.results import read_records
+    from harness.tune import tune
+
+    cfg = _trained_cfg(text_corpus, tmp_path, "train.schedule=wsd", "sweep.budgets=[1e9,2e9]",
+                       "sweep.lr_grid.points=3", "sweep.max_rounds=1", "sweep.midpoints=false")
+    counts = []
+    for rnd in range(2):
+        cfg.sweep_round = rnd
+        plan = tune(cfg)
+        counts.append((len(plan["runs"]), len(plan["jobs"])))
+        for i in range(len(plan["jobs"])):
+            cfg.plan_index = i
+            tune(cfg)
+        cfg.plan_index = None
+    assert counts[0] == (2 * 2 * 3, 2 * 3)  # 12 runs in 6 chains
+    records = read_records(tmp_path / "lr")
+    assert len(records) == counts[0][0] + counts[1][0]
+    assert {r["schedule"] for r in records.values()} == {"wsd"} and {r["role"] for r in records.values()} == {"tune"}
+    branched = [r for r in records.values() if float(r.get("flops_spent") or r["flops"]) < 0.9 * float(r["flops"])]
+    assert len(branched) == 6  # each chain's shorter run paid only its cooldown after its trunk's branch point
+    assert _fit_lr_sweep(cfg) == 0
+    rule = load_rule(str(tmp_path / "lr" / "lr_rule.json"))
+    assert rule.provenance["train"]["schedule"] == "wsd"
+    job = job_config_for(cfg, 16, 2e9, 0, "sweep")
+    assert any("fitted on wsd runs, this run trains cosine" in w for w in mismatches(rule, None, job.model, "cosine"))
+    assert not any("fitted on" in w and "runs" in w for w in mismatches(rule, None, job.model, "wsd"))
+
+
+def test_shipped_rules_resolve_by_name() -> None:
+    from harness.lr_rule import DEFAULT_PATH, load_rule, resolve_path
+
+    assert resolve_path("default") == DEFAULT_PATH == resolve_path("stdlib_family")
+    assert resolve_path("stdlib_family_wsd") == DEFAULT_PATH.parent / "stdlib_family_wsd.json"
+    assert load_rule("stdlib_family_wsd").provenance["train"]["schedule"] == "wsd"
+    assert load_rule("default").provenance["train"]["schedule"] == "cosine"
+    with pytest.raises(HarnessError, match="does not exist"):
+        load_rule("no_such_rule")
