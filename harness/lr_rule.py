@@ -52,6 +52,14 @@ class LRRuleFile:
         return f"{Path(self.path).name}@{self.sha256[:12]}"
 
 
+def lr_source(lr: Any, lr_rule: Any) -> str:
+    """What a run records as its `lr_rule` under train.lr / train.lr_rule: auto, fixed, or the rule file's tag."""
+    text = str(lr)
+    if text == "auto":
+        return "auto"
+    return load_rule(lr_rule).tag if text == "rule" else "fixed"
+
+
 def resolve_path(value: Any) -> Path:
     """train.lr_rule: 'default' (the shipped rule), the name of another rule shipped in conf/lr_rules (e.g.
     stdlib_family_wsd), or a path (~ expanded)."""
@@ -141,9 +149,9 @@ def _schedule_mismatch(rule: LRRuleFile, schedule: str | None) -> list[str]:
     fitted = (rule.provenance.get("train") or {}).get("schedule")
     if not schedule or not fitted or str(fitted) == str(schedule):
         return []
-    return [f"the LR rule {rule.tag} was fitted on {fitted} runs, this run trains {schedule}: the optimal LR moves "
-            f"with the schedule (README \"Learning rate\"); fit one with `scripts/sweep.sh sweep=lr "
-            f"train.schedule={schedule}`"]
+    return [f"the LR rule {rule.tag} was fitted on {fitted} runs, this run trains {schedule}; the optimal LR moves "
+            f"with the schedule (README \"Under WSD, a rule fitted on WSD chains\"), and `scripts/sweep.sh sweep=lr "
+            f"train.schedule={schedule}` fits a rule on it"]
 
 
 def rule_warnings(rule: LRRuleFile, fingerprint: str | None, model: Any, params: dict[str, int],

@@ -114,6 +114,26 @@ def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, re
         )
 
 
+def check_recipe(results_dir: Path, lr_source: str, schedule: str) -> None:
+    """Refuse to add a sweep's runs to a directory whose sweep rows were trained under another LR source (rule
+    file and hash, auto, fixed) or schedule: the fits would mix two recipes, e.g. a committed results/demo from
+    before its config changed. Rows that do not record one (a hand-made table) are not judged on it, and other
+    budgets or sizes are fine: they extend the same sweep."""
+    if not results_dir.is_dir():
+        return
+    with locked(results_dir, exclusive=False):
+        records = read_records(results_dir)
+    recipes = [(str(r.get("lr_rule") or ""), str(r.get("schedule") or "")) for r in records.values()
+               if str(r.get("role")) == "sweep"]
+    other = [(lr, sc) for lr, sc in recipes if (lr and lr != lr_source) or (sc and sc != schedule)]
+    if other:
+        lr, sc = sorted(other)[0]
+        raise HarnessError(
+            f"{str(results_dir)!r} holds {len(other)} sweep run(s) trained under another recipe (LR {lr or '?'}, "
+            f"schedule {sc or '?'}; this sweep: LR {lr_source}, schedule {schedule}), and fitting them together would "
+            "mix the two; move that directory aside (or set results_dir=...) and rerun")
+
+
 def find_ok(results_dir: Path, rid: str) -> dict[str, Any] | None:
     """The ok record of run rid written by a run into this directory (so a resumed sweep skips it).
 

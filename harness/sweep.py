@@ -20,10 +20,11 @@ from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.ladder import is_ladder, ladder_job_config, plan_ladder
+from harness.lr_rule import lr_source
 from harness.pack import pack_jobs, run_pack
 from harness.plan import PlannedRun, format_plan, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
-from harness.results import check_compatible, check_results_dir, find_ok
+from harness.results import check_compatible, check_recipe, check_results_dir, find_ok
 from harness.schedule import schedule_of
 from harness.trackers import check_tracker
 
@@ -117,6 +118,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint)
+        check_recipe(results_dir(cfg), lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule))
         for w in check_repetition(runs, len(corpus.train), cfg.data):
             say(f"warning: {w}", sys.stderr)
         table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")

@@ -24,7 +24,9 @@ from harness.analysis.estimate import format_cell
 from harness.analysis.noise import NOISE_Z, noise_floor, wild_limit, within_noise
 from harness.counting import param_counts
 from harness.errors import HarnessError
+from harness.lr_rule import lr_source
 from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
+from harness.results import check_recipe
 
 APPROACHES = ("approach2", "approach3")
 
@@ -130,6 +132,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
 
     targets = target_budgets(cfg)  # bad multiples and seeds fail here, before anything is fitted or trained
     holdout_seeds(cfg)
+    check_recipe(results_dir(cfg), lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule))
     acfg = analysis_config(cfg)
     if not Path(acfg.results).exists():
         raise HarnessError(f"{acfg.results} does not exist; run the sweep first (scripts/sweep.sh)")

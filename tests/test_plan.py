@@ -201,22 +201,17 @@ def test_budget_left_with_too_few_sizes_refused() -> None:
 
 
 def test_shipped_demo_plan() -> None:
-    """The default demo: 6 budgets over 10x, x 5 distinct sizes, every run with at least min_steps steps, trained as
-    WSD chains that cost at most 0.7 of the independent runs (issue #13's bar) under the LR rule fitted on WSD
-    chains, with a held-out ladder reaching 10x."""
+    """The default demo: 6 budgets x 5 distinct sizes, every run with at least min_steps steps, trained as WSD
+    chains that cost at most 0.7 of the independent runs (issue #13's bar), with a held-out ladder reaching 10x."""
     from harness.chain import plan_chains
-    from harness.lr_rule import load_rule
 
     cfg = sweep_cfg()
     runs, notes = plan_sweep(cfg)
     assert notes == []
-    budgets = sorted({pr.budget for pr in runs})
-    assert len(budgets) == 6 and budgets[-1] / budgets[0] >= 10
-    for C in budgets:
+    for C in (2e11, 3e11, 5e11, 8e11, 1.2e12, 2e12):
         assert len({pr.params for pr in runs if pr.budget == C}) == 5
     assert min(pr.steps for pr in runs) >= int(cfg.sweep.min_steps)
-    assert cfg.train.schedule == "wsd" and cfg.train.lr == "rule"
-    assert load_rule(cfg.train.lr_rule).provenance["train"]["schedule"] == "wsd"
+    assert cfg.train.schedule == "wsd"
     chains = plan_chains(cfg, runs)
     assert sum(c.flops_spent for c in chains) <= 0.7 * sum(c.flops_independent for c in chains)
     assert max(cfg.sweep.holdout.multiples) >= 10 and len(cfg.sweep.holdout.multiples) >= 2

@@ -15,6 +15,7 @@ from harness.results import (
     COLUMNS,
     REQUIRED,
     check_compatible,
+    check_recipe,
     check_results_dir,
     find_ok,
     read_csv_rows,
@@ -152,6 +153,23 @@ def test_other_fingerprint_refused(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="another corpus"):
         check_compatible(tmp_path, "fp-2")
     check_compatible(tmp_path / "fresh", "fp-2")  # an empty directory takes anything
+
+
+def test_sweep_rows_of_another_recipe_refused(tmp_path: Path) -> None:
+    """A directory whose sweep rows were trained under another LR rule or schedule (a committed demo from before its
+    rule changed) is refused with the fix; held-out and LR-sweep rows, other budgets and an empty dir are fine."""
+    write_record(tmp_path, make_record("a", lr_rule="rule.json@aaa", schedule="wsd", budget_flops=1e9))
+    write_record(tmp_path, make_record("b", lr_rule="rule.json@aaa", schedule="wsd", budget_flops=3e9))
+    write_record(tmp_path, make_record("h", lr_rule="rule.json@bbb", schedule="cosine", role="holdout"))
+    write_record(tmp_path, make_record("t", lr_rule="fixed", schedule="wsd", role="tune"))
+    write_record(tmp_path, make_record("u", lr_rule="", schedule=""))  # a hand-made row that records neither
+    check_recipe(tmp_path, "rule.json@aaa", "wsd")
+    with pytest.raises(HarnessError, match=r"2 sweep run\(s\) trained under another recipe \(LR rule.json@aaa, "
+                                           r"schedule wsd; this sweep: LR rule.json@bbb, schedule wsd\).*move"):
+        check_recipe(tmp_path, "rule.json@bbb", "wsd")
+    with pytest.raises(HarnessError, match=r"schedule wsd; this sweep: LR rule\.json@aaa, schedule cosine"):
+        check_recipe(tmp_path, "rule.json@aaa", "cosine")
+    check_recipe(tmp_path / "fresh", "auto", "cosine")
 
 
 def test_results_dir_that_is_a_file(tmp_path: Path) -> None:
