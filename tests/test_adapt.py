@@ -15,6 +15,7 @@ from harness.adapt import Candidates, Rows, adapt_markdown, adapt_rounds, adapt_
 from harness.analysis.context import Settings
 from harness.data import load_corpus
 from harness.errors import HarnessError
+from harness.lr_rule import lr_source
 from harness.plan import PlannedRun, plan_sweep
 from harness.results import COLUMNS, find_ok, write_record
 from harness.sweep import planned_ids, sweep
@@ -153,11 +154,13 @@ def test_off_plans_one_round_and_wsd_adapts_too() -> None:
         adapt_rounds(cfg_of("sweep.adapt.extra_per_round=0"))
 
 
-def fake(rid: str, fp: str, pr: PlannedRun, loss: float) -> dict:
+def fake(rid: str, fp: str, pr: PlannedRun, loss: float, cfg) -> dict:
+    """A sweep row as the run would record it (its recipe too: a sweep refuses rows of another one)."""
     rec = {c: 1 for c in COLUMNS}
     rec.update(run_id=rid, status="ok", data_fingerprint=fp, role="sweep", error="", model=pr.name,
                budget_flops=pr.budget, flops=pr.budget, tokens=pr.tokens, params_total=pr.params, val_bpb=loss,
-               dtype="float32", device="cpu", harness_version="0", d_model=pr.d_model, seed=pr.seed)
+               dtype="float32", device="cpu", harness_version="0", d_model=pr.d_model, seed=pr.seed,
+               lr_rule=lr_source(cfg.train.lr, cfg.train.get("lr_rule")), schedule=str(cfg.train.schedule))
     return rec
 
 
@@ -176,7 +179,7 @@ def test_sweep_rounds_read_the_results_dir_and_replay_on_rerun(text_corpus: Path
     opt[b2] = sizes(grid, b2)[-1] * 1.3  # just beyond the grid: two extra sizes bracket it
     loss = {key(pr): r["val_bpb"] for pr, r in zip(grid, losses(grid, opt).values())}
     for pr, rid in zip(grid, planned_ids(cfg, grid, corpus.fingerprint, corpus.vocab_size)):
-        write_record(tmp_path / "results", fake(rid, corpus.fingerprint, pr, loss[key(pr)]))
+        write_record(tmp_path / "results", fake(rid, corpus.fingerprint, pr, loss[key(pr)], cfg))
     out = sweep(cfg_of(*args, "sweep_round=1"))
     extra = out["runs"]
     assert out["rounds"] == 4 and {pr.budget for pr in extra} == {b2}
@@ -184,7 +187,7 @@ def test_sweep_rounds_read_the_results_dir_and_replay_on_rerun(text_corpus: Path
     assert "adding" in out["table"]
     ids = planned_ids(cfg_of(*args, "sweep_round=1"), extra, corpus.fingerprint, corpus.vocab_size)
     for pr, rid, r in zip(extra, ids, losses(extra, opt).values()):
-        write_record(tmp_path / "results", fake(rid, corpus.fingerprint, pr, r["val_bpb"]))
+        write_record(tmp_path / "results", fake(rid, corpus.fingerprint, pr, r["val_bpb"], cfg))
     again = sweep(cfg_of(*args, "sweep_round=1"))
     assert again["runs"] == extra
     assert all(find_ok(tmp_path / "results", rid) for rid in ids)  # the rerun's jobs all skip
