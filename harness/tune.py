@@ -261,13 +261,16 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
 
 def collect_points(cfg: DictConfig, records: dict[str, dict[str, Any]]) -> list[TunePointData]:
     """Every (size, budget) of the sweep with the LRs tried and their mean val_bpb over seeds (inf: diverged).
-    Only sweep.d_models x sweep.budgets: runs of an earlier grid left in the directory stay out of the rule."""
+    Only sweep.d_models x sweep.budgets on this sweep's schedule: runs of an earlier grid, or of the other
+    schedule, left in the directory stay out of the rule."""
     params_key = f"params_{cfg.sweep.params}"
     grid = {(int(d), float(b)) for d in cfg.sweep.d_models for b in sweep_budgets(cfg.sweep)}
+    schedule = str(cfg.train.schedule)
     groups: dict[Point, dict[float, list[float]]] = {}
     meta: dict[Point, dict[str, Any]] = {}
     for rec in records.values():
-        if str(rec.get("role")) != "tune" or rec.get("status") not in ("ok", "diverged"):
+        if str(rec.get("role")) != "tune" or rec.get("status") not in ("ok", "diverged") \
+                or str(rec.get("schedule") or "cosine") != schedule:
             continue
         pt = (int(rec["d_model"]), float(rec["budget_flops"]))
         if pt not in grid:

@@ -267,3 +267,20 @@ def test_shipped_rules_resolve_by_name() -> None:
     assert load_rule("default").provenance["train"]["schedule"] == "cosine"
     with pytest.raises(HarnessError, match="does not exist"):
         load_rule("no_such_rule")
+
+
+def test_rule_points_keep_only_this_sweeps_schedule() -> None:
+    """A WSD LR sweep in a directory that also holds cosine LR-sweep rows fits its rule on its own rows only."""
+    from harness.tune import collect_points
+
+    def rec(rid: str, lr: float, loss: float, schedule: str) -> dict:
+        return {"run_id": rid, "role": "tune", "status": "ok", "d_model": 8, "budget_flops": 1e9, "lr": lr,
+                "val_bpb": loss, "schedule": schedule, "model": "family-d8-L2", "params_nonembedding": 1000,
+                "tokens": 5000}
+
+    records = {r["run_id"]: r for r in [rec("w1", 0.01, 2.0, "wsd"), rec("w2", 0.02, 1.9, "wsd"),
+                                         rec("c1", 0.01, 3.0, "cosine"), rec("c3", 0.04, 1.0, "cosine")]}
+    (pt,) = collect_points(_cfg("train.schedule=wsd"), records)
+    assert pt.lrs == [0.01, 0.02] and pt.losses == [2.0, 1.9]
+    (cos,) = collect_points(_cfg("train.schedule=cosine"), records)
+    assert sorted(cos.lrs) == [0.01, 0.04]
