@@ -166,7 +166,7 @@ class RunContext:
         rid = run_id(run_spec(self.cfg, ctx.name, ctx.gcfg, fingerprint))
         rule = str(self.cfg.train.lr) == "rule"
         warn = tuple(rule_warnings(load_rule(self.cfg.train.get("lr_rule")), fingerprint, self.cfg.model, param_counts(
-            ctx.gcfg), ctx.plan.sequences * ctx.gcfg.seq_len, str(self.cfg.train.get("schedule")))) if rule else ()
+            ctx.gcfg), ctx.plan.sequences * ctx.gcfg.seq_len, self.cfg.train.get("schedule"))) if rule else ()
         return dataclasses.replace(ctx, fingerprint=fingerprint, run_id=rid, warnings=warn)
 
     @property

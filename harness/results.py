@@ -96,13 +96,16 @@ def read_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def check_compatible(results_dir: Path, fingerprint: str) -> None:
-    """Refuse to add runs on one corpus to a directory holding results from another (never mix fits)."""
+def check_compatible(results_dir: Path, fingerprint: str, recipe: tuple[str, str] | None = None) -> None:
+    """Refuse to add runs on one corpus to a directory holding results from another (never mix fits); with
+    recipe = (LR source, schedule), also sweep rows of another recipe (check_recipe), from the same read."""
     if not results_dir.is_dir():
         return
     with locked(results_dir, exclusive=False):
         records = read_records(results_dir)
     _check_fingerprints(records, fingerprint, results_dir)
+    if recipe is not None:
+        _check_recipe(records, *recipe, results_dir)
 
 
 def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, results_dir: Path) -> None:
@@ -123,6 +126,10 @@ def check_recipe(results_dir: Path, lr_source: str, schedule: str) -> None:
         return
     with locked(results_dir, exclusive=False):
         records = read_records(results_dir)
+    _check_recipe(records, lr_source, schedule, results_dir)
+
+
+def _check_recipe(records: dict[str, dict[str, Any]], lr_source: str, schedule: str, results_dir: Path) -> None:
     recipes = [(str(r.get("lr_rule") or ""), str(r.get("schedule") or "")) for r in records.values()
                if str(r.get("role")) == "sweep"]
     other = [(lr, sc) for lr, sc in recipes if (lr and lr != lr_source) or (sc and sc != schedule)]

@@ -24,7 +24,7 @@ from harness.lr_rule import lr_source
 from harness.pack import pack_jobs, run_pack
 from harness.plan import PlannedRun, format_plan, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
-from harness.results import check_compatible, check_recipe, check_results_dir, find_ok
+from harness.results import check_compatible, check_results_dir, find_ok
 from harness.schedule import schedule_of
 from harness.trackers import check_tracker
 
@@ -117,8 +117,8 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         print_mode(cfg)  # before the corpus is read
         check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
-        check_compatible(results_dir(cfg), corpus.fingerprint)
-        check_recipe(results_dir(cfg), lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule))
+        check_compatible(results_dir(cfg), corpus.fingerprint,
+                         (lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule)))
         for w in check_repetition(runs, len(corpus.train), cfg.data):
             say(f"warning: {w}", sys.stderr)
         table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")

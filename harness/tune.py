@@ -34,6 +34,7 @@ from harness.lr_rule import FAMILY_KEYS
 from harness.model import GPTConfig
 from harness.plan import (
     PlannedRun,
+    RunPlan,
     estimate_seconds,
     job_config_for,
     model_config,
@@ -106,15 +107,14 @@ def refine(lrs: list[float], losses: list[float], ratio: float, bounds: tuple[fl
     return out
 
 
-def tune_points(cfg: DictConfig, vocab: int) -> list[tuple[Point, str, GPTConfig, int]]:
-    """(point, model name, config, steps) for every size x budget, refusing those under sweep.min_steps."""
+def tune_points(cfg: DictConfig, vocab: int) -> list[tuple[Point, str, GPTConfig, RunPlan]]:
+    """(point, model name, config, step plan) for every size x budget, refusing those under sweep.min_steps."""
     sc = cfg.sweep
     out = []
     for d in sorted({int(v) for v in sc.d_models}):
         name, g = model_config({**cfg.model, "d_model": d}, vocab)
         for b in sweep_budgets(sc):
-            steps = plan_steps(b, g, int(cfg.train.batch_size), int(sc.min_steps)).steps
-            out.append(((d, b), name, g, steps))
+            out.append(((d, b), name, g, plan_steps(b, g, int(cfg.train.batch_size), int(sc.min_steps))))
     if len({b for (_, b), *_ in out}) < 2:
         raise HarnessError("sweep.budgets has one budget; the LR rule needs >= 2 to separate N from D")
     return out
@@ -140,14 +140,14 @@ def _tried_and_new(cfg: DictConfig, rnd: int, loss_of: Callable[[Point, float], 
     return new
 
 
-def size_warmups(cfg: DictConfig, points: list[tuple[Point, str, GPTConfig, int]]) -> dict[int, int | None]:
+def size_warmups(cfg: DictConfig, points: list[tuple[Point, str, GPTConfig, RunPlan]]) -> dict[int, int | None]:
     """Warmup steps per size: under WSD one per size (harness.chain.chain_warmup over its steps at every budget of
     the sweep), whichever of its runs a round trains together; otherwise None (train.warmup_frac per run)."""
     if not schedule_of(cfg.train).wsd:
         return {pt[0]: None for pt, *_ in points}
     steps: dict[int, list[int]] = {}
-    for pt, _, _, n in points:
-        steps.setdefault(pt[0], []).append(n)
+    for pt, _, _, plan in points:
+        steps.setdefault(pt[0], []).append(plan.steps)
     return {d: chain_warmup(cfg, n) for d, n in steps.items()}
 
 
@@ -159,10 +159,9 @@ def plan_round(cfg: DictConfig, rnd: int, loss_of: Callable[[Point, float], floa
     seeds = sweep_seeds(cfg)
     warm = size_warmups(cfg, points)
     runs: list[TuneRun] = []
-    for pt, name, g, steps in points:
-        est = estimate_seconds(steps, batch * g.seq_len, flops_per_token(g), cfg.sweep)
-        tokens = plan_steps(pt[1], g, batch, int(cfg.sweep.min_steps)).sequences * g.seq_len
-        runs += [TuneRun(0, pt[0], name, pt[1], lr, seed, steps, est, tokens, warm[pt[0]])
+    for pt, name, g, plan in points:
+        est = estimate_seconds(plan.steps, batch * g.seq_len, flops_per_token(g), cfg.sweep)
+        runs += [TuneRun(0, pt[0], name, pt[1], lr, seed, plan.steps, est, plan.sequences * g.seq_len, warm[pt[0]])
                  for lr in new[pt] for seed in seeds]
     runs.sort(key=lambda r: (-r.est_seconds, r.budget, r.d_model, r.lr, r.seed))
     return [dataclasses.replace(r, index=i) for i, r in enumerate(runs)]

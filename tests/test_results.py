@@ -170,6 +170,9 @@ def test_sweep_rows_of_another_recipe_refused(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match=r"schedule wsd; this sweep: LR rule\.json@aaa, schedule cosine"):
         check_recipe(tmp_path, "rule.json@aaa", "cosine")
     check_recipe(tmp_path / "fresh", "auto", "cosine")
+    check_compatible(tmp_path, "fp-1", ("rule.json@aaa", "wsd"))  # the sweep's dry run: one read, both checks
+    with pytest.raises(HarnessError, match="another recipe"):
+        check_compatible(tmp_path, "fp-1", ("rule.json@bbb", "wsd"))
 
 
 def test_results_dir_that_is_a_file(tmp_path: Path) -> None:
