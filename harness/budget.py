@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.analysis import Estimate, Fits, load_fits, predict_at_budget, predict_loss
+from harness.analysis import Estimate, Fits, approach2_loss_at, load_fits, predict_at_budget, predict_loss
 from harness.analysis.allocation import EXTRAPOLATION_WARN, KAPLAN_EXPONENT, OVERTRAIN, law3, lifetime_plan, strategies
 from harness.analysis.fits import to_jsonable
 from harness.analysis.load import cfg_get
@@ -135,6 +135,7 @@ def plan_budget(cfg: Any) -> dict[str, Any]:
         out["optimum"] = predict_at_budget(fits, flops)
         if N is not None and D is not None:
             out["loss_at_N_D"] = predict_loss(fits, N, D)
+            out["loss_at_N_D_approach2"] = approach2_loss_at(fits, flops, N)
         out.update(_allocations(cfg, fits, flops, hw))
     elif cfg_get(cfg, "inference_tokens") is not None or cfg_get(cfg, "sizes"):
         raise HarnessError("strategies and inference_tokens= need a fit: pass fits=<fits.json from harness-analyze>")
@@ -170,6 +171,9 @@ def format_plan(plan: Mapping[str, Any]) -> str:
             lines.append(f"  {name}: N*={_est(q['N'])}  D*={_est(q['D'])}  loss={_est(q['loss'])}")
     if plan.get("loss_at_N_D"):
         lines.append(f"predicted loss at (N, D) (Approach 3): {_est(plan['loss_at_N_D'])}")
+    if plan.get("loss_at_N_D_approach2"):
+        lines.append(f"predicted loss at (N, D) (Approach 2, its frontier raised along the IsoFLOP parabola to N): "
+                     f"{_est(plan['loss_at_N_D_approach2'])}")
     return "\n".join(lines)
 
 

@@ -114,7 +114,7 @@ def choose_size(cfg: DictConfig, n_star: float, budget: float, convention: str, 
 
 # What each approach's held-out prediction is (the report and fits.json say so beside the numbers).
 PREDICTION_SOURCES = {
-    "approach2": "frontier L_opt(C) at the held-out budget",
+    "approach2": "frontier L_opt(C) at the held-out budget, raised along the IsoFLOP parabola from N* to the trained N",
     "approach3": "L(N, D) at the trained (N, D)",
 }
 
@@ -156,7 +156,7 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
                  which: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Predict one held-out budget, train the family member nearest N* there (role=holdout, resumable, never
     fitted) and compare: (validation entry, the run's record, the plots' held-out point)."""
-    from harness.analysis import predict_at_budget, predict_loss
+    from harness.analysis import approach2_loss_at, predict_at_budget, predict_loss
     from harness.train import run
 
     pred = predict_at_budget(fits, C)
@@ -173,7 +173,7 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
     N, D = float(record[f"params_{convention}"]), float(record["tokens"])
     actuals = [float(r[str(acfg.metric)]) for r in records if r["status"] == "ok"]
     actual = float(np.mean(actuals)) if len(actuals) == len(records) else float("nan")
-    predictions = {"approach2": pred["approach2"]["loss"], "approach3": predict_loss(fits, N, D)}
+    predictions = {"approach2": approach2_loss_at(fits, C, N), "approach3": predict_loss(fits, N, D)}
     floor = holdout_noise(fits.noise, actuals, C)
     if floor.get("disagree"):
         fits.warnings.append(
@@ -185,7 +185,7 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
         "status": _ladder_status(records), "N": N, "D": D, "N_star": {a: pred[a]["N"] for a in APPROACHES},
         "D_star": {a: pred[a]["D"] for a in APPROACHES}, "metric": str(acfg.metric), "actual": actual,
         "seeds": [int(r["seed"]) for r in records], "actuals": actuals, "noise": floor,
-        "approach3_at_optimum": pred["approach3"]["loss"],
+        "approach2_at_optimum": pred["approach2"]["loss"], "approach3_at_optimum": pred["approach3"]["loss"],
         "comparison": {a: _compare_with_noise(actual, predictions[a], floor, PREDICTION_SOURCES[a])
                        for a in APPROACHES},
     }

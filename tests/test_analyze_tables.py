@@ -96,7 +96,9 @@ def test_isoflop_outputs_unchanged_without_targets_and_extended_with_them(tmp_pa
                            "predict.N=1e9", "predict.D=2e10"))
     fits = json.loads((tmp_path / "b" / "fits.json").read_text())
     laws = [r["law"] for r in fits["targets"]["model"]["predictions"]]
-    assert laws == ["Approach 3 L(N, D)", "frontier L_opt(C)"]
+    assert laws == ["Approach 3 L(N, D)", "Approach 2 L(C, N)", "frontier L_opt(C)"]
+    a3, a2, frontier = (r["loss"]["value"] for r in fits["targets"]["model"]["predictions"])
+    assert a2 > frontier and abs(a2 / a3 - 1) < 0.02  # N=1e9 is off C=6ND's optimum: Approach 2 rises toward A3
     assert "## Predictions at your targets" in (tmp_path / "b" / "report.md").read_text()
     assert res["summary"]["targets"][0].startswith("predicted loss at N=1.00e+09, D=2.00e+10: Approach 3")
 

@@ -54,6 +54,10 @@ def test_budget_with_fits_gives_the_optimum(tmp_path: Path) -> None:
     nd = plan_budget(cfg("N=1e9", "D=2e10", f"fits={tmp_path}"))
     assert abs(nd["loss_at_N_D"].value / LAW.loss(1e9, 2e10) - 1) < 0.02
     assert "predicted loss at (N, D) (Approach 3): " in format_plan(nd)
+    # Approach 2 at (N, D): its frontier at C = 6ND raised to N (1e9 is ~0.6x that C's optimum): the law's loss
+    assert abs(nd["loss_at_N_D_approach2"].value / LAW.loss(1e9, 2e10) - 1) < 0.02
+    assert nd["loss_at_N_D_approach2"].value > nd["optimum"]["approach2"]["loss"].value
+    assert "predicted loss at (N, D) (Approach 2, its frontier raised" in format_plan(nd)
 
 
 @pytest.mark.parametrize(

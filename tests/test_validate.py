@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 import harness.cli
+from harness.analysis import approach2_loss_at
 from harness.analysis.estimate import Estimate
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.data import load_corpus
@@ -81,6 +82,9 @@ def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, t
         c = v["comparison"][name]
         p = c["predicted"]
         assert p.value is not None and c["rel_error"] == pytest.approx((c["actual"] - p.value) / c["actual"])
+    # Approach 2 predicts the trained size, not the optimum: its frontier loss raised along the IsoFLOP parabola
+    at_n = approach2_loss_at(out["fits"], v["budget"], v["N"])
+    assert v["comparison"]["approach2"]["predicted"] == at_n and at_n.value >= v["approach2_at_optimum"].value
     fits_json = json.loads((res / "fits.json").read_text())
     assert fits_json["validation"][0]["run_id"] == v["run_id"]
     assert set(fits_json["validation"][0]["comparison"]["approach2"]["predicted"]) == {"value", "lo", "hi", "n"}

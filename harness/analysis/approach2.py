@@ -155,7 +155,8 @@ def fit_approach2(iso: IsoflopFit, diag: Diagnostics) -> PowerLaws:
 
 
 def approach2_samples(iso: IsoflopFit, parabolas: ParabolaFits) -> dict[str, np.ndarray]:
-    """Bootstrap samples from resampled parabolas: (a, ln k_N, b, ln k_D) and each budget's optimum."""
+    """Bootstrap samples from resampled parabolas: (a, ln k_N, b, ln k_D), each budget's optimum and its parabola's
+    coefficient of (ln N)^2 (predict.isoflop_curvature)."""
     laws = fit_power_laws(iso, parabolas)
     return {
         "approach2": np.stack([laws.n_opt.slope, laws.n_opt.intercept, laws.d_opt.slope, laws.d_opt.intercept],
@@ -163,6 +164,7 @@ def approach2_samples(iso: IsoflopFit, parabolas: ParabolaFits) -> dict[str, np.
         "budget_lnN": np.where(parabolas.usable, parabolas.lnN_opt, np.nan),
         "budget_lnD": np.where(parabolas.usable, parabolas.lnD_opt, np.nan),
         "budget_L": np.where(parabolas.usable, parabolas.L_opt, np.nan),
+        "budget_c2": np.where(parabolas.usable, parabolas.coef[..., 2], np.nan),
         "budget_status": np.where(parabolas.usable, OK, parabolas.status),  # why a resample lost a budget
     }
 

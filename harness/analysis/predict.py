@@ -1,7 +1,8 @@
 """Predictions from a Fits object, each an Estimate with a bootstrap percentile interval.
 
 At a target budget C: Approach 2 gives N_opt = k_N C^a, D_opt = k_D C^b (Hoffmann et al. 2022) and the loss
-from the frontier L_opt(C) = E + K C^-k; Approach 3 gives the closed-form compute-optimal N, D under
+from the frontier L_opt(C) = E + K C^-k (and, for a run of another N at C, that loss raised along the budgets'
+IsoFLOP parabolas: approach2_loss_at); Approach 3 gives the closed-form compute-optimal N, D under
 C = kappa N D and L(N, D) = E + A/N^alpha + B/D^beta (Besiroglu et al. 2024's fit). For a given (N, D) the
 loss comes from Approach 3. Evaluating a fitted formula is all that happens here: nothing is refitted.
 """
@@ -105,6 +106,50 @@ def prediction_targets(fits: Fits) -> list[float]:
 def predict_many(fits: Fits, budgets: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """predict_at_budget at each budget (default: prediction_targets), for Fits.predictions."""
     return [predict_at_budget(fits, c) for c in (prediction_targets(fits) if budgets is None else budgets)]
+
+
+def isoflop_curvature(fits: Fits) -> tuple[float, np.ndarray | None]:
+    """Approach 2's IsoFLOP curvature above the frontier's E: the mean over its usable budgets of
+    c2 / (L_opt - E), where c2 is the budget's parabola coefficient of (ln N)^2, as a point value and one per
+    bootstrap resample (None without samples). Under L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022) the
+    curvature of ln(L - E) in ln N along an IsoFLOP curve is alpha * beta at every budget, so this ratio
+    (alpha * beta / 2) carries to larger budgets where c2 itself does not."""
+    E = _val(fits.frontier, "E")
+    E = 0.0 if not np.isfinite(E) else E
+    used = [b for b in fits.budgets if b.get("used") and b.get("coef") is not None]
+    curv = [float(b["coef"][2]) / (_val(b, "L_opt") - E) for b in used if _val(b, "L_opt") > E]
+    point = float(np.mean(curv)) if curv else float("nan")
+    c2, L, sf = fits.samples.get("budget_c2"), fits.samples.get("budget_L"), fits.samples.get("frontier")
+    if c2 is None or L is None or sf is None:
+        return point, None
+    above = L - sf[:, 0:1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(above > 0, c2 / above, np.nan)
+    finite = np.isfinite(ratio)
+    n = finite.sum(axis=1)
+    mean = np.where(finite, ratio, 0.0).sum(axis=1) / np.maximum(n, 1)
+    return point, np.where(n > 0, mean, np.nan)
+
+
+def approach2_loss_at(fits: Fits, C: float, N: float) -> Estimate:
+    """Approach 2's loss for a run of N parameters at budget C: the frontier L_opt(C) raised along the IsoFLOP
+    parabola from N*(C) to N, L_opt + kappa (L_opt - E) (ln N - ln N*)^2 with kappa = isoflop_curvature. A
+    held-out run trains the family size nearest N*, not N* itself; comparing it with L_opt(C) alone would count
+    that gap (always upward) as an error of the fit. Fits without curvature samples use the point curvature."""
+    C_arr = np.atleast_1d(_positive("C", C)).astype(float)[:1]
+    lnN = float(np.log(_positive("N", N)))
+    curves = approach2_curves(fits, C_arr)
+    kappa, kappa_s = isoflop_curvature(fits)
+    E = _val(fits.frontier, "E")
+    E = 0.0 if not np.isfinite(E) else E
+    L = float(curves["loss"][0])
+    value = L + kappa * (L - E) * (lnN - np.log(curves["N"][0])) ** 2
+    samples = None
+    if "loss_samples" in curves:
+        k = kappa if kappa_s is None else kappa_s
+        Ls, Es = curves["loss_samples"][:, 0], fits.samples["frontier"][:, 0]
+        samples = Ls + k * (Ls - Es) * (lnN - np.log(curves["N_samples"][:, 0])) ** 2
+    return Estimate.from_samples(value, samples, _level(fits))
 
 
 def predict_loss(fits: Fits, N: float, D: float) -> Estimate:

@@ -22,7 +22,7 @@ from harness.analysis.laws import FORMS
 from harness.analysis.load import cfg_get
 from harness.analysis.parametric import compute_optimal, predict_log_loss
 from harness.analysis.powerlaw import fit_loglog
-from harness.analysis.predict import DEFAULT_MULTIPLES, approach2_curves, predict_loss
+from harness.analysis.predict import DEFAULT_MULTIPLES, approach2_curves, approach2_loss_at, predict_loss
 from harness.analysis.tables import TableFits
 from harness.errors import HarnessError
 
@@ -200,7 +200,8 @@ def predict_targets(tf: TableFits, targets: Targets) -> dict[str, Any]:
 
 
 def isoflop_model_target(fits: Fits, N: float | None, D: float | None) -> dict[str, Any]:
-    """For an IsoFLOP analysis: Approach 3's loss at (N, D) and the frontier's at C = kappa N D."""
+    """For an IsoFLOP analysis: Approach 3's loss at (N, D), Approach 2's for N at C = kappa N D (the frontier raised
+    along the IsoFLOP parabola) and the frontier's own at that C."""
     if N is None or D is None:
         return {"N": N, "D": D, "C": None, "predictions": [], "not_applicable": [
             {"law": "Approach 3 and the frontier", "reason": "need both predict.N and predict.D"}]}
@@ -212,4 +213,6 @@ def isoflop_model_target(fits: Fits, N: float | None, D: float | None) -> dict[s
     largest = max(b["C"] for b in fits.budgets)
     return {"N": N, "D": D, "C": C, "tokens_per_param": D / N, "not_applicable": [], "predictions": [
         _row("Approach 3 L(N, D)", predict_loss(fits, N, D), "at the target's N and D", C / largest),
+        _row("Approach 2 L(C, N)", approach2_loss_at(fits, C, N),
+             f"the frontier at C = {kappa:.3g} N D, raised along the IsoFLOP parabola to the target's N", C / largest),
         _row("frontier L_opt(C)", frontier, f"at C = {kappa:.3g} N D, if (N, D) were compute-optimal", C / largest)]}
