@@ -16,6 +16,7 @@ from harness.analysis.units import load_table
 from harness.errors import HarnessError
 from harness.plots import BACKTEST_PLOT, PLOT_FILES, render_plots
 from harness.report import backtest_lines, noise_line, write_report
+from harness.results import check_results_dir
 from harness.table_report import analyze_table, is_isoflop, isoflop_extras
 
 OUTPUT_NAMES = ["report.md", "fits.json", "bootstrap_samples.npz", *PLOT_FILES, BACKTEST_PLOT[0]]
@@ -36,6 +37,7 @@ def run_analysis(cfg: Any) -> dict[str, Any]:
         raise HarnessError("no results file given; run harness-analyze results=PATH [out=DIR]")
     df = load_table(str(results), cfg)  # load_results with units.* applied
     out = Path(str(cfg_get(cfg, "out") or default_out(str(results)))).expanduser()
+    check_results_dir(out, "out")  # a bad out= fails now, not after the fits and the backtest
     if not is_isoflop(df, Settings.from_cfg(cfg)):  # ladders, compute ladders, scattered runs
         return analyze_table(df, cfg, out)
     try:

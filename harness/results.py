@@ -52,19 +52,20 @@ def locked(results_dir: Path, exclusive: bool = True) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def check_results_dir(results_dir: Path) -> None:
-    """Refuse a results_dir that is a file, under a file or not writable (before anything is trained)."""
+def check_results_dir(results_dir: Path, key: str = "results_dir") -> None:
+    """Refuse an output directory (results_dir, or harness-analyze's out) that is a file, under a file or not
+    writable, before anything is trained or fitted; `key` is the setting the message names."""
     if results_dir.exists() and not results_dir.is_dir():
-        raise HarnessError(f"results_dir {str(results_dir)!r} is a file; point results_dir at a directory")
+        raise HarnessError(f"{key} {str(results_dir)!r} is a file; point {key} at a directory")
     probe = results_dir.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise HarnessError(f"results_dir {str(results_dir)!r}: {str(probe)!r} is a file, not a directory; choose another path")
+        raise HarnessError(f"{key} {str(results_dir)!r}: {str(probe)!r} is a file, not a directory; choose another path")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise HarnessError(
-            f"results_dir {str(results_dir)!r} cannot be written ({str(probe)!r} is read-only or not yours); point "
-            "results_dir at a writable directory"
+            f"{key} {str(results_dir)!r} cannot be written ({str(probe)!r} is read-only or not yours); point "
+            f"{key} at a writable directory"
         )
 
 
