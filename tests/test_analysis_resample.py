@@ -25,8 +25,9 @@ def test_samples_are_seeded_and_complete() -> None:
     s = Settings(bootstrap=20, seed=3, starts=4)
     args = stages(s)
     a, b = bootstrap_fits(*args, s), bootstrap_fits(*args, s)
-    assert list(a) == ["approach2", "frontier", "approach3", "budget_lnN", "budget_lnD", "budget_L",
+    assert list(a) == ["approach2", "frontier", "approach3", "budget_lnN", "budget_lnD", "budget_L", "budget_c2",
                        "budget_status"]
+    assert a["budget_c2"].shape == (20, 4) and np.nanmin(a["budget_c2"]) > 0  # usable parabolas open upward
     assert a["approach3"].shape == (20, 6) and a["frontier"].shape == (20, 4)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
