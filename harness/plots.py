@@ -221,9 +221,11 @@ def plot_approach3(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Fi
     gN = np.exp(np.linspace(np.log(N.min()) - 1, np.log(N.max()) + 1, 80))
     gD = np.exp(np.linspace(np.log(D.min()) - 1, np.log(D.max()) + 1, 80))
     LN, LD = np.meshgrid(np.log(gN), np.log(gD))
-    Z = np.exp(predict_log_loss(theta, LN, LD))
-    cs = ax2.contour(gN, gD, Z, levels=12, cmap="viridis", linewidths=0.8)
-    ax2.clabel(cs, fontsize=6, fmt="%.3g")
+    with np.errstate(over="ignore"):  # a wild fit (a corrupted table) can overflow far from the data
+        Z = np.ma.masked_invalid(np.exp(predict_log_loss(theta, LN, LD)))
+    if Z.count() > 1 and np.ptp(Z.compressed()) > 0:  # contour only what is finite and not flat
+        cs = ax2.contour(gN, gD, Z, levels=12, cmap="viridis", linewidths=0.8)
+        ax2.clabel(cs, fontsize=6, fmt="%.3g")
     for b, col in zip(fits.budgets, cols):
         ax2.plot(gN, b["C"] / (kappa * gN), color=col, lw=0.8, ls=":")
     cur = approach3_curves(fits, np.array([b["C"] for b in fits.budgets]))
