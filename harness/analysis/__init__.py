@@ -27,6 +27,6 @@ from harness.analysis.predict import (
 )
 
 __all__ = [
-    "Estimate", "Fits", "Settings", "approach2_loss_at", "attach_backtest", "canonicalize", "fit_all", "load_fits", "load_results",
-    "predict_at_budget", "predict_loss", "predict_many", "prediction_targets", "run_backtest", "select_fit_rows",
+    "Estimate", "Fits", "Settings", "approach2_loss_at", "attach_backtest", "canonicalize", "fit_all", "load_fits",
+    "load_results", "predict_at_budget", "predict_loss", "predict_many", "prediction_targets", "run_backtest", "select_fit_rows",
 ]

@@ -108,14 +108,19 @@ def predict_many(fits: Fits, budgets: Sequence[float] | None = None) -> list[dic
     return [predict_at_budget(fits, c) for c in (prediction_targets(fits) if budgets is None else budgets)]
 
 
+def _frontier_E(fits: Fits) -> float:
+    """The frontier's fitted E (0 where it has none)."""
+    E = _val(fits.frontier, "E")
+    return E if np.isfinite(E) else 0.0
+
+
 def isoflop_curvature(fits: Fits) -> tuple[float, np.ndarray | None]:
     """Approach 2's IsoFLOP curvature above the frontier's E: the mean over its usable budgets of
     c2 / (L_opt - E), where c2 is the budget's parabola coefficient of (ln N)^2, as a point value and one per
     bootstrap resample (None without samples). Under L = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022) the
     curvature of ln(L - E) in ln N along an IsoFLOP curve is alpha * beta at every budget, so this ratio
     (alpha * beta / 2) carries to larger budgets where c2 itself does not."""
-    E = _val(fits.frontier, "E")
-    E = 0.0 if not np.isfinite(E) else E
+    E = _frontier_E(fits)
     used = [b for b in fits.budgets if b.get("used") and b.get("coef") is not None]
     curv = [float(b["coef"][2]) / (_val(b, "L_opt") - E) for b in used if _val(b, "L_opt") > E]
     point = float(np.mean(curv)) if curv else float("nan")
@@ -140,8 +145,7 @@ def approach2_loss_at(fits: Fits, C: float, N: float) -> Estimate:
     lnN = float(np.log(_positive("N", N)))
     curves = approach2_curves(fits, C_arr)
     kappa, kappa_s = isoflop_curvature(fits)
-    E = _val(fits.frontier, "E")
-    E = 0.0 if not np.isfinite(E) else E
+    E = _frontier_E(fits)
     L = float(curves["loss"][0])
     value = L + kappa * (L - E) * (lnN - np.log(curves["N"][0])) ** 2
     samples = None
