@@ -97,14 +97,18 @@ def read_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def check_compatible(results_dir: Path, fingerprint: str, recipe: tuple[str, str] | None = None) -> None:
-    """Refuse to add runs on one corpus to a directory holding results from another (never mix fits); with
-    recipe = (LR source, schedule), also sweep rows of another recipe (check_recipe), from the same read."""
+def check_compatible(results_dir: Path, fingerprint: str | None = None, recipe: tuple[str, str] | None = None) -> None:
+    """Refuse to add runs to a directory whose results would not fit with them, from one read of its records:
+    - fingerprint: results on another corpus (never mix fits);
+    - recipe = (LR source, schedule): sweep rows trained under another LR source (rule file and hash, auto,
+      fixed) or schedule, e.g. a committed results/demo from before its config changed. Rows that do not record
+      one (a hand-made table) are not judged on it, and other budgets or sizes are fine: they extend the sweep."""
     if not results_dir.is_dir():
         return
     with locked(results_dir, exclusive=False):
         records = read_records(results_dir)
-    _check_fingerprints(records, fingerprint, results_dir)
+    if fingerprint is not None:
+        _check_fingerprints(records, fingerprint, results_dir)
     if recipe is not None:
         _check_recipe(records, *recipe, results_dir)
 
@@ -116,18 +120,6 @@ def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, re
             f"{str(results_dir)!r} holds results on another corpus (fingerprint {sorted(others)[0]}, this run: "
             f"{fingerprint}); use a different results_dir"
         )
-
-
-def check_recipe(results_dir: Path, lr_source: str, schedule: str) -> None:
-    """Refuse to add a sweep's runs to a directory whose sweep rows were trained under another LR source (rule
-    file and hash, auto, fixed) or schedule: the fits would mix two recipes, e.g. a committed results/demo from
-    before its config changed. Rows that do not record one (a hand-made table) are not judged on it, and other
-    budgets or sizes are fine: they extend the same sweep."""
-    if not results_dir.is_dir():
-        return
-    with locked(results_dir, exclusive=False):
-        records = read_records(results_dir)
-    _check_recipe(records, lr_source, schedule, results_dir)
 
 
 def _check_recipe(records: dict[str, dict[str, Any]], lr_source: str, schedule: str, results_dir: Path) -> None:

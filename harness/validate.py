@@ -26,7 +26,7 @@ from harness.counting import param_counts
 from harness.errors import HarnessError
 from harness.lr_rule import lr_source
 from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
-from harness.results import check_recipe
+from harness.results import check_compatible
 
 APPROACHES = ("approach2", "approach3")
 
@@ -132,7 +132,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
 
     targets = target_budgets(cfg)  # bad multiples and seeds fail here, before anything is fitted or trained
     holdout_seeds(cfg)
-    check_recipe(results_dir(cfg), lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule))
+    check_compatible(results_dir(cfg), recipe=(lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule)))
     acfg = analysis_config(cfg)
     if not Path(acfg.results).exists():
         raise HarnessError(f"{acfg.results} does not exist; run the sweep first (scripts/sweep.sh)")

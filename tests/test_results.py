@@ -15,7 +15,6 @@ from harness.results import (
     COLUMNS,
     REQUIRED,
     check_compatible,
-    check_recipe,
     check_results_dir,
     find_ok,
     read_csv_rows,
@@ -163,13 +162,13 @@ def test_sweep_rows_of_another_recipe_refused(tmp_path: Path) -> None:
     write_record(tmp_path, make_record("h", lr_rule="rule.json@bbb", schedule="cosine", role="holdout"))
     write_record(tmp_path, make_record("t", lr_rule="fixed", schedule="wsd", role="tune"))
     write_record(tmp_path, make_record("u", lr_rule="", schedule=""))  # a hand-made row that records neither
-    check_recipe(tmp_path, "rule.json@aaa", "wsd")
+    check_compatible(tmp_path, recipe=("rule.json@aaa", "wsd"))
     with pytest.raises(HarnessError, match=r"2 sweep run\(s\) trained under another recipe \(LR rule.json@aaa, "
                                            r"schedule wsd; this sweep: LR rule.json@bbb, schedule wsd\).*move"):
-        check_recipe(tmp_path, "rule.json@bbb", "wsd")
+        check_compatible(tmp_path, recipe=("rule.json@bbb", "wsd"))
     with pytest.raises(HarnessError, match=r"schedule wsd; this sweep: LR rule\.json@aaa, schedule cosine"):
-        check_recipe(tmp_path, "rule.json@aaa", "cosine")
-    check_recipe(tmp_path / "fresh", "auto", "cosine")
+        check_compatible(tmp_path, recipe=("rule.json@aaa", "cosine"))
+    check_compatible(tmp_path / "fresh", recipe=("auto", "cosine"))
     check_compatible(tmp_path, "fp-1", ("rule.json@aaa", "wsd"))  # the sweep's dry run: one read, both checks
     with pytest.raises(HarnessError, match="another recipe"):
         check_compatible(tmp_path, "fp-1", ("rule.json@bbb", "wsd"))
