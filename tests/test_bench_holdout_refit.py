@@ -1,0 +1,53 @@
+"""benchmarks/holdout_refit.py: held-out rows judged against the sweep rows' fits, on a synthetic table of a known law."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.analysis.synthetic import Law, isoflop_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+LAW = Law()
+BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20)
+
+
+@pytest.fixture(scope="module")
+def refit_mod():
+    spec = importlib.util.spec_from_file_location("holdout_refit", ROOT / "benchmarks" / "holdout_refit.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _holdout(C: float, N: float, scale: float = 1.0) -> dict:
+    D = C / (6 * N)
+    loss = float(LAW.loss(N, D)) * scale
+    return {"run_id": f"h{C:g}-{N:.0f}", "seed": 0, "params_total": N, "params_nonembedding": N, "params_scaling": N,
+            "budget_flops": C, "flops": C, "tokens": D, "val_bpb": loss, "val_loss": loss, "status": "ok",
+            "role": "holdout", "data_fingerprint": "synthetic"}
+
+
+def test_held_out_rows_of_the_law_land_on_it_and_a_worse_one_shows_its_gap(refit_mod, tmp_path: Path, capsys) -> None:
+    sweep = isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=7, noise=0.0, seed=0)
+    C = 10 * BUDGETS[-1]
+    N = float(LAW.n_opt(C))
+    held = pd.DataFrame([_holdout(C, N), _holdout(C, 2 * N, scale=1.05)])  # the second: 5% worse than the law
+    pd.concat([sweep, held]).to_csv(tmp_path / "results.csv", index=False)
+    report = refit_mod.refit(tmp_path, {"bootstrap": 40})
+    on_law, worse = report["holdouts"]
+    assert [h["N"] for h in report["holdouts"]] == [N, 2 * N] and on_law["multiple_of_largest"] == pytest.approx(10)
+    for a in ("approach2", "approach3"):
+        assert abs(on_law[a]["error"]) < 0.005, a  # held-out rows are never fitted, so a 5% gap stays a 5% gap
+        assert worse[a]["error"] == pytest.approx(0.05 / 1.05, abs=0.005), a
+    text = refit_mod.markdown(report)
+    assert text.count("\n") == 3 and "+4.7" in text.splitlines()[-1]
+
+
+def test_a_table_without_held_out_rows_says_so(refit_mod, tmp_path: Path) -> None:
+    isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=5, noise=0.0, seed=0).to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(SystemExit, match="no ok held-out rows"):
+        refit_mod.refit(tmp_path, {"bootstrap": 0})
