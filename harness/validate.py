@@ -147,6 +147,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         records.extend(runs)
         holdouts.append(holdout)
     fits.validation = entries
+    fits.warnings.extend(backtest_conflicts(entries, fits.backtest.get("summary") or []))
     plots = render_plots(fits, df, holdouts) + curves_plots(results_dir(cfg), read_records(results_dir(cfg)))
     files = write_report(fits, plots, acfg.out, [validation_markdown(entries), *adapt_markdown(results_dir(cfg))])
     return {"validation": entries, "fits": fits, "files": files, "records": records}
@@ -240,6 +241,40 @@ def _compare_with_noise(actual: float, predicted: Any, floor: dict[str, Any], so
     """compare() plus whether the error is within the seed noise of the actual value."""
     c = compare(actual, predicted)
     return {"source": source, **c, "within_noise": within_noise(c["rel_error"], floor["rel_sd_of_mean"])}
+
+
+# The backtest series that judges each approach's loss inside the sweep.
+BACKTEST_SERIES = {"approach2": "frontier", "approach3": "approach3"}
+
+
+def backtest_conflicts(entries: list[dict[str, Any]], summary: list[dict[str, Any]]) -> list[str]:
+    """A warning per approach whose held-out runs all miss on the side opposite to its backtest's sign bias, at
+    least one beyond seed noise: a sign the extrapolation alone does not explain (their LR, schedule or warmup may
+    differ from the sweep's points, or the model family past the sweep)."""
+    out = []
+    for a, series in BACKTEST_SERIES.items():
+        lean = next((s for s in summary if s["approach"] == series and s["quantity"] == "loss" and s.get("bias")), None)
+        errs = [e["comparison"][a] for e in entries if e["comparison"][a]["rel_error"] is not None]
+        if lean is not None and _against(errs, lean["bias"]):
+            out.append(_conflict_text(a, series, errs, lean))
+    return out
+
+
+def _against(errs: list[dict[str, Any]], bias: str) -> bool:
+    """Every error on the side opposite to the backtest's lean, and not all of them inside seed noise."""
+    sign = -1 if bias == "over-predicts" else 1  # the side the backtest's errors lean to
+    return bool(errs) and all(c["rel_error"] * sign < 0 for c in errs) and not all(c.get("within_noise") for c in errs)
+
+
+def _conflict_text(a: str, series: str, errs: list[dict[str, Any]], lean: dict[str, Any]) -> str:
+    side = "above" if lean["bias"] == "over-predicts" else "below"
+    shown = ", ".join(f"{c['rel_error']:+.2%}" for c in errs)
+    return (f"held-out runs: every one lands {side} {a}'s prediction ({shown}), while the backtest finds its {series} "
+            f"{lean['bias']} loss inside the sweep (mean error {lean['mean_rel_error']:+.1%}). A law that bends the "
+            "wrong way misses on the same side further out, so this points at a difference between the held-out runs "
+            "and the sweep's points rather than at the extrapolation: check that they share its recipe (e.g. WSD "
+            "chains take the LR rule at their branches' geometric-mean D, within train.chain_lr_tolerance; a "
+            "held-out run takes its own) and its model family's shape")
 
 
 def ladder_coverage(entries: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
