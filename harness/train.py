@@ -312,6 +312,9 @@ class Trainer:
         }
 
 
+_WARNED: set[str] = set()  # the warnings this process has printed (prepare)
+
+
 def prepare(cfg: DictConfig, world: int) -> tuple[RunContext, Corpus, torch.device, torch.dtype]:
     """What a run resolves and checks before it trains (harness.pack does the same for a pack): its context
     (cheap checks before data), results dir, tracker, device and precision, the corpus, and that the results
@@ -325,7 +328,9 @@ def prepare(cfg: DictConfig, world: int) -> tuple[RunContext, Corpus, torch.devi
     corpus = load_corpus(cfg.data, ctx.gcfg.seq_len)
     ctx = ctx.with_corpus(corpus.fingerprint, corpus.vocab_size)
     for w in ctx.warnings:
-        say(f"warning: {w}", sys.stderr)
+        if w not in _WARNED:  # once per process: a sweep's jobs share joblib's workers, and a rule's mismatch
+            _WARNED.add(w)    # (corpus, schedule) is the same for every run of the sweep
+            say(f"warning: {w}", sys.stderr)
     check_compatible(ctx.results_dir, ctx.fingerprint)
     return ctx, corpus, device, dtype
 

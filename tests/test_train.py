@@ -308,3 +308,19 @@ def test_results_csv_of_another_schema_refused(tiny_cfg, tmp_path: Path) -> None
         run(tiny_cfg())
     after = snapshot(results)
     assert {k: v for k, v in after.items() if k != ".lock"} == before
+
+
+def test_a_warning_is_said_once_per_process(tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys) -> None:
+    """A sweep's jobs share joblib's worker processes, and an LR rule fitted on another corpus warns every run of
+    it the same way: each process says it once (the run context still carries it)."""
+    train = harness.train
+    monkeypatch.setattr(train, "_WARNED", set())
+    rule = tmp_path / "rule.json"
+    rule.write_text(json.dumps({"schema": 1, "params": "nonembedding", "rule": {
+        k: {"value": v, "lo": None, "hi": None, "n": 0} for k, v in (("c", 0.01), ("p", 0.0), ("q", 0.0))},
+        "provenance": {"data_fingerprint": "sha256:elsewhere"}}))
+    cfg = tiny_cfg("train.lr=rule", f"train.lr_rule={rule}")
+    contexts = [train.prepare(cfg, 1)[0] for _ in range(2)]
+    assert all(any("sha256:elsewhere" in w for w in ctx.warnings) for ctx in contexts)
+    assert capsys.readouterr().err.count("fitted on corpus sha256:elsewhere") == 1
