@@ -267,6 +267,7 @@ def _against(errs: list[dict[str, Any]], bias: str) -> bool:
 
 
 def _conflict_text(a: str, series: str, errs: list[dict[str, Any]], lean: dict[str, Any]) -> str:
+    """The warning: both signs, both numbers, and where to look."""
     side = "above" if lean["bias"] == "over-predicts" else "below"
     shown = ", ".join(f"{c['rel_error']:+.2%}" for c in errs)
     return (f"held-out runs: every one lands {side} {a}'s prediction ({shown}), while the backtest finds its {series} "
