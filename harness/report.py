@@ -249,7 +249,9 @@ def noise_line(fits: Fits) -> str:
     """One line: the pooled seed noise with its interval, or why it was not measured."""
     nz = fits.noise or {}
     if not nz.get("measured"):
-        return f"seed noise: not measured ({nz.get('reason', 'no repeats')})" if nz else ""
+        assumed = nz.get("assumed")
+        judged = f"; errors judged against {assumed['rel_sd']:.2%} from {assumed['source']}" if assumed else ""
+        return f"seed noise: not measured ({nz.get('reason', 'no repeats')}){judged}" if nz else ""
     p = nz["pooled"]
     return (f"seed noise: sd of ln(loss) {p['rel_sd']:.2%} [{p['rel_sd_lo']:.2%}, {p['rel_sd_hi']:.2%}] from "
             f"{p['points']} repeated points ({p['dof']} degrees of freedom)")
@@ -261,6 +263,10 @@ def _noise_section(fits: Fits) -> list[str]:
     if not nz:
         return []
     out = ["", "## Seed noise", "", noise_line(fits) + "."]
+    if nz.get("assumed"):
+        return [*out, "", "Prediction errors below are judged against that floor, measured elsewhere (analysis "
+                "`noise.floor`), not in this table; the bootstrap intervals do not carry seed noise (no repeats to "
+                "resample)."]
     if not nz.get("measured"):
         return [*out, "", "Prediction errors below are not judged against a noise floor."]
     out += ["", f"Method: {nz['method']}. The bootstrap resampled points within each budget and then seeds within "

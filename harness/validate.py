@@ -234,7 +234,9 @@ def holdout_noise(sweep_noise: dict[str, Any], actuals: list[float], C: float) -
     sd = noise_floor(sweep_noise, C)
     if sd is None:
         return {"rel_sd": None, "rel_sd_of_mean": None, "source": "not measured (one seed everywhere)"}
-    return {"rel_sd": sd, "rel_sd_of_mean": sd, "source": "the sweep's repeated points (pooled)"}
+    assumed = None if sweep_noise.get("measured") else sweep_noise.get("assumed")
+    return {"rel_sd": sd, "rel_sd_of_mean": sd,
+            "source": f"assumed from {assumed['source']}" if assumed else "the sweep's repeated points (pooled)"}
 
 
 def _compare_with_noise(actual: float, predicted: Any, floor: dict[str, Any], source: str) -> dict[str, Any]:

@@ -52,6 +52,28 @@ def test_no_repeats_means_not_measured_and_the_plain_bootstrap() -> None:
     assert fits.bootstrap["stratified_by"] == "budget"
 
 
+def test_a_floor_measured_elsewhere_judges_a_table_without_repeats_and_never_overrides_a_measured_one() -> None:
+    """analysis noise.floor (the demo's: its sweep's seeds measured once, README "The sweep's own seed noise"):
+    without repeats, errors are judged against it and the report says where it came from; with repeats the
+    table's own noise wins."""
+    from harness.errors import HarnessError
+
+    single = isoflop_sweep(budgets=(1e18, 3e18, 1e19), sizes_per_budget=5, noise=0.003)
+    fits = fit_all(single, {"bootstrap": 0, "noise": {"floor": 0.0135, "source": "bench/seeds"}})
+    nz = fits.noise
+    assert nz["measured"] is False and nz["assumed"] == {"rel_sd": 0.0135, "source": "bench/seeds"}
+    assert noise_floor(nz, 1e19) == 0.0135 and within_noise(0.02, noise_floor(nz)) is True
+    text = render_markdown(fits)
+    assert "judged against 1.35% from bench/seeds" in text and "measured elsewhere" in text
+    repeated = isoflop_sweep(budgets=(1e18, 1e19), sizes_per_budget=3, noise=0.004, seeds=3, seed=1)
+    measured = fit_all(repeated, {"bootstrap": 0, "noise": {"floor": 0.5}}).noise
+    assert measured["measured"] and "assumed" not in measured
+    assert noise_floor(measured) == pytest.approx(measured["pooled"]["rel_sd"])
+    for bad in (-0.01, 1.5):
+        with pytest.raises(HarnessError, match=r"noise\.floor"):
+            fit_all(single, {"bootstrap": 0, "noise": {"floor": bad}})
+
+
 def test_hierarchical_weights_draw_points_then_seeds() -> None:
     df = _used(isoflop_sweep(budgets=(1e18, 1e19), sizes_per_budget=4, seeds=3))
     points = point_codes(df)

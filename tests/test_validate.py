@@ -190,6 +190,9 @@ def test_held_out_seeds_that_disagree_are_flagged_not_averaged_silently() -> Non
     assert not holdout_noise(noisy, [1.7231, 1.8108, 1.7173], 2e13)["disagree"]
     single = holdout_noise(unmeasured, [1.7231], 2e13)
     assert "disagree" not in single and single["rel_sd"] is None
+    # a sweep without repeats but with a floor measured elsewhere (analysis noise.floor) is judged against it
+    assumed = holdout_noise({"measured": False, "assumed": {"rel_sd": 0.0135, "source": "bench/seeds"}}, [1.7231], 2e13)
+    assert assumed["rel_sd_of_mean"] == 0.0135 and assumed["source"] == "assumed from bench/seeds"
 
 
 def _ladder(a2: list[float], a3: list[float], within: bool | None = None) -> list[dict]:

@@ -34,6 +34,8 @@ class Settings:
     form: str = "auto"
     frontier_source: str = "minima"
     frontier_min_free: int = 4
+    noise_floor: float = 0.0  # a seed noise measured elsewhere (sd of ln(loss)), for tables without repeats; 0: none
+    noise_source: str = ""  # where that figure was measured (stated beside it)
     predict: tuple[float, ...] = ()
 
     @classmethod
@@ -67,6 +69,9 @@ class Settings:
             raise HarnessError(f"frontier.source={self.frontier_source!r}; use frontier.source=minima or envelope")
         if not 0.5 < self.level < 1.0:
             raise HarnessError(f"level={self.level} is not a confidence level; use e.g. level=0.95")
+        if not 0.0 <= self.noise_floor < 1.0:
+            raise HarnessError(f"noise.floor={self.noise_floor} is not a relative seed noise; use e.g. noise.floor=0.0135 "
+                               "(an sd of ln(loss) of 1.35%, measured by repeats) or 0 for none")
 
 
 # Settings attribute -> dotted config key
@@ -77,6 +82,7 @@ CONFIG_KEYS = {
     "delta": "parametric.delta", "starts": "parametric.starts", "form": "parametric.form",
     "frontier_source": "frontier.source",
     "frontier_min_free": "frontier.min_points_free",
+    "noise_floor": "noise.floor", "noise_source": "noise.source",
 }
 
 

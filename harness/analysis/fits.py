@@ -236,7 +236,7 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
     _cross_check(approach2, approach3, diag)
     valid = valid_counts(samples, settings.bootstrap, diag)
     _warn_tokens_derived(used, diag)
-    noise = seed_noise(used, diag)
+    noise = seed_noise(used, diag, settings.noise_floor, settings.noise_source)
     scheme = "budget, then seed within point" if has_repeats(points) else "budget"
     return Fits(
         inputs=_inputs_summary(df, used), settings=dataclasses.asdict(settings),

@@ -110,13 +110,18 @@ def _wild(points: pd.DataFrame) -> pd.Series:
     return pd.Series(out, index=points.index, dtype=bool)
 
 
-def seed_noise(used: pd.DataFrame, diag: Diagnostics) -> dict[str, Any]:
+def seed_noise(used: pd.DataFrame, diag: Diagnostics, floor: float = 0.0, source: str = "") -> dict[str, Any]:
     """The seed-noise block of fits.json: pooled and per-budget sd of ln(loss) and every repeated point; points
-    whose seeds disagree wildly are warned about by name (they stay in the fit: the table shows them)."""
+    whose seeds disagree wildly are warned about by name (they stay in the fit: the table shows them). A table
+    without repeats can be given a floor measured elsewhere (analysis noise.floor, noise.source): errors are then
+    judged against it, and fits.json keeps it apart as `assumed`."""
     points = point_codes(used)
     if not has_repeats(points):
-        return {"measured": False, "method": METHOD,
-                "reason": "one run per (budget, N, D) point: train repeats (sweep.seeds=[0,1]) to measure it"}
+        out = {"measured": False, "method": METHOD,
+               "reason": "one run per (budget, N, D) point: train repeats (sweep.seeds=[0,1]) to measure it"}
+        if floor > 0:
+            out["assumed"] = {"rel_sd": float(floor), "source": source or "analysis noise.floor"}
+        return out
     table = _point_table(used, points)
     wild = _wild(table)
     for _, row in table[wild].iterrows():
@@ -136,9 +141,13 @@ def seed_noise(used: pd.DataFrame, diag: Diagnostics) -> dict[str, Any]:
 
 def noise_floor(noise: dict[str, Any] | None, budget: float | None = None) -> float | None:
     """The relative seed sd to judge an error at `budget` against: that budget's own when measured, else the
-    pooled one (seed noise is roughly constant in ln(loss) across these small budgets); None if unmeasured."""
-    if not noise or not noise.get("measured"):
+    pooled one (seed noise is roughly constant in ln(loss) across these small budgets); unmeasured, the floor
+    assumed from elsewhere, else None."""
+    if not noise:
         return None
+    if not noise.get("measured"):
+        assumed = noise.get("assumed")
+        return float(assumed["rel_sd"]) if assumed else None
     own = [b for b in noise.get("per_budget", []) if budget is not None and math.isclose(b["budget"], budget, rel_tol=1e-6)]
     pooled = own[0] if own else noise.get("pooled")
     return float(pooled["rel_sd"]) if pooled else None
