@@ -25,19 +25,7 @@ from omegaconf import OmegaConf
 from harness.analysis import approach2_loss_at, fit_all, load_results, predict_loss
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import Estimate
-from harness.cli import CONF_DIR
-
-
-def analysis_config(results: Path, overrides: dict[str, Any] | None = None) -> Any:
-    """conf/analyze.yaml (with overrides, e.g. {"bootstrap": 100}) pointed at results/results.csv: the analysis
-    harness-analyze would run."""
-    cfg = OmegaConf.load(Path(CONF_DIR) / "analyze.yaml")
-    for key in ("defaults", "hydra"):
-        cfg.pop(key, None)
-    cfg = OmegaConf.merge(cfg, overrides or {})
-    cfg.results = str(results / "results.csv")
-    cfg.out = str(results)
-    return cfg
+from harness.validate import analysis_config
 
 
 def _entry(est: Estimate, actual: float) -> dict[str, Any]:
@@ -49,7 +37,8 @@ def _entry(est: Estimate, actual: float) -> dict[str, Any]:
 
 def refit(results: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fit the sweep rows of results/results.csv and compare every held-out row with both approaches."""
-    cfg = analysis_config(results, overrides)
+    # harness-validate's analysis settings (conf/analyze.yaml with a sweep's `analysis` overrides) for this dir
+    cfg = analysis_config(OmegaConf.create({"results_dir": str(results), "analysis": overrides or {}}))
     fits = fit_all(load_results(cfg.results, cfg), cfg)
     rows = pd.read_csv(results / "results.csv")
     held = rows[(rows["role"] == "holdout") & (rows["status"] == "ok")].sort_values(["budget_flops", "seed"])

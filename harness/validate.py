@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from harness import CONF_DIR
-from harness.adapt import adapt_markdown
+from harness.adapt import adapt_markdown, analysis_settings
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import format_cell
 from harness.analysis.noise import NOISE_Z, noise_floor, wild_limit, within_noise
@@ -33,10 +32,7 @@ APPROACHES = ("approach2", "approach3")
 
 def analysis_config(cfg: DictConfig) -> DictConfig:
     """conf/analyze.yaml merged with the sweep config's `analysis` overrides, pointed at this results dir."""
-    base = OmegaConf.load(Path(CONF_DIR) / "analyze.yaml")
-    for key in ("defaults", "hydra"):
-        base.pop(key, None)
-    acfg = OmegaConf.merge(base, cfg.get("analysis") or {})
+    acfg = analysis_settings(cfg)
     acfg.results = str(results_dir(cfg) / "results.csv")
     acfg.out = str(results_dir(cfg))
     return acfg
@@ -234,7 +230,7 @@ def holdout_noise(sweep_noise: dict[str, Any], actuals: list[float], C: float) -
     sd = noise_floor(sweep_noise, C)
     if sd is None:
         return {"rel_sd": None, "rel_sd_of_mean": None, "source": "not measured (one seed everywhere)"}
-    assumed = None if sweep_noise.get("measured") else sweep_noise.get("assumed")
+    assumed = sweep_noise.get("assumed")  # only a table without repeats carries one (noise.seed_noise)
     return {"rel_sd": sd, "rel_sd_of_mean": sd,
             "source": f"assumed from {assumed['source']}" if assumed else "the sweep's repeated points (pooled)"}
 
