@@ -85,6 +85,25 @@ def text_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def load_benchmark() -> Callable[[str], object]:
+    """load_benchmark(name) -> benchmarks/<name>.py as a module (benchmarks/ is not a package; it is put on sys.path
+    so a benchmark can import its neighbours, e.g. tiny.py its nanogpt_ref)."""
+    import importlib.util
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench_dir) not in sys.path:
+        sys.path.insert(0, str(bench_dir))
+
+    def _load(name: str) -> object:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", bench_dir / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return _load
+
+
 @pytest.fixture
 def compose_cfg() -> Callable[..., object]:
     """compose_cfg(*overrides) -> a DictConfig of conf/run.yaml with those overrides."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
@@ -10,17 +9,13 @@ import pytest
 
 from harness.analysis.synthetic import Law, isoflop_sweep
 
-ROOT = Path(__file__).resolve().parents[1]
 LAW = Law()
 BUDGETS = (1e18, 3e18, 1e19, 3e19, 1e20)
 
 
 @pytest.fixture(scope="module")
-def refit_mod():
-    spec = importlib.util.spec_from_file_location("holdout_refit", ROOT / "benchmarks" / "holdout_refit.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def refit_mod(load_benchmark):
+    return load_benchmark("holdout_refit")
 
 
 def _holdout(C: float, N: float, scale: float = 1.0) -> dict:

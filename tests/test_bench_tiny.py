@@ -3,9 +3,7 @@ is the same model as the harness's (same parameters, same loss given the same we
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,12 @@ import torch
 
 from harness.model import GPT, GPTConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_tiny", ROOT / "benchmarks" / "tiny.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def tiny(load_benchmark):
+    return load_benchmark("tiny")
 
 
 def test_reference_is_the_same_model(tiny) -> None:
