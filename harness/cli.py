@@ -157,12 +157,13 @@ def _validate_ladder(cfg: DictConfig, target: Any) -> int:
 
 def _fit_lr_sweep(cfg: DictConfig) -> int:
     """The last step of an LR sweep: the rule and report, summarised on the terminal."""
+    from harness.lr_rule import convention_text
     from harness.tune import fit_tune
 
     res = fit_tune(cfg)
     doc = res["doc"]
     rule = {k: Estimate.from_dict(v) for k, v in doc["rule"].items()}
-    print(f"\n=== LR rule: lr* = c N^p D^q (N = {doc['params']} parameters, D = tokens) ===")
+    print(f"\n=== LR rule: lr* = c N^p D^q (N = {convention_text(doc['params'])}, D = tokens) ===")
     print("  " + ", ".join(f"{k} = {rule[k].format(4)}" for k in ("c", "p", "q")))
     for p in doc["points"]:
         o = Estimate.from_dict(p["lr_opt"])

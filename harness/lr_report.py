@@ -23,7 +23,7 @@ from harness.analysis.lr import LROptimum, LRRule, fit_lr_optimum, fit_lr_rule
 from harness.errors import HarnessError
 from harness.figures import bar_lengths, colors, png_bytes
 from harness.fsutil import atomic_write
-from harness.lr_rule import SCHEMA
+from harness.lr_rule import SCHEMA, convention_text
 
 
 @dataclass
@@ -83,7 +83,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     est = {k: f"{format_cell(r[k]['value'], '.4g')} [{format_cell(r[k]['lo'], '.4g')}, {format_cell(r[k]['hi'], '.4g')}]" for k in r}
     lines = [
         "# LR sweep", "",
-        f"Fitted rule: **lr\\* = c N^p D^q** with N = {doc['params']} parameters, D = tokens: c = {est['c']}, "
+        f"Fitted rule: **lr\\* = c N^p D^q** with N = {convention_text(doc['params'])}, D = tokens: c = {est['c']}, "
         f"p = {est['p']}, q = {est['q']} (95% intervals; {doc['n_points']} bracketed points, residual RMS "
         f"{doc['rmse_log']:.3f} in ln lr).", "",
         "| model | budget | N | D | LRs tried | optimal lr [95%] | val_bpb at opt | status |",

@@ -1,4 +1,5 @@
-"""A fitted learning-rate rule file: lr = c * N^p * D^q (N parameters under the file's convention, D tokens).
+"""A fitted learning-rate rule file: lr = c * N^p * D^q (N: parameters under the file's convention, or the width
+d_model; D tokens).
 
 `harness-sweep sweep=lr` writes one (results/lr/lr_rule.json) with its provenance: the corpus fingerprint, the
 size family and the points it was fitted on. `train.lr=rule` reads `train.lr_rule` (default: the rule fitted
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from harness.errors import HarnessError
 SCHEMA = 1
 DEFAULT = "default"
 DEFAULT_PATH = Path(CONF_DIR) / "lr_rules" / "stdlib_family.json"
-PARAM_CONVENTIONS = ("total", "nonembedding", "scaling")
+PARAM_CONVENTIONS = ("total", "nonembedding", "scaling", "width")
 EXTRAPOLATION_WARN = 10.0
 FAMILY_KEYS = ("aspect", "min_layers", "head_dim", "ff_mult", "d_model_step", "seq_len")
 Range = tuple[float, float] | None  # (min, max) over the points a rule was fitted on; None for a hand-written rule
@@ -50,6 +52,22 @@ class LRRuleFile:
     def tag(self) -> str:
         """Short provenance for result rows: the file name and 12 hex digits of the hash of its coefficients."""
         return f"{Path(self.path).name}@{self.sha256[:12]}"
+
+
+def rule_size(convention: str, counts: Mapping[str, Any], d_model: int | None) -> float:
+    """The N a rule of this convention reads: a parameter count (counts: harness.counting.param_counts, or a
+    result row), or, for `width`, d_model. Adam's optimal LR follows the width, not the depth (muP: Yang et al.
+    2022), so a width rule carries across the family's depth steps (README "The 3-layer sizes")."""
+    if convention == "width":
+        if not d_model:
+            raise ValueError("a width LR rule needs the model's d_model")
+        return float(d_model)
+    return float(counts[f"params_{convention}"])
+
+
+def convention_text(convention: str) -> str:
+    """What N of a rule is, in words, for reports."""
+    return "d_model (the width)" if convention == "width" else f"{convention} parameters"
 
 
 def lr_source(lr: Any, lr_rule: Any) -> str:
@@ -157,6 +175,7 @@ def _schedule_mismatch(rule: LRRuleFile, schedule: str | None) -> list[str]:
 def rule_warnings(rule: LRRuleFile, fingerprint: str | None, model: Any, params: dict[str, int],
                   tokens: float, schedule: str | None = None) -> list[str]:
     """Where a run leaves what its LR rule was fitted on: another corpus, family or schedule, or far outside its
-    N, D (params: the run's parameter counts under every convention, as harness.counting.param_counts gives)."""
+    N, D (params: the run's parameter counts under every convention, as harness.counting.param_counts gives;
+    model: the model config, whose d_model a width rule reads)."""
     return [*mismatches(rule, fingerprint, model, schedule),
-            *extrapolation(rule, params[f"params_{rule.params}"], tokens)]
+            *extrapolation(rule, rule_size(rule.params, params, model.get("d_model")), tokens)]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
-from harness.lr_rule import load_rule, rule_warnings
+from harness.lr_rule import load_rule, rule_size, rule_warnings
 from harness.model import GPTConfig
 from harness.schedule import rule_tokens, schedule_of, schedule_spec
 
@@ -61,7 +61,7 @@ def learning_rate(tc: DictConfig, gcfg: GPTConfig, tokens: float) -> tuple[float
         return float(tc.lr_base) * (float(tc.lr_ref_width) / gcfg.d_model) ** float(tc.lr_width_exponent), "auto"
     if text == "rule":
         rule = load_rule(tc.get("lr_rule"))
-        return rule.lr(param_counts(gcfg)[f"params_{rule.params}"], tokens), rule.tag
+        return rule.lr(rule_size(rule.params, param_counts(gcfg), gcfg.d_model), tokens), rule.tag
     try:
         lr = float(text)
     except ValueError:

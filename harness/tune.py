@@ -30,7 +30,7 @@ from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.lr_report import TunePointData, write_lr_report
-from harness.lr_rule import FAMILY_KEYS
+from harness.lr_rule import FAMILY_KEYS, PARAM_CONVENTIONS, rule_size
 from harness.model import GPTConfig
 from harness.plan import (
     PlannedRun,
@@ -238,6 +238,7 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     if rnd >= rounds:
         return {"runs": [], "rounds": rounds, "table": f"LR sweep round {rnd}: past sweep.max_rounds; nothing to train"}
     check_results_dir(results_dir(cfg))
+    rule_convention(cfg)
     loss_of, _ = losses_from(cfg)
     runs = plan_round(cfg, rnd, loss_of)
     jobs = tune_jobs(cfg, runs)
@@ -258,11 +259,20 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     return {"runs": runs, "records": [run(job_config(cfg, job))]}
 
 
+def rule_convention(cfg: DictConfig) -> str:
+    """sweep.params, checked before anything trains: what N of the rule counts."""
+    convention = str(cfg.sweep.params)
+    if convention not in PARAM_CONVENTIONS:
+        raise HarnessError(f"sweep.params={convention!r} is not a rule convention; use one of "
+                           f"{', '.join(PARAM_CONVENTIONS)} (width: N = d_model)")
+    return convention
+
+
 def collect_points(cfg: DictConfig, records: dict[str, dict[str, Any]]) -> list[TunePointData]:
     """Every (size, budget) of the sweep with the LRs tried and their mean val_bpb over seeds (inf: diverged).
     Only sweep.d_models x sweep.budgets on this sweep's schedule: runs of an earlier grid, or of the other
     schedule, left in the directory stay out of the rule."""
-    params_key = f"params_{cfg.sweep.params}"
+    convention = rule_convention(cfg)
     grid = {(int(d), float(b)) for d in cfg.sweep.d_models for b in sweep_budgets(cfg.sweep)}
     schedule = str(cfg.train.schedule)
     groups: dict[Point, dict[float, list[float]]] = {}
@@ -277,7 +287,7 @@ def collect_points(cfg: DictConfig, records: dict[str, dict[str, Any]]) -> list[
         loss = float(rec["val_bpb"]) if rec["status"] == "ok" else math.inf
         groups.setdefault(pt, {}).setdefault(_sig(float(rec["lr"])), []).append(loss)
         meta[pt] = rec
-    return [TunePointData(pt[0], str(meta[pt]["model"]), pt[1], float(meta[pt][params_key]),
+    return [TunePointData(pt[0], str(meta[pt]["model"]), pt[1], rule_size(convention, meta[pt], pt[0]),
                           float(meta[pt]["tokens"]), list(by_lr), [sum(v) / len(v) for v in by_lr.values()])
             for pt, by_lr in sorted(groups.items())]
 

@@ -60,3 +60,15 @@ def test_rule_recovers_a_known_power_law_from_noisy_bowls() -> None:
     assert rule.q.value == pytest.approx(q, abs=0.05)
     assert rule.p.lo < p < rule.p.hi and rule.q.lo < q < rule.q.hi
     assert rule(3e4, 1e12 / 1.8e5) == pytest.approx(c * 3e4**p * (1e12 / 1.8e5) ** q, rel=0.15)
+
+
+def test_vertex_beyond_the_lrs_it_was_fitted_on_is_clipped_into_its_interval() -> None:
+    """family-d96-L3 at 1e12 (WSD LR sweep): the best LR is interior, but the parabola through it and its
+    neighbours opens its vertex below the smallest LR of the window; the optimum is clipped to that LR, as
+    every bootstrap draw is, so the reported value lies inside its own interval."""
+    lrs = np.array([0.0032, 0.003805, 0.004525, 0.005381, 0.0064, 0.009051, 0.0128])
+    losses = np.array([3.4046, 3.4035, 3.3897, 3.4837, 3.4536, 3.7020, 3.7826])
+    o = fit_lr_optimum(lrs, losses)
+    assert o.status == "ok"
+    assert o.lr.lo <= o.lr.value <= o.lr.hi
+    assert o.lr.value == pytest.approx(0.0032)

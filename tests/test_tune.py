@@ -265,6 +265,10 @@ def test_shipped_rules_resolve_by_name() -> None:
     assert resolve_path("stdlib_family_wsd") == DEFAULT_PATH.parent / "stdlib_family_wsd.json"
     assert load_rule("stdlib_family_wsd").provenance["train"]["schedule"] == "wsd"
     assert load_rule("default").provenance["train"]["schedule"] == "cosine"
+    width = load_rule("stdlib_family_wsd_width")  # the committed fit over the 2- and 3-layer WSD LR sweeps
+    assert width.params == "width" and width.provenance["train"]["schedule"] == "wsd" and width.n_range == (24, 96)
+    committed = Path(__file__).resolve().parents[1] / "results" / "lr_wsd_width" / "lr_rule.json"
+    assert Path(width.path).read_bytes() == committed.read_bytes()
     with pytest.raises(HarnessError, match="does not exist"):
         load_rule("no_such_rule")
 
@@ -284,3 +288,41 @@ def test_rule_points_keep_only_this_sweeps_schedule() -> None:
     assert pt.lrs == [0.01, 0.02] and pt.losses == [2.0, 1.9]
     (cos,) = collect_points(_cfg("train.schedule=cosine"), records)
     assert sorted(cos.lrs) == [0.01, 0.04]
+
+
+def test_width_rule_reads_d_model_in_the_sweep_the_plan_and_its_warnings(tmp_path: Path) -> None:
+    """sweep.params=width fits lr* = c d_model^p D^q: the points carry d_model as N, a run on a width rule gets
+    c d^p D^q whatever its depth, the range warning checks d_model, and a bad convention is refused before
+    anything trains."""
+    from harness.lr_rule import load_rule, rule_warnings
+    from harness.plan import learning_rate, model_config
+    from harness.tune import collect_points, tune
+
+    rec = {"run_id": "a", "role": "tune", "status": "ok", "d_model": 8, "budget_flops": 1e9, "lr": 0.01,
+           "val_bpb": 2.0, "schedule": "cosine", "model": "family-d8-L2", "params_nonembedding": 1000, "tokens": 5000}
+    (pt,) = collect_points(_cfg("sweep.params=width"), {"a": rec})
+    assert pt.n_params == 8.0
+    (pt,) = collect_points(_cfg(), {"a": rec})
+    assert pt.n_params == 1000.0
+
+    path = tmp_path / "width.json"
+    path.write_text(json.dumps({"schema": 1, "params": "width", "rule": {
+        k: {"value": v, "lo": None, "hi": None, "n": 0} for k, v in (("c", 0.4), ("p", -1.0), ("q", 0.0))},
+        "points": [{"N": 24, "D": 1e6, "status": "ok"}, {"N": 96, "D": 1e7, "status": "ok"}]}))
+    cfg = _cfg("train.lr=rule", f"train.lr_rule={path}")
+    lrs = {}
+    for d in (72, 80):  # d72 has 2 layers, d80 3: the rule sees only the width
+        cfg.model.d_model = d
+        _, g = model_config(cfg.model, 256)
+        lrs[(d, g.n_layer)], tag = learning_rate(cfg.train, g, 1e6)
+        assert tag.startswith("width.json@")
+    assert lrs == {(72, 2): pytest.approx(0.4 / 72), (80, 3): pytest.approx(0.4 / 80)}
+    rule = load_rule(str(path))
+    assert rule_warnings(rule, None, {"name": "family", "d_model": 80}, {}, 2e6) == []
+    (far,) = rule_warnings(rule, None, {"name": "family", "d_model": 1024}, {}, 2e6)
+    assert "N = 1.02e+03" in far
+    with pytest.raises(ValueError, match="d_model"):
+        rule_warnings(rule, None, {"name": "family"}, {}, 2e6)
+
+    with pytest.raises(HarnessError, match=r"sweep\.params='heads'.*width"):
+        tune(_cfg("sweep.params=heads", f"results_dir={tmp_path / 'lr'}"))

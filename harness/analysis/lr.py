@@ -60,7 +60,9 @@ def fit_lr_optimum(lrs: np.ndarray, losses: np.ndarray, noise_rel: float = 0.005
     coef, *_ = np.linalg.lstsq(X, y, rcond=None)
     if coef[2] <= 0:
         return LROptimum(best, float(y_all[m]), "downward", len(x), np.full(DRAWS, np.nan))
-    vertex = -coef[1] / (2 * coef[2])
+    # the vertex, like every draw below, is clipped to the LRs it was fitted on: beyond them the parabola
+    # extrapolates, and an optimum outside its own interval would be reported
+    vertex = float(np.clip(-coef[1] / (2 * coef[2]), x.min(), x.max()))
     resid = y - X @ coef
     dof = len(x) - 3
     sigma = max(float(np.sqrt(resid @ resid / dof)) if dof > 0 else 0.0, noise_rel * float(np.mean(y)))
