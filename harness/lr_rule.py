@@ -60,7 +60,8 @@ def rule_size(convention: str, counts: Mapping[str, Any], d_model: int | None) -
     2022), so a width rule carries across the family's depth steps (README "The 3-layer sizes")."""
     if convention == "width":
         if not d_model:
-            raise ValueError("a width LR rule needs the model's d_model")
+            raise HarnessError("this LR rule is fitted on the width (params: width) and the model config has no "
+                               "d_model: use a model with model.d_model, or a rule fitted on parameters")
         return float(d_model)
     return float(counts[f"params_{convention}"])
 
@@ -131,7 +132,8 @@ def extrapolation(rule: LRRuleFile, n_params: float, tokens: float, factor: floa
     budget) catches a large model trained long, inside both one-dimensional ranges but beyond every point: the
     demo's 1.2e13 held-out run got twice its optimal LR from a rule fitted up to 1e12 (README "Learning rate")."""
     out = []
-    checks = (("N", n_params, rule.n_range), ("D", tokens, rule.d_range), ("N*D", n_params * tokens, rule.nd_range))
+    n = "d_model" if rule.params == "width" else "N"  # what the rule's N is (rule_size)
+    checks = ((n, n_params, rule.n_range), ("D", tokens, rule.d_range), (f"{n}*D", n_params * tokens, rule.nd_range))
     for name, value, rng in checks:
         if rng and not rng[0] / factor <= value <= rng[1] * factor:
             out.append(f"the LR rule {rule.tag} was fitted on {name} in [{rng[0]:.3g}, {rng[1]:.3g}]; this run's "

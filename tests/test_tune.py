@@ -320,8 +320,8 @@ def test_width_rule_reads_d_model_in_the_sweep_the_plan_and_its_warnings(tmp_pat
     rule = load_rule(str(path))
     assert rule_warnings(rule, None, {"name": "family", "d_model": 80}, {}, 2e6) == []
     (far,) = rule_warnings(rule, None, {"name": "family", "d_model": 1024}, {}, 2e6)
-    assert "N = 1.02e+03" in far
-    with pytest.raises(ValueError, match="d_model"):
+    assert "fitted on d_model in [24, 96]; this run's d_model = 1.02e+03" in far
+    with pytest.raises(HarnessError, match="has no d_model"):
         rule_warnings(rule, None, {"name": "family"}, {}, 2e6)
 
     with pytest.raises(HarnessError, match=r"sweep\.params='heads'.*width"):
