@@ -10,9 +10,12 @@ val split, so the eval's own sampling noise is measured rather than assumed:
 - `cooldown to 0`: train.min_lr_ratio=0, so the last steps' noise (the final iterate's jitter) is annealed away;
 - `one data stream`: every seed draws the same batches (the stream of seed 0) and only the init varies;
 - `quasi-random windows`: batches of a golden-ratio (additive recurrence) sequence over the train split, so any
-  prefix of training covers the corpus evenly (the seed only shifts the sequence).
+  prefix of training covers the corpus evenly (the seed only shifts the sequence);
+- `batch 8`, `batch 32` (only with --variants): the same LR and FLOPs in twice or half the steps.
 
-    python benchmarks/seed_noise_sources.py --out results/bench/seed_noise_sources.json   # ~11 min on 2 cores
+    python benchmarks/seed_noise_sources.py --out results/bench/seed_noise_sources.json   # 13 min on 2 cores
+    python benchmarks/seed_noise_sources.py --variants "as trained" "batch 8" "batch 32" \
+      --out results/bench/seed_noise_batch.json
 """
 
 from __future__ import annotations
@@ -40,7 +43,10 @@ VARIANTS = {
     "cooldown to 0": ["train.min_lr_ratio=0.0"],
     "one data stream": [],
     "quasi-random windows": [],
+    "batch 8": ["train.batch_size=8"],    # the same LR and FLOPs: twice the steps
+    "batch 32": ["train.batch_size=32"],  # half the steps
 }
+DEFAULT_VARIANTS = ["as trained", "cooldown to 0", "one data stream", "quasi-random windows"]
 GOLDEN = (math.sqrt(5) - 1) / 2
 _STREAM: dict[str, Any] = {}  # the quasi-random sampler's position in this worker's current run
 _RANDOM_WINDOWS = ht.sample_batch  # the harness's own sampler (harness.data.sample_batch)
@@ -120,14 +126,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--eval-windows", type=int, default=1024, help="the default eval slice (train.eval_windows)")
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=DEFAULT_VARIANTS)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     started = time.time()
     with tempfile.TemporaryDirectory() as scratch:
-        jobs = [(v, s, args.d_model, args.budget, scratch) for v in VARIANTS for s in range(args.seeds)]
+        jobs = [(v, s, args.d_model, args.budget, scratch) for v in args.variants for s in range(args.seeds)]
         with mp.get_context("fork").Pool(args.jobs) as pool:
             done = pool.map(train_one, jobs, chunksize=1)
-    rows = {v: summarise(np.array([d[2] for d in done if d[0] == v]), args.eval_windows) for v in VARIANTS}
+    rows = {v: summarise(np.array([d[2] for d in done if d[0] == v]), args.eval_windows) for v in args.variants}
     print(f"family d{args.d_model} @ {args.budget:.3g} FLOPs, {args.seeds} seeds per variant, every val window:")
     print("| variant | mean loss (nats) | seed sd, all windows | seed sd, eval slice | eval slice's own sd |")
     print("|---|---|---|---|---|")
