@@ -53,17 +53,22 @@ def test_grid_is_hoffmanns() -> None:
                                         ("kaplan", [20.0, 25.0, E_OFF, 0.7, 1.0, 0.12])])
 def test_gradient_matches_finite_differences(form: str, theta: list[float]) -> None:
     lnN, lnD, lnL = data(0.01)
-    prob = _Problem(lnN, lnD, lnL, np.arange(lnN.size) % 3 + 1.0, 1e-3, FORMS[form])
+    W = np.stack([np.arange(lnN.size) % 3 + 1.0, np.ones(lnN.size)])
+    prob = _Problem(lnN, lnD, lnL, W, 1e-3, FORMS[form])
     t = prob.to_centred(np.array(theta))
     assert t.size == FORMS[form].n_params
-    f, g = prob.value_grad(t)
+    row = np.array([0])
+    f, g = prob.value_grad(t[None, :], row)
     num = np.zeros(t.size)
     for i in range(t.size):
         h = np.zeros(t.size)
         h[i] = 1e-7
-        num[i] = (prob.value_grad(t + h)[0] - prob.value_grad(t - h)[0]) / 2e-7
-    np.testing.assert_allclose(g, num, rtol=1e-4, atol=1e-8)
-    assert f > 0
+        num[i] = (prob.value_grad((t + h)[None, :], row)[0][0] - prob.value_grad((t - h)[None, :], row)[0][0]) / 2e-7
+    np.testing.assert_allclose(g[0], num, rtol=1e-4, atol=1e-8)
+    assert f[0] > 0
+    # rows are independent: the same point under both weight rows at once gives each row's own value
+    both = prob.value_grad(np.stack([t, t]), np.array([1, 0]))
+    assert both[0][1] == f[0] and both[0][0] != f[0]
 
 
 def test_kaplan_recovery_and_form_of() -> None:
