@@ -7,7 +7,7 @@ rows that are already there, each at its own trained (N, D)? Approach 2 is judge
 (the frontier raised along the IsoFLOP parabola to the trained N), and Approach 3 at its L(N, D).
 
 It is a diagnosis. Held-out rows are never fitted, here or anywhere. It prints a markdown table and writes JSON
-(README "Budgets spread 25x").
+(results/FINDINGS.md "Budgets spread 25x").
 
     python benchmarks/holdout_refit.py results/bench/demo_wide_budgets --out results/bench/demo_wide_budgets/holdout_refit.json
 """

@@ -1,8 +1,8 @@
 """Where a sweep point's seed-to-seed spread comes from: the eval slice, the last steps' LR, which data a run sees,
 or the training trajectory itself.
 
-The demo's points vary by ~1.35% from seed to seed (README "The sweep's own seed noise"), about the 1% issue #12
-asks of a 10x prediction. This trains one point (family d_model at one budget, WSD, the rule LR, as a demo chain's
+The demo's points vary by ~1.35% from seed to seed (results/FINDINGS.md "The sweep's own seed noise"), about the
+1% issue #12 asks of a 10x prediction. This trains one point (family d_model at one budget, WSD, the rule LR, as a demo chain's
 branch would be) for several seeds under four variants and evaluates every final model on *every* window of the
 val split, so the eval's own sampling noise is measured rather than assumed:
 

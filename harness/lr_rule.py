@@ -57,7 +57,7 @@ class LRRuleFile:
 def rule_size(convention: str, counts: Mapping[str, Any], d_model: int | None) -> float:
     """The N a rule of this convention reads: a parameter count (counts: harness.counting.param_counts, or a
     result row), or, for `width`, d_model. Adam's optimal LR follows the width, not the depth (muP: Yang et al.
-    2022), so a width rule carries across the family's depth steps (README "The 3-layer sizes")."""
+    2022), so a width rule carries across the family's depth steps (results/FINDINGS.md "The 3-layer sizes")."""
     if convention == "width":
         if not d_model:
             raise HarnessError("this LR rule is fitted on the width (params: width) and the model config has no "
@@ -170,8 +170,8 @@ def _schedule_mismatch(rule: LRRuleFile, schedule: str | None) -> list[str]:
     if not schedule or not fitted or str(fitted) == str(schedule):
         return []
     return [f"the LR rule {rule.tag} was fitted on {fitted} runs, this run trains {schedule}; the optimal LR moves "
-            f"with the schedule (README \"Under WSD, a rule fitted on WSD chains\"), and `scripts/sweep.sh sweep=lr "
-            f"train.schedule={schedule}` fits a rule on it"]
+            f"with the schedule (results/FINDINGS.md, \"Under WSD, a rule fitted on WSD chains\"), and "
+            f"`scripts/sweep.sh sweep=lr train.schedule={schedule}` fits a rule on it"]
 
 
 def rule_warnings(rule: LRRuleFile, fingerprint: str | None, model: Any, params: dict[str, int],

@@ -53,8 +53,8 @@ def test_no_repeats_means_not_measured_and_the_plain_bootstrap() -> None:
 
 
 def test_a_floor_measured_elsewhere_judges_a_table_without_repeats_and_never_overrides_a_measured_one() -> None:
-    """analysis noise.floor (the demo's: its sweep's seeds measured once, README "The sweep's own seed noise"):
-    without repeats, errors are judged against it and the report says where it came from; with repeats the
+    """analysis noise.floor (the demo's: its sweep's seeds measured once, results/FINDINGS.md "The sweep's own seed
+    noise"): without repeats, errors are judged against it and the report says where it came from; with repeats the
     table's own noise wins."""
     from harness.errors import HarnessError
 
