@@ -246,6 +246,8 @@ class _Problem:
         chunks of about BATCH_ELEMENTS values (rows x runs), the size at which this box's caches make a batched
         evaluation fastest; on a table too large for MIN_BATCH_ROWS rows per chunk each row runs through scipy's
         L-BFGS-B instead, where the data, not the per-call overhead, set the cost."""
+        if T0.shape[0] == 0:
+            return BatchResult(np.empty((0, T0.shape[1])), np.empty(0), np.empty(0, int), np.empty(0, bool))
         W = np.broadcast_to(self.W, (T0.shape[0], self.x.size))
         size = BATCH_ELEMENTS // max(self.x.size, 1)
         if size < MIN_BATCH_ROWS:
