@@ -37,6 +37,7 @@ from hydra import compose, initialize_config_dir
 import harness.train as ht
 from harness import CONF_DIR
 from harness.data import eval_windows
+from harness.fsutil import atomic_write
 
 VARIANTS = {
     "as trained": [],
@@ -145,8 +146,7 @@ def main() -> None:
               "variants": rows, "seconds": round(time.time() - started, 1),
               "threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        atomic_write(args.out, [(json.dumps(report, indent=1) + "\n").encode()])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 replication attempt"): a parametric L(N, D) fitted in log space by the Huber loss (delta = 1e-3) of
 log L_hat - log L summed over runs, with L-BFGS (analytic gradient) from a grid of initialisations; the best end
 point wins. The starts, and later the bootstrap's resamples, are minimised together as one batch
-(harness.analysis.lbfgs_batch): the same algorithm and stopping rule as scipy's L-BFGS-B, ~5x faster here. Two forms share one parameter vector theta = (a, b, e, alpha, beta, gamma):
+(harness.analysis.lbfgs_batch: scipy's L-BFGS-B algorithm and tolerances, its relative-decrease stop scaled by |f|);
+tables over ~4000 runs keep scipy row by row. Two forms share one parameter vector theta = (a, b, e, alpha, beta,
+gamma):
 
     log L_hat = LSE(gamma * LSE(a - alpha log N, b - beta log D), e),   i.e.  L = E + (A/N^alpha + B/D^beta)^gamma
 
@@ -101,7 +103,6 @@ LBFGS_OPTIONS = {"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9, "maxcor": 20}
 # for MIN_BATCH_ROWS rows per chunk (over ~4000 runs) keep scipy's L-BFGS-B row by row, which was faster there.
 BATCH_ELEMENTS = 65536
 MIN_BATCH_ROWS = 16
-ZERO = np.zeros(1, int)
 
 
 _BLAS_FUNCS = [
@@ -262,12 +263,12 @@ class _Problem:
         return BatchResult(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("x", "fun", "nit", "converged")))
 
     def _run_each(self, T0: np.ndarray, W: np.ndarray) -> BatchResult:
-        sub = copy.copy(self)
+        sub, row0 = copy.copy(self), np.zeros(1, int)
         out = []
         with single_blas_thread():
             for t0, w in zip(T0, W, strict=True):
                 sub.W = w[None, :]
-                res = minimize(lambda t: tuple(v[0] for v in sub.value_grad(t[None, :], ZERO)), t0, jac=True,
+                res = minimize(lambda t: tuple(v[0] for v in sub.value_grad(t[None, :], row0)), t0, jac=True,
                                method="L-BFGS-B", options=LBFGS_OPTIONS)
                 out.append((res.x, res.fun if np.isfinite(res.fun) else np.nan, res.nit, res.success))
         x, fun, nit, ok = zip(*out, strict=True)
