@@ -39,6 +39,21 @@ def test_harness_schema_defaults_and_conventions(tmp_path: Path) -> None:
     assert load_results(tmp_path)["params"].size == len(raw)  # a results directory works too
 
 
+def test_source_is_relative_under_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A committed results dir names itself (not the absolute path of the machine that analysed it); a table
+    outside the working directory keeps its absolute path."""
+    (tmp_path / "results" / "demo").mkdir(parents=True)
+    write(tmp_path / "results" / "demo", sweep())
+    monkeypatch.chdir(tmp_path)
+    assert load_results("results/demo").attrs["source"] == str(Path("results/demo/results.csv"))
+    assert load_results(tmp_path / "results" / "demo").attrs["source"] == str(Path("results/demo/results.csv"))
+    monkeypatch.chdir(tmp_path / "results" / "demo")
+    assert load_results(tmp_path / "results" / "demo").attrs["source"] == "results.csv"
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_results("../results/demo").attrs["source"] == str(tmp_path / "results" / "demo" / "results.csv")
+
+
 def test_foreign_csv_mapping_derives_tokens(tmp_path: Path) -> None:
     raw = sweep()
     foreign = pd.DataFrame({"Model Size": raw["params_total"], "Training FLOP": raw["flops"], "loss": raw["val_bpb"]})

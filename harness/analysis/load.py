@@ -98,6 +98,13 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def shown_path(path: Path) -> str:
+    """The path fits.json and report.md record as the source: relative to the working directory when the file
+    lies under it (a committed results dir then names itself on every machine), else absolute."""
+    full, cwd = path.resolve(), Path.cwd().resolve()
+    return str(full.relative_to(cwd)) if full.is_relative_to(cwd) else str(full)
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a CSV file (or DIR/results.csv), refusing things that are not a readable table."""
     p = Path(path).expanduser()
@@ -121,7 +128,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             f"{str(p)!r} is not a CSV table (found {df.shape[1]} column); pass a comma-separated file with a header"
         )
     df.columns = [str(c).strip() for c in df.columns]
-    df.attrs["source"] = str(p.resolve())
+    df.attrs["source"] = shown_path(p)
     df.attrs["sha256"] = file_sha256(p)
     return df
 

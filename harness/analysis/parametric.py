@@ -179,6 +179,23 @@ class ParametricFit:
         return float(self.theta[5])
 
 
+def _log_model(t: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+    """log L of the parametric form at centred (x, y) for theta rows t (B, 6), with the intermediate terms the
+    gradient reuses: t1 = a - alpha x, t2 = b - beta y, u = logaddexp(t1, t2), v = gamma u, z = logaddexp(v, e)."""
+    t1 = t[:, 0:1] - t[:, 3:4] * x
+    t2 = t[:, 1:2] - t[:, 4:5] * y
+    u = np.logaddexp(t1, t2)
+    v = t[:, 5:6] * u
+    return t1, t2, u, v, np.logaddexp(v, t[:, 2:3])
+
+
+def _huber(r: np.ndarray, w: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Huber loss of residuals r (B, runs), summed per row (r^2 / 2 inside delta, delta (|r| - delta / 2)
+    outside), and its derivative w psi(r) per run."""
+    c = np.clip(r, -delta, delta)
+    return np.sum(w * c * (r - 0.5 * c), axis=1), w * c
+
+
 class _Problem:
     """One form's fit, centred (x = log N - mu_N, y = log D - mu_D), under B weight vectors W (B, runs) at once: the
     bootstrap's resamples, or a multi-start fit's starts (every row the same weights). A run of weight 0 adds 0."""
@@ -208,19 +225,10 @@ class _Problem:
 
     def value_grad(self, T: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Huber objective (B,) and its gradient (B, free slots) at centred T (B, free slots), row i under W[rows[i]]."""
-        t = np.tile(self.fixed, (T.shape[0], 1))
-        t[:, self.free] = T
-        ac, bc, e, al, be, ga = (t[:, i:i + 1] for i in range(N_THETA))
-        t1 = ac - al * self.x
-        t2 = bc - be * self.y
-        u = np.logaddexp(t1, t2)
-        v = ga * u
-        z = np.logaddexp(v, e)
-        r = z - self.lnL
-        w = self.W[rows]
-        c = np.clip(r, -self.delta, self.delta)
-        f = np.sum(w * c * (r - 0.5 * c), axis=1)  # Huber: r^2 / 2 inside delta, delta (|r| - delta / 2) outside
-        psi = w * c
+        t = self._full(T)
+        e, ga = t[:, 2:3], t[:, 5:6]
+        t1, t2, u, v, z = _log_model(t, self.x, self.y)
+        f, psi = _huber(z - self.lnL, self.W[rows], self.delta)
         qv = psi * np.exp(v - z)
         g1, g2 = qv * ga * np.exp(t1 - u), qv * ga * np.exp(t2 - u)
         grad = np.stack([g1.sum(1), g2.sum(1), (psi * np.exp(e - z)).sum(1), -(g1 * self.x).sum(1),
@@ -234,13 +242,15 @@ class _Problem:
         x, y, lnL, w = self.x[::step], self.y[::step], self.lnL[::step], self.W[0, ::step]
         out = np.empty(T.shape[0])
         for s in range(0, T.shape[0], 256):
-            t = np.tile(self.fixed, (T[s:s + 256].shape[0], 1))
-            t[:, self.free] = T[s:s + 256]
-            u = np.logaddexp(t[:, 0:1] - t[:, 3:4] * x, t[:, 1:2] - t[:, 4:5] * y)
-            r = np.logaddexp(t[:, 5:6] * u, t[:, 2:3]) - lnL
-            a = np.abs(r)
-            out[s:s + 256] = np.sum(w * np.where(a <= self.delta, 0.5 * r * r, self.delta * (a - 0.5 * self.delta)), 1)
+            z = _log_model(self._full(T[s:s + 256]), x, y)[-1]
+            out[s:s + 256] = _huber(z - lnL, w[None, :], self.delta)[0]
         return out
+
+    def _full(self, T: np.ndarray) -> np.ndarray:
+        """Full theta rows (B, 6) from centred free slots T (B, free slots)."""
+        t = np.tile(self.fixed, (T.shape[0], 1))
+        t[:, self.free] = T
+        return t
 
     def run(self, T0: np.ndarray) -> BatchResult:
         """L-BFGS from row i of T0 (centred free slots) under W[i] (W[0] for every row if W has one row). Rows go in
