@@ -13,7 +13,6 @@ import hydra
 from omegaconf import DictConfig
 
 from harness import CONF_DIR
-from harness.analysis.estimate import Estimate
 from harness.confcheck import check_hydra_cfg, config_errors, filesystem_message
 from harness.errors import HarnessError
 
@@ -157,6 +156,7 @@ def _validate_ladder(cfg: DictConfig, target: Any) -> int:
 
 def _fit_lr_sweep(cfg: DictConfig) -> int:
     """The last step of an LR sweep: the rule and report, summarised on the terminal."""
+    from harness.analysis.estimate import Estimate
     from harness.lr_rule import convention_text
     from harness.tune import fit_tune
 

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from harness.analysis.context import Settings, coerce
 from harness.analysis.estimate import Estimate
@@ -167,8 +166,9 @@ def sign_bias(errors: np.ndarray) -> dict[str, Any]:
     test's p (Dixon & Mood 1946) and `bias` = over-predicts / under-predicts when p < BIAS_P, else None.
     A law that only misses by noise scatters both ways; one whose form bends the wrong way misses on one side at
     every cut-off. The cut-offs share held-back budgets, so their errors are correlated: p is a rough guide."""
+    from scipy import stats  # lazy: importing scipy.stats costs ~1 s
     below, n = int(np.sum(errors < 0)), int(np.sum(errors != 0))
-    p = float(binomtest(max(below, n - below), n, 0.5).pvalue) if n else 1.0
+    p = float(stats.binomtest(max(below, n - below), n, 0.5).pvalue) if n else 1.0
     bias = None if p >= BIAS_P else ("over-predicts" if below > n - below else "under-predicts")
     return {"below": below, "sign_p": p, "bias": bias}
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from harness.analysis.approach2 import IsoflopFit
 from harness.analysis.context import Diagnostics, Settings
@@ -53,6 +52,7 @@ def e_test_arrays(free: FrontierFit, fixed: FrontierFit) -> tuple[np.ndarray, np
     """F-test of the frontier with E fixed to Approach 3's value against the free fit (nested: one parameter
     fewer), per row: F and p, the chance of a fit as much worse if that E were true (Gaussian residuals).
     No worse fit: F = 0, p = 1; an exact free fit: F = inf, p = 0."""
+    from scipy import stats  # lazy: importing scipy.stats costs ~1 s
     dof = free.n - 3.0
     with np.errstate(all="ignore"):
         F = np.where(fixed.sse <= free.sse, 0.0, (fixed.sse - free.sse) / (free.sse / dof))

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from harness.analysis.bootstrap import dirichlet_weights
 from harness.analysis.context import Diagnostics
@@ -74,6 +73,7 @@ def has_repeats(points: np.ndarray) -> bool:
 
 def _pooled(sd: np.ndarray, n: np.ndarray) -> dict[str, Any] | None:
     """Pooled sd of ln(loss) with its chi-square interval over points of sizes n (None without repeats)."""
+    from scipy import stats  # lazy: importing scipy.stats costs ~1 s
     dof = int((n - 1).sum())
     if dof <= 0:
         return None

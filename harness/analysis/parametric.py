@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 from harness.analysis.lbfgs_batch import BatchResult, minimize_batch
 from harness.analysis.workers import fork_map, worker_count
@@ -273,6 +272,8 @@ class _Problem:
         return BatchResult(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("x", "fun", "nit", "converged")))
 
     def _run_each(self, T0: np.ndarray, W: np.ndarray) -> BatchResult:
+        from scipy.optimize import minimize  # lazy: importing scipy.optimize costs ~0.5 s
+
         sub, row0 = copy.copy(self), np.zeros(1, int)
         out = []
         with single_blas_thread():
