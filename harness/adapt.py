@@ -22,15 +22,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from harness import CONF_DIR
-from harness.analysis.context import Settings
-from harness.analysis.isoflop import DOWNWARD, EDGE, OK, OUTSIDE, STATUS_NAMES, build_layout, fit_parabolas
 from harness.chain import sweep_jobs
 from harness.counting import flops_per_token, param_counts
 from harness.data import load_corpus
@@ -49,6 +46,11 @@ from harness.plan import (
 from harness.repetition import epochs, max_epochs
 from harness.results import check_compatible, read_records
 from harness.schedule import schedule_of
+
+if TYPE_CHECKING:  # the analysis stack (pandas, the fits) loads only when a round is classified: every sweep job
+    import pandas as pd  # imports this module, and most of them only train
+
+    from harness.analysis.context import Settings
 
 SMALLER, LARGER = "smaller", "larger"
 ADAPT_FILE = "adapt.json"  # each adaptive round's extra runs and verdicts, for the report
@@ -108,6 +110,8 @@ def classify(rows: pd.DataFrame, settings: Settings) -> list[tuple[float, int, t
     """(budget, status code, sides to extend) per budget of rows (params, tokens, flops, loss, budget), with the
     analysis' parabola fit: edge/outside point to the side of the vertex, downward to the side of the lowest
     loss (both sides when it is inside)."""
+    from harness.analysis.isoflop import DOWNWARD, EDGE, OK, OUTSIDE, build_layout, fit_parabolas
+
     rows = rows.reset_index(drop=True)
     layout = build_layout(rows)
     fits = fit_parabolas(layout, None, settings.huber_k, settings.irls_iters, settings.exclude_edge)
@@ -193,6 +197,8 @@ def extend(budget_runs: list[PlannedRun], side: str, count: int, cands: Candidat
 
 def _table(runs: list[PlannedRun], rows: Rows) -> pd.DataFrame:
     """The finished rows of the runs tried so far (diverged or failed runs: left out, as the analysis does)."""
+    import pandas as pd
+
     out = []
     for pr in runs:
         got = rows.row(pr)
@@ -204,6 +210,8 @@ def _table(runs: list[PlannedRun], rows: Rows) -> pd.DataFrame:
 def adapt_step(tried: list[PlannedRun], rows: Rows, settings: Settings, extra: int,
                cands: Candidates | None) -> tuple[list[Verdict], list[PlannedRun]]:
     """One round: classify every budget from the runs tried so far and (cands given) plan its extra sizes."""
+    from harness.analysis.isoflop import STATUS_NAMES
+
     by_budget: dict[float, list[PlannedRun]] = {}
     for pr in tried:
         by_budget.setdefault(pr.budget, []).append(pr)
@@ -339,6 +347,8 @@ def adaptive_plan(cfg: DictConfig, grid: list[PlannedRun], notes: list[str]) -> 
     acfg = analysis_settings(cfg)
     rows = record_rows(cfg, read_records(where), corpus.fingerprint, corpus.vocab_size, acfg)
     cands = Candidates(cfg, vocab_hint(cfg), len(corpus.train))
+    from harness.analysis.context import Settings
+
     runs, notes = plan_round(cfg, rnd, grid, rows, Settings.from_cfg(acfg), cands)
     if cfg.get("plan_index") is None:  # the dry run (scripts/sweep.sh): keep the round's verdicts for the report
         save_round(where, rnd, runs, notes)
