@@ -347,7 +347,7 @@ def adaptive_plan(cfg: DictConfig, grid: list[PlannedRun], notes: list[str]) -> 
     acfg = analysis_settings(cfg)
     rows = record_rows(cfg, read_records(where), corpus.fingerprint, corpus.vocab_size, acfg)
     cands = Candidates(cfg, vocab_hint(cfg), len(corpus.train))
-    from harness.analysis.context import Settings
+    from harness.analysis.context import Settings  # here: round 0 (every sweep job) returns above without it
 
     runs, notes = plan_round(cfg, rnd, grid, rows, Settings.from_cfg(acfg), cands)
     if cfg.get("plan_index") is None:  # the dry run (scripts/sweep.sh): keep the round's verdicts for the report
