@@ -53,7 +53,8 @@ class _Memory:
         S, Y, rho = self.S[rows], self.Y[rows], self.rho[rows]
         q = g.copy()
         alpha = np.zeros(rho.shape)
-        for j in range(self.m - 1, -1, -1):
+        used = int(self.count[rows].max(initial=0))  # slots at or past every row's count hold zeros: they add nothing
+        for j in range(used - 1, -1, -1):
             alpha[:, j] = rho[:, j] * np.einsum("bp,bp->b", S[:, j], q)
             q -= alpha[:, j, None] * Y[:, j]
         k = self.count[rows]
@@ -62,7 +63,7 @@ class _Memory:
         yy = np.einsum("bp,bp->b", y_last, y_last)
         gamma = np.where(k > 0, np.einsum("bp,bp->b", s_last, y_last) / np.where(yy > 0, yy, 1.0), 1.0)
         r = gamma[:, None] * q
-        for j in range(self.m):
+        for j in range(used):
             beta = rho[:, j] * np.einsum("bp,bp->b", Y[:, j], r)
             r += (alpha[:, j] - beta)[:, None] * S[:, j]
         return -r
