@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize
 
-from harness.analysis.lbfgs_batch import minimize_batch
+from harness.analysis.lbfgs_batch import _Memory, minimize_batch
 from harness.analysis.parametric import FORMS, HUBER_DELTA, _Problem, fit_parametric
 from harness.analysis.synthetic import Law, isoflop_sweep
 
@@ -88,3 +88,33 @@ def test_large_tables_fall_back_to_scipy_row_by_row_with_the_same_optima(monkeyp
     assert batched.converged.all() and each.converged.all()
     np.testing.assert_allclose(each.fun, batched.fun, rtol=1e-6)
     np.testing.assert_allclose(each.x, batched.x, rtol=1e-3, atol=1e-4)
+
+
+def test_direction_skips_only_empty_memory_slots() -> None:
+    """The two-loop recursion over the filled slots only gives, bit for bit, the recursion over all m slots (the
+    textbook loop, written out here) for rows whose memories hold different numbers of pairs, full ones included."""
+    rng = np.random.default_rng(3)
+    m, p, counts = 5, 4, [0, 1, 3, 5, 7]
+    mem = _Memory(len(counts), p, m)
+    for i, k in enumerate(counts):
+        for _ in range(k):
+            s = rng.normal(size=(1, p))
+            mem.push(np.array([i]), s, s * rng.uniform(0.5, 2.0, size=(1, p)))  # s.y > 0: every pair enters
+    assert mem.count.tolist() == [min(k, m) for k in counts]
+    rows, g = np.arange(len(counts)), rng.normal(size=(len(counts), p))
+
+    S, Y, rho = mem.S, mem.Y, mem.rho
+    q, alpha = g.copy(), np.zeros(rho.shape)
+    for j in range(m - 1, -1, -1):
+        alpha[:, j] = rho[:, j] * np.einsum("bp,bp->b", S[:, j], q)
+        q -= alpha[:, j, None] * Y[:, j]
+    last = np.maximum(mem.count - 1, 0)
+    s_last, y_last = S[rows, last], Y[rows, last]
+    yy = np.einsum("bp,bp->b", y_last, y_last)
+    gamma = np.where(mem.count > 0, np.einsum("bp,bp->b", s_last, y_last) / np.where(yy > 0, yy, 1.0), 1.0)
+    r = gamma[:, None] * q
+    for j in range(m):
+        r += (alpha[:, j] - rho[:, j] * np.einsum("bp,bp->b", Y[:, j], r))[:, None] * S[:, j]
+    np.testing.assert_array_equal(mem.direction(rows, g), -r)
+    np.testing.assert_array_equal(mem.direction(rows[:2], g[:2]), -r[:2])  # rows with 0 and 1 pairs alone
+    np.testing.assert_array_equal(mem.direction(rows[:1], g[:1]), -g[:1])  # no pairs: steepest descent
