@@ -52,6 +52,8 @@ def test_source_is_relative_under_the_working_directory(tmp_path: Path, monkeypa
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert load_results("../results/demo").attrs["source"] == str(tmp_path / "results" / "demo" / "results.csv")
+    monkeypatch.chdir("/")  # from the root every path lies under the cwd: it stays absolute
+    assert load_results(tmp_path / "results" / "demo").attrs["source"] == str(tmp_path / "results" / "demo" / "results.csv")
 
 
 def test_foreign_csv_mapping_derives_tokens(tmp_path: Path) -> None:

@@ -100,9 +100,9 @@ def file_sha256(path: Path) -> str:
 
 def shown_path(path: Path) -> str:
     """The path fits.json and report.md record as the source: relative to the working directory when the file
-    lies under it (a committed results dir then names itself on every machine), else absolute."""
+    lies under it (a committed results dir then names itself on every machine), else absolute (also from /)."""
     full, cwd = path.resolve(), Path.cwd().resolve()
-    return str(full.relative_to(cwd)) if full.is_relative_to(cwd) else str(full)
+    return str(full.relative_to(cwd)) if full.is_relative_to(cwd) and cwd != Path(cwd.anchor) else str(full)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
