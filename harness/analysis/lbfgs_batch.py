@@ -51,13 +51,13 @@ class _Memory:
     def direction(self, rows: np.ndarray, g: np.ndarray) -> np.ndarray:
         """-H g for the given rows (two-loop recursion), scaled on the first iteration."""
         S, Y, rho = self.S[rows], self.Y[rows], self.rho[rows]
+        k = self.count[rows]
         q = g.copy()
         alpha = np.zeros(rho.shape)
-        used = int(self.count[rows].max(initial=0))  # slots at or past every row's count hold zeros: they add nothing
+        used = int(k.max(initial=0))  # slots at or past every row's count hold zeros: they add nothing
         for j in range(used - 1, -1, -1):
             alpha[:, j] = rho[:, j] * np.einsum("bp,bp->b", S[:, j], q)
             q -= alpha[:, j, None] * Y[:, j]
-        k = self.count[rows]
         last = np.maximum(k - 1, 0)
         s_last, y_last = S[np.arange(len(rows)), last], Y[np.arange(len(rows)), last]
         yy = np.einsum("bp,bp->b", y_last, y_last)
