@@ -11,7 +11,8 @@ val split, so the eval's own sampling noise is measured rather than assumed:
 - `one data stream`: every seed draws the same batches (the stream of seed 0) and only the init varies;
 - `quasi-random windows`: batches of a golden-ratio (additive recurrence) sequence over the train split, so any
   prefix of training covers the corpus evenly (the seed only shifts the sequence);
-- `batch 8`, `batch 32` (only with --variants): the same LR and FLOPs in twice or half the steps.
+- `batch 8`, `batch 32` (only with --variants): the same LR and FLOPs in twice or half the steps;
+- `rope` (only with --variants): rotary position embeddings (model.pos_emb=rope) instead of the learned table.
 
     python benchmarks/seed_noise_sources.py --out results/bench/seed_noise_sources.json   # 13 min on 2 cores
     python benchmarks/seed_noise_sources.py --variants "as trained" "batch 8" "batch 32" \
@@ -46,6 +47,7 @@ VARIANTS = {
     "quasi-random windows": [],
     "batch 8": ["train.batch_size=8"],    # the same LR and FLOPs: twice the steps
     "batch 32": ["train.batch_size=32"],  # half the steps
+    "rope": ["model.pos_emb=rope"],       # rotary position embeddings instead of the learned table
 }
 DEFAULT_VARIANTS = ["as trained", "cooldown to 0", "one data stream", "quasi-random windows"]
 GOLDEN = (math.sqrt(5) - 1) / 2

@@ -16,11 +16,12 @@ from harness.model import GPT, GPTConfig
 
 def param_counts(cfg: GPTConfig) -> dict[str, int]:
     """Parameters under three conventions: total, non-embedding (Kaplan et al. 2020: total minus token and
-    position embeddings) and scaling (nanochat: weight matrices of the blocks plus the LM head)."""
+    position embeddings) and scaling (nanochat: weight matrices of the blocks plus the LM head). Rotary
+    embeddings (pos_emb="rope") have no parameters; their rotations are elementwise, not matmul FLOPs."""
     d, V, T, L = cfg.d_model, cfg.vocab_size, cfg.seq_len, cfg.n_layer
     block_matrices = 4 * d * d + 2 * d * cfg.d_ff  # qkv (3d^2) + proj (d^2) + mlp up/down
     norms = (2 * L + 1) * d
-    embeddings = V * d + T * d
+    embeddings = V * d + (T * d if cfg.pos_emb == "learned" else 0)  # rope has no position table
     lm_head = d * V
     total = embeddings + L * block_matrices + norms + lm_head
     return {

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.model import GPT, GPTConfig
+from harness.model import GPT, GPTConfig, rope_tables, rotate
 
 _SEP = "__"  # module names cannot hold dots: blocks.0.attn.qkv.weight is stored as blocks__0__attn__qkv__weight
 
@@ -37,6 +37,10 @@ class EnsembleGPT(nn.Module):
             self.w = nn.ParameterDict({
                 _key(n): nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in members]))
                 for n in self.names})
+        if self.cfg.pos_emb == "rope":
+            cos, sin = rope_tables(self.cfg)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights as a GPT state_dict (copies on the CPU), e.g. for GPT.load_state_dict."""
@@ -61,6 +65,8 @@ class EnsembleGPT(nn.Module):
         T, H = N // batch, self.cfg.n_head
         qkv = self._linear(x, f"blocks.{i}.attn.qkv.weight").view(K * batch, T, 3 * C)
         q, k, v = (t.view(K * batch, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))
+        if self.cfg.pos_emb == "rope":
+            q, k = rotate(q, self.cos, self.sin), rotate(k, self.cos, self.sin)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:
             # as in harness.model: CPU flash attention's bf16 backward is slow, so attention stays fp32 there
             with torch.autocast("cpu", enabled=False):
@@ -76,7 +82,9 @@ class EnsembleGPT(nn.Module):
             raise ValueError(f"sequence of length {T} exceeds seq_len={self.cfg.seq_len}")
         V, C = self.cfg.vocab_size, self.cfg.d_model
         offset = (torch.arange(K, device=idx.device) * V).view(K, 1, 1)  # member k's rows of the stacked table
-        x = F.embedding(idx + offset, self.w["wte__weight"].view(K * V, C)) + self.w["wpe__weight"][:, :T].unsqueeze(1)
+        x = F.embedding(idx + offset, self.w["wte__weight"].view(K * V, C))
+        if self.cfg.pos_emb == "learned":
+            x = x + self.w["wpe__weight"][:, :T].unsqueeze(1)
         x = x.view(K, B * T, C)
         for i in range(self.cfg.n_layer):
             x = x + self._attn(self._ln(x, f"blocks.{i}.ln1.weight"), i, B)

@@ -1,7 +1,8 @@
 """A GPT-style decoder small enough to read in one sitting (after nanoGPT's model.py).
 
-Pre-norm blocks, causal scaled_dot_product_attention, learned position embeddings, an untied LM head and
-no biases, so every parameter is either an embedding, a norm gain or a matrix that counting.py can name.
+Pre-norm blocks, causal scaled_dot_product_attention, learned position embeddings (or rotary ones, RoPE: Su et
+al. 2021, with `pos_emb="rope"`), an untied LM head and no biases, so every parameter is either an embedding, a norm
+gain or a matrix that counting.py can name.
 """
 
 from __future__ import annotations
@@ -24,12 +25,34 @@ class GPTConfig:
     d_ff: int
     seq_len: int = 128
     vocab_size: int = 256
+    pos_emb: str = "learned"  # learned: a position table added to the input; rope: q and k rotated per position
 
     def __post_init__(self) -> None:
         if min(self.n_layer, self.n_head, self.d_model, self.d_ff, self.seq_len, self.vocab_size) < 1:
             raise ValueError(f"all model dimensions must be positive, got {self}")
         if self.d_model % self.n_head:
             raise ValueError(f"n_head={self.n_head} must divide d_model={self.d_model}")
+        if self.pos_emb not in ("learned", "rope"):
+            raise ValueError(f"pos_emb={self.pos_emb!r} must be 'learned' or 'rope'")
+        if self.pos_emb == "rope" and (self.d_model // self.n_head) % 2:
+            raise ValueError(f"rope needs an even head size, got d_model/n_head = {self.d_model // self.n_head}")
+
+
+def rope_tables(cfg: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [seq_len, head_dim/2] of rotary embeddings (Su et al. 2021, RoFormer), base 10000."""
+    half = cfg.d_model // cfg.n_head // 2
+    inv_freq = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32) / half)
+    angles = torch.outer(torch.arange(cfg.seq_len, dtype=torch.float32), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [..., T, head_dim] with each pair of channels (i, i + head_dim/2) rotated by position t's angle, so that
+    q.k depends on positions only through their difference."""
+    T, half = x.shape[-2], x.shape[-1] // 2
+    cos, sin = cos[:T].to(x.dtype), sin[:T].to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -38,11 +61,18 @@ class CausalSelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.rope = cfg.pos_emb == "rope"
+        if self.rope:  # not parameters and not saved: rebuilt from the config
+            cos, sin = rope_tables(cfg)
+            self.register_buffer("cos", cos, persistent=False)
+            self.register_buffer("sin", sin, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.rope:
+            q, k = rotate(q, self.cos, self.sin), rotate(k, self.cos, self.sin)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:
             # torch's CPU flash-attention backward runs ~3.5x slower in bf16 than in fp32 (scripts/bench.sh):
             # attention stays fp32 under CPU bf16 autocast, the matmuls around it stay bf16.
@@ -83,7 +113,8 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.wpe = nn.Embedding(cfg.seq_len, cfg.d_model)
+        if cfg.pos_emb == "learned":
+            self.wpe = nn.Embedding(cfg.seq_len, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model, bias=False)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -104,7 +135,9 @@ class GPT(nn.Module):
         T = idx.shape[1]
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence of length {T} exceeds seq_len={self.cfg.seq_len}")
-        x = self.wte(idx) + self.wpe.weight[:T]  # = self.wpe(arange(T)), without an index op and its backward
+        x = self.wte(idx)
+        if self.cfg.pos_emb == "learned":
+            x = x + self.wpe.weight[:T]  # = self.wpe(arange(T)), without an index op and its backward
         for block in self.blocks:
             x = block(x)
         logits = self.lm_head(self.ln_f(x))

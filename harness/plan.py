@@ -34,22 +34,26 @@ def results_dir(cfg: DictConfig) -> Path:
 
 def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig]:
     """A preset or a size-family member -> (name, GPTConfig). The family derives depth, heads and d_ff from
-    d_model by a fixed aspect rule (conf/model/family.yaml)."""
+    d_model by a fixed aspect rule (conf/model/family.yaml). A rope model's name ends in -rope."""
     mc = OmegaConf.create(dict(mc)) if isinstance(mc, dict) else mc
     if mc.get("name") == "family":
         d, step = int(mc.d_model), int(mc.d_model_step)
         if d < step or d % step:
             raise HarnessError(f"family d_model={d} must be a positive multiple of model.d_model_step={step}")
         n_layer = max(int(mc.get("min_layers", 1)), math.floor(d / float(mc.aspect) + 0.5))
-        # the most heads of at least head_dim channels that divide d_model evenly (at least one)
-        n_head = max(h for h in range(1, max(1, d // int(mc.head_dim)) + 1) if d % h == 0)
-        cfg = GPTConfig(n_layer, n_head, d, int(mc.ff_mult) * d, int(mc.seq_len), vocab_size)
-        return f"family-d{d}-L{n_layer}", cfg
+        # the most heads of at least head_dim channels that divide d_model evenly (at least one); rope rotates channel
+        # pairs, so its heads are of an even size
+        even = str(mc.get("pos_emb", "learned")) == "rope"
+        n_head = max(h for h in range(1, max(1, d // int(mc.head_dim)) + 1) if d % h == 0 and not (even and d // h % 2))
+        name, dims = f"family-d{d}-L{n_layer}", (n_layer, n_head, d, int(mc.ff_mult) * d)
+    else:
+        name, dims = str(mc.name), (mc.n_layer, mc.n_head, mc.d_model, mc.d_ff)
+    pos_emb = str(mc.get("pos_emb", "learned"))
     try:
-        cfg = GPTConfig(int(mc.n_layer), int(mc.n_head), int(mc.d_model), int(mc.d_ff), int(mc.seq_len), vocab_size)
+        cfg = GPTConfig(*map(int, (*dims, mc.seq_len)), vocab_size, pos_emb)
     except ValueError as e:
         raise HarnessError(f"model {mc.get('name')}: {e}; fix the model.* values") from None
-    return str(mc.name), cfg
+    return name + ("-rope" if pos_emb == "rope" else ""), cfg
 
 
 def learning_rate(tc: DictConfig, gcfg: GPTConfig, tokens: float) -> tuple[float, str]:
@@ -103,7 +107,8 @@ def run_spec(cfg: DictConfig, name: str, gcfg: GPTConfig, fingerprint: str) -> d
             "weight_decay", "beta1", "beta2", "grad_clip", "eval_windows"]
     data_keys = ["val_fraction", "bytes_per_token", "token_dtype", "vocab_size"]
     return {
-        "model": name, "arch": gcfg.__dict__, "budget": float(cfg.budget), "seed": int(cfg.seed),
+        "model": name, "budget": float(cfg.budget), "seed": int(cfg.seed),  # arch: learned position embeddings
+        "arch": {k: v for k, v in gcfg.__dict__.items() if (k, v) != ("pos_emb", "learned")},  # keep old ids
         "data": fingerprint, "split": {k: str(cfg.data.get(k)) for k in data_keys},
         "train": {k: str(tc[k]) for k in keys}, "role": str(cfg.role),
         **({"lr_rule": load_rule(tc.get("lr_rule")).sha256} if str(tc.lr) == "rule" else {}), **schedule_spec(tc),
@@ -318,14 +323,9 @@ def _budget_runs(cfg: DictConfig, C: float, fam: _Family, chosen: list[int], see
                  notes: list[str]) -> list[PlannedRun]:
     """The runs of one budget: each chosen size x seed, dropping sizes under sweep.min_steps steps."""
     min_steps = int(cfg.sweep.min_steps)
-    runs: list[PlannedRun] = []
-    dropped = []
-    for j in chosen:
-        pr = sized_run(cfg, C, *fam.members[j], fam.fpts[j])
-        if pr.steps < min_steps:
-            dropped.append(f"{pr.name} ({pr.steps} steps)")
-            continue
-        runs.extend(dataclasses.replace(pr, seed=s) for s in seeds)
+    sized = [sized_run(cfg, C, *fam.members[j], fam.fpts[j]) for j in chosen]
+    dropped = [f"{pr.name} ({pr.steps} steps)" for pr in sized if pr.steps < min_steps]
+    runs = [dataclasses.replace(pr, seed=s) for pr in sized if pr.steps >= min_steps for s in seeds]
     if dropped:
         notes.append(f"budget {C:.3g}: dropped {len(dropped)} size(s) with fewer than {min_steps} steps: "
                      + ", ".join(dropped))

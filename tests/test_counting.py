@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from harness.counting import (
@@ -31,7 +33,7 @@ def _independent_counts(model: GPT) -> dict[str, int]:
     """Counts from the module's own parameters, named by role rather than by counting.py's formulas."""
     named = dict(model.named_parameters())
     total = sum(p.numel() for p in named.values())
-    embeddings = named["wte.weight"].numel() + named["wpe.weight"].numel()
+    embeddings = named["wte.weight"].numel() + (named["wpe.weight"].numel() if "wpe.weight" in named else 0)
     matrices = sum(
         p.numel() for n, p in named.items() if n.startswith("blocks.") and p.dim() == 2
     )
@@ -72,6 +74,16 @@ def test_flops_per_token_odd_shapes(cfg: GPTConfig) -> None:
     """d_ff != 4d, vocab != 256 and long contexts: every term of the formula shows up."""
     assert measured_flops_per_token(cfg) == pytest.approx(flops_per_token(cfg), rel=0.01)
     assert param_counts(cfg) == _independent_counts(GPT(cfg))
+
+
+def test_rope_has_no_position_table_and_the_same_matmul_flops() -> None:
+    """Rotary embeddings add no parameter (the learned table's seq_len x d_model go) and no matmul."""
+    learned = GPTConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, seq_len=16, vocab_size=100)
+    rope = dataclasses.replace(learned, pos_emb="rope")
+    assert param_counts(rope) == _independent_counts(GPT(rope))
+    assert param_counts(learned)["params_total"] - param_counts(rope)["params_total"] == 16 * 32
+    assert param_counts(rope)["params_nonembedding"] == param_counts(learned)["params_nonembedding"]
+    assert measured_flops_per_token(rope) == flops_per_token(rope) == flops_per_token(learned)
 
 
 def test_flops_hand_computed_nano_at_context_32() -> None:

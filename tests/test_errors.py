@@ -27,6 +27,7 @@ MATRIX = [
     ("harness-sweep", ["sweep.adapt.extra_per_round=0", "results_dir={tmp}/res"], ["sweep.adapt.extra_per_round=0"]),
     ("harness-count", ["budget=[1"], ["budget=[1"]),
     ("harness-train", ["model=nano", "results_dir={tmp}/afile/res"], ["afile", "not a directory"]),
+    ("harness-train", ["model.pos_emb=alibi", "model=nano", "results_dir={tmp}/res"], ["pos_emb='alibi'", "rope"]),
     ("harness-analyze", ["results={tmp}/results.csv", "out={tmp}/afile"], ["afile"]),
     ("harness-train", ["model=nano", "data=text", "data.path={tmp}/bin.dat", "results_dir={tmp}/res"], ["bin.dat", "not a text"]),
 ]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from harness.errors import HarnessError
-from harness.model import GPT, GPTConfig
+from harness.model import GPT, GPTConfig, rope_tables, rotate
 from harness.plan import model_config
 
 SMALL = GPTConfig(n_layer=2, n_head=2, d_model=32, d_ff=64, seq_len=16, vocab_size=256)
@@ -75,6 +76,34 @@ def test_config_validation() -> None:
         GPTConfig(n_layer=1, n_head=3, d_model=32, d_ff=64)
     with pytest.raises(ValueError, match="positive"):
         GPTConfig(n_layer=0, n_head=1, d_model=32, d_ff=64)
+    with pytest.raises(ValueError, match="'learned' or 'rope'"):
+        GPTConfig(n_layer=1, n_head=1, d_model=32, d_ff=64, pos_emb="alibi")
+    with pytest.raises(ValueError, match="even head size"):
+        GPTConfig(n_layer=1, n_head=2, d_model=30, d_ff=64, pos_emb="rope")
+
+
+def test_rope_scores_depend_only_on_the_offset() -> None:
+    """RoPE (Su et al. 2021): a query at position t and a key at s score the same for every shift of both."""
+    cfg = dataclasses.replace(SMALL, pos_emb="rope")
+    cos, sin = rope_tables(cfg)
+    torch.manual_seed(0)
+    q, k = torch.randn(16), torch.randn(16)  # one head of 16 channels, the same vectors at every position
+
+    def score(t: int, s: int) -> torch.Tensor:
+        qt = rotate(q.expand(16, 16), cos, sin)[t]
+        ks = rotate(k.expand(16, 16), cos, sin)[s]
+        return qt @ ks
+
+    for shift in (1, 5, 11):
+        torch.testing.assert_close(score(3 + shift, 1 + shift), score(3, 1), rtol=1e-5, atol=1e-5)
+    assert (score(3, 1) - score(3, 2)).abs() > 1e-3  # and on the offset it does depend
+
+
+def test_rope_model_is_causal_and_has_no_position_table() -> None:
+    torch.manual_seed(0)
+    m = GPT(dataclasses.replace(SMALL, pos_emb="rope")).eval()
+    assert "wpe.weight" not in m.state_dict() and not any(n.endswith(("cos", "sin")) for n in m.state_dict())
+    test_causal(m)
 
 
 def test_family_aspect_rule(compose_cfg) -> None:
@@ -83,6 +112,13 @@ def test_family_aspect_rule(compose_cfg) -> None:
     assert (g.n_layer, g.n_head, g.d_model, g.d_ff) == (3, 6, 96, 384)
     assert g.seq_len == cfg.model.seq_len and g.vocab_size == 256
     assert name == "family-d96-L3"
+    name, g = model_config(compose_cfg("model=family", "model.d_model=96", "model.pos_emb=rope").model, 256)
+    assert name == "family-d96-L3-rope" and g.pos_emb == "rope" and g.n_layer == 3
+    # rope rotates channel pairs: d_model 136 takes 4 heads of 34 under rope, 8 of 17 with learned positions
+    assert model_config(compose_cfg("model=family", "model.d_model=136").model, 256)[1].n_head == 8
+    assert model_config(compose_cfg("model=family", "model.d_model=136", "model.pos_emb=rope").model, 256)[1].n_head == 4
+    with pytest.raises(HarnessError, match="pos_emb='alibi' must be 'learned' or 'rope'; fix the model"):
+        model_config(compose_cfg("model=nano", "model.pos_emb=alibi").model, 256)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ the rows K separate harness-train runs give; the pack resumes from its checkpoin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -33,17 +34,18 @@ pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 CFG = GPTConfig(n_layer=2, n_head=2, d_model=24, d_ff=96, seq_len=16, vocab_size=64)
 
 
-def members(seeds: list[int]) -> list[GPT]:
+def members(seeds: list[int], cfg: GPTConfig = CFG) -> list[GPT]:
     out = []
     for s in seeds:
         torch.manual_seed(s)
-        out.append(GPT(CFG))
+        out.append(GPT(cfg))
     return out
 
 
-def test_ensemble_losses_and_gradients_equal_each_members_own() -> None:
+@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
+def test_ensemble_losses_and_gradients_equal_each_members_own(pos_emb: str) -> None:
     torch.set_num_threads(1)
-    gpts = members([0, 1, 2])
+    gpts = members([0, 1, 2], dataclasses.replace(CFG, pos_emb=pos_emb))
     ens = EnsembleGPT(gpts)
     g = torch.Generator().manual_seed(5)
     x, y = torch.randint(0, 64, (3, 4, 16), generator=g), torch.randint(0, 64, (3, 4, 16), generator=g)

@@ -425,6 +425,18 @@ def test_run_id_stable_and_sensitive() -> None:
     assert run_id(spec) != run_id({**spec, "train": {"lr": "0.001"}})
 
 
+def test_rope_runs_get_their_own_ids_and_learned_ones_keep_theirs() -> None:
+    """pos_emb joined the model config after runs were recorded: the default stays out of the hash."""
+    cfg = sweep_cfg(*SMALL)
+    job = job_config(cfg, plan_sweep(cfg)[0][0])
+    name, gcfg = model_config(job.model, 256)
+    assert "pos_emb" not in run_spec(job, name, gcfg, "fp")["arch"]
+    rope = job_config(sweep_cfg(*SMALL, "model.pos_emb=rope"), plan_sweep(cfg)[0][0])
+    rope_name, rope_gcfg = model_config(rope.model, 256)
+    assert run_spec(rope, rope_name, rope_gcfg, "fp")["arch"]["pos_emb"] == "rope"
+    assert run_id_of(rope, "fp", 256) != run_id_of(job, "fp", 256)
+
+
 def test_run_context_resolves_once_then_completes_with_the_corpus() -> None:
     cfg = sweep_cfg(*SMALL, "results_dir='~/somewhere'")
     job = job_config(cfg, plan_sweep(cfg)[0][0])
