@@ -36,6 +36,7 @@ def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig
     """A preset or a size-family member -> (name, GPTConfig). The family derives depth, heads and d_ff from
     d_model by a fixed aspect rule (conf/model/family.yaml). A rope model's name ends in -rope."""
     mc = OmegaConf.create(dict(mc)) if isinstance(mc, dict) else mc
+    pos_emb = str(mc.get("pos_emb", "learned"))
     if mc.get("name") == "family":
         d, step = int(mc.d_model), int(mc.d_model_step)
         if d < step or d % step:
@@ -43,12 +44,11 @@ def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig
         n_layer = max(int(mc.get("min_layers", 1)), math.floor(d / float(mc.aspect) + 0.5))
         # the most heads of at least head_dim channels that divide d_model evenly (at least one); rope rotates channel
         # pairs, so its heads are of an even size
-        even = str(mc.get("pos_emb", "learned")) == "rope"
+        even = pos_emb == "rope"
         n_head = max(h for h in range(1, max(1, d // int(mc.head_dim)) + 1) if d % h == 0 and not (even and d // h % 2))
         name, dims = f"family-d{d}-L{n_layer}", (n_layer, n_head, d, int(mc.ff_mult) * d)
     else:
         name, dims = str(mc.name), (mc.n_layer, mc.n_head, mc.d_model, mc.d_ff)
-    pos_emb = str(mc.get("pos_emb", "learned"))
     try:
         cfg = GPTConfig(*map(int, (*dims, mc.seq_len)), vocab_size, pos_emb)
     except ValueError as e:
