@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness.model import GPT, GPTConfig, rope_tables, rotate
+from harness.model import GPT, GPTConfig, Rotary
 
 _SEP = "__"  # module names cannot hold dots: blocks.0.attn.qkv.weight is stored as blocks__0__attn__qkv__weight
 
@@ -37,10 +37,7 @@ class EnsembleGPT(nn.Module):
             self.w = nn.ParameterDict({
                 _key(n): nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in members]))
                 for n in self.names})
-        if self.cfg.pos_emb == "rope":
-            cos, sin = rope_tables(self.cfg)
-            self.register_buffer("cos", cos, persistent=False)
-            self.register_buffer("sin", sin, persistent=False)
+        self.rotary = Rotary(self.cfg) if self.cfg.pos_emb == "rope" else None
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights as a GPT state_dict (copies on the CPU), e.g. for GPT.load_state_dict."""
@@ -65,8 +62,8 @@ class EnsembleGPT(nn.Module):
         T, H = N // batch, self.cfg.n_head
         qkv = self._linear(x, f"blocks.{i}.attn.qkv.weight").view(K * batch, T, 3 * C)
         q, k, v = (t.view(K * batch, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))
-        if self.cfg.pos_emb == "rope":
-            q, k = rotate(q, self.cos, self.sin), rotate(k, self.cos, self.sin)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:
             # as in harness.model: CPU flash attention's bf16 backward is slow, so attention stays fp32 there
             with torch.autocast("cpu", enabled=False):

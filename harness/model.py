@@ -55,24 +55,34 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+class Rotary(nn.Module):
+    """RoPE for the queries and keys of one attention layer; its tables are buffers rebuilt from the config, not
+    parameters and not saved (harness.model.GPT and harness.ensemble.EnsembleGPT both use it)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        cos, sin = rope_tables(cfg)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return rotate(q, self.cos, self.sin), rotate(k, self.cos, self.sin)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_head = cfg.n_head
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.rope = cfg.pos_emb == "rope"
-        if self.rope:  # not parameters and not saved: rebuilt from the config
-            cos, sin = rope_tables(cfg)
-            self.register_buffer("cos", cos, persistent=False)
-            self.register_buffer("sin", sin, persistent=False)
+        self.rotary = Rotary(cfg) if cfg.pos_emb == "rope" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        if self.rope:
-            q, k = rotate(q, self.cos, self.sin), rotate(k, self.cos, self.sin)
+        if self.rotary is not None:
+            q, k = self.rotary(q, k)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:
             # torch's CPU flash-attention backward runs ~3.5x slower in bf16 than in fp32 (scripts/bench.sh):
             # attention stays fp32 under CPU bf16 autocast, the matmuls around it stay bf16.

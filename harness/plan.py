@@ -107,8 +107,8 @@ def run_spec(cfg: DictConfig, name: str, gcfg: GPTConfig, fingerprint: str) -> d
             "weight_decay", "beta1", "beta2", "grad_clip", "eval_windows"]
     data_keys = ["val_fraction", "bytes_per_token", "token_dtype", "vocab_size"]
     return {
-        "model": name, "budget": float(cfg.budget), "seed": int(cfg.seed),  # arch: learned position embeddings
-        "arch": {k: v for k, v in gcfg.__dict__.items() if (k, v) != ("pos_emb", "learned")},  # keep old ids
+        "model": name, "budget": float(cfg.budget), "seed": int(cfg.seed),
+        "arch": {k: v for k, v in gcfg.__dict__.items() if (k, v) != ("pos_emb", "learned")},  # keeps old run ids
         "data": fingerprint, "split": {k: str(cfg.data.get(k)) for k in data_keys},
         "train": {k: str(tc[k]) for k in keys}, "role": str(cfg.role),
         **({"lr_rule": load_rule(tc.get("lr_rule")).sha256} if str(tc.lr) == "rule" else {}), **schedule_spec(tc),
