@@ -264,9 +264,10 @@ def format_chains(chains: list[Chain]) -> str:
     """The chains of a WSD sweep and their cost against the same runs trained independently."""
     if not chains:
         return ""
+    w = max([16, *(len(c.name) for c in chains)])  # the model column widens for long names (a -rope size)
     lines = ["WSD chains (one job each; warmup steps fixed per chain, cooldown branches at the listed steps):",
-             f"{'job':>3} {'model':<16} {'seed':>4} {'warmup':>6}  budgets @ branch step"]
-    lines += [f"{c.index:>3} {c.name:<16} {c.seed:>4} {c.warmup_steps:>6}  "
+             f"{'job':>3} {'model':<{w}} {'seed':>4} {'warmup':>6}  budgets @ branch step"]
+    lines += [f"{c.index:>3} {c.name:<{w}} {c.seed:>4} {c.warmup_steps:>6}  "
               + ", ".join(f"{b.run.budget:.3g}@{b.branch_step}/{b.run.steps}" for b in c.branches) for c in chains]
     spent, indep = sum(c.flops_spent for c in chains), sum(c.flops_independent for c in chains)
     lines.append(f"{len(chains)} chains for {sum(len(c.branches) for c in chains)} runs: {spent:.3g} FLOPs spent vs "

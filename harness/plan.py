@@ -385,11 +385,11 @@ def _interp_log_n(params: list[int], ratio: list[float], r: float) -> float | No
 
 
 def format_plan(runs: list[PlannedRun], notes: list[str], train_tokens: int | None = None) -> str:
-    """The plan as a table a person reads before spending compute (with an epochs column, tokens / train
-    tokens, when the corpus' train split size is given)."""
-    lines = [f"{'#':>3} {'budget':>9} {'model':<16} {'params':>9} {'tokens':>10} {'tok/param':>9} "
+    """The plan as a table to read before spending compute; epochs (tokens / train tokens) if train_tokens given."""
+    w = max([16, *(len(pr.name) for pr in runs)])
+    lines = [f"{'#':>3} {'budget':>9} {'model':<{w}} {'params':>9} {'tokens':>10} {'tok/param':>9} "
              f"{'steps':>6} {'seed':>4} {'est':>7}" + (f" {'epochs':>6}" if train_tokens else "")]
-    lines.extend(f"{pr.index:>3} {pr.budget:>9.3g} {pr.name:<16} {pr.params:>9,} {pr.tokens:>10,} "
+    lines.extend(f"{pr.index:>3} {pr.budget:>9.3g} {pr.name:<{w}} {pr.params:>9,} {pr.tokens:>10,} "
                  f"{pr.tokens / pr.params:>9.1f} {pr.steps:>6} {pr.seed:>4} {pr.est_seconds:>6.0f}s"
                  + (f" {pr.tokens / train_tokens:>6.2f}" if train_tokens else "")
                  for pr in sorted(runs, key=lambda pr: (pr.budget, pr.params, pr.seed)))

@@ -417,6 +417,16 @@ def test_unknown_print_mode_refused_and_plan_mode_prints_table_then_lines(cli_ar
 # ---------------------------------------------------------------- the run context and run ids
 
 
+@pytest.mark.parametrize("extra", [[], ["model.pos_emb=rope"]])
+def test_format_plan_columns_line_up_under_their_headers(extra: list[str]) -> None:
+    """Every row's params ends where its header does, with short names and with 18-character -rope names."""
+    runs, notes = plan_sweep(sweep_cfg(*SMALL, *extra))
+    header, *rows = format_plan(runs, notes).splitlines()[: 1 + len(runs)]
+    end = header.index("params") + len("params")
+    assert all(row[end - 1].isdigit() and row[end] == " " for row in rows), "\n".join([header, *rows])
+    assert not extra or max(len(pr.name) for pr in runs) > 16  # the rope grid has names past the old width
+
+
 def test_run_id_stable_and_sensitive() -> None:
     spec = {"model": "nano", "budget": 1e9, "seed": 0, "train": {"lr": "auto"}}
     assert run_id(spec) == run_id(dict(reversed(list(spec.items()))))
