@@ -112,7 +112,8 @@ def test_analyze_script_end_to_end(tmp_path: Path) -> None:
     cwd.mkdir()
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "analyze.sh"), str(path), "bootstrap=20"], cwd=cwd, env=env,
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "analyze.sh"), str(path), "bootstrap=20",
+                           "backtest.enabled=false"], cwd=cwd, env=env,  # the backtest: tests/test_analysis_backtest.py
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "a (N_opt ~ C^a)" in proc.stdout

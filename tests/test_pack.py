@@ -190,10 +190,11 @@ def test_sweep_job_trains_a_whole_pack(sweep_args, tmp_path: Path) -> None:
 
 
 def test_sweep_sh_packs_seeds_resumes_after_a_kill_and_matches_unpacked_runs(sweep_args, tmp_path: Path) -> None:
-    """scripts/sweep.sh with four seeds: 6 packed jobs; SIGKILLed while a pack checkpoints, the same command
-    resumes that pack and ends with the 24 planned rows, the resumed pack's equal to four separate runs."""
+    """scripts/sweep.sh with four seeds at one budget: 3 packed jobs; SIGKILLed while a pack checkpoints, the same
+    command resumes that pack and ends with the 12 planned rows, the resumed pack's equal to four separate runs."""
     results = tmp_path / "results"
-    args = [*sweep_args[:-1], "sweep.seeds=[0,1,2,3]", "train.checkpoint_every_s=0.05", "hydra.launcher.n_jobs=1"]
+    args = [*sweep_args[:-1], "sweep.budgets=[2e9]", "sweep.seeds=[0,1,2,3]", "train.checkpoint_every_s=0.05",
+            "hydra.launcher.n_jobs=1"]
     cfg = sweep_cfg(*args)
     runs, notes = plan_sweep(cfg)
     jobs = pack_jobs(cfg, runs, notes)
@@ -219,9 +220,9 @@ def test_sweep_sh_packs_seeds_resumes_after_a_kill_and_matches_unpacked_runs(swe
     time.sleep(0.5)
     again = subprocess.run(cmd, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "[sweep.sh] 6 jobs" in again.stdout and "resuming pack of 4 seeds" in again.stdout
+    assert "[sweep.sh] 3 jobs" in again.stdout and "resuming pack of 4 seeds" in again.stdout
     rows = read_records(results)
-    assert len(rows) == 24 and all(r["status"] == "ok" for r in rows.values())
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows.values())
     assert sorted(rows) == sorted(planned_ids(cfg, runs, corpus.fingerprint, corpus.vocab_size))
     assert not list(results.glob("checkpoints/*"))
     resumed = jobs[paths.index(caught[0])]

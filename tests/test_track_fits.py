@@ -155,7 +155,8 @@ def test_harness_validate_logs_the_analysis_beside_the_held_out_run(text_corpus:
                      "model.seq_len=32", "train.batch_size=4", "train.eval_windows=8", "train.progress=false",
                      "train.checkpoint_every_s=0", "sweep.holdout.threads=1", "sweep.min_steps=5",
                      f"sweep.budgets=[{','.join(map(str, budgets))}]", "analysis.bootstrap=20",
-                     "train.tracker=tensorboard")
+                     "train.tracker=tensorboard", "sweep.holdout.multiples=null",  # one held-out run, at 4x
+                     "++analysis.backtest.enabled=false")  # the analysis' backtest scalars: the test above
     df = isoflop_sweep(Law(), budgets=budgets, sizes_per_budget=5, noise=0.002, seed=0)
     df["data_fingerprint"] = load_corpus(cfg.data, 32).fingerprint
     (tmp_path / "res").mkdir()

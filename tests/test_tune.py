@@ -94,6 +94,7 @@ def _trained_cfg(text_corpus: Path, tmp_path: Path, *extra: str):
         f"results_dir={tmp_path / 'lr'}", "model.seq_len=32", "train.batch_size=4", "train.eval_windows=8",
         "train.progress=false", "train.threads=1", "train.checkpoint_every_s=0", "sweep.d_models=[8,16]",
         "sweep.lr_grid.min=1e-3", "sweep.lr_grid.max=0.3", "sweep.lr_grid.points=4", "sweep.max_rounds=1",
+        "sweep.budgets=[6e8,2e9]",
         *extra,
     )
 

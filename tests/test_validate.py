@@ -64,7 +64,7 @@ def test_compare_errors_and_interval() -> None:
 
 def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, tmp_path: Path,
                                                             restore_torch_threads) -> None:
-    cfg = _cfg(text_corpus, tmp_path)
+    cfg = _cfg(text_corpus, tmp_path, "++analysis.backtest.enabled=false")  # the ladder test below checks it
     res = _sweep_table(cfg, tmp_path)
     out = validate(cfg)
     assert len(out["validation"]) == 1  # the default ladder: one run at 4x
@@ -128,7 +128,7 @@ def test_bad_multiples_are_one_clear_error(text_corpus: Path, tmp_path: Path, ov
 
 def test_validate_trains_a_holdout_ladder(text_corpus: Path, tmp_path: Path, restore_torch_threads,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.multiples=[2,4]")
+    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.multiples=[2,4]", "++analysis.backtest.bootstrap=20")
     res = _sweep_table(cfg, tmp_path)
     out = validate(cfg)
     entries = out["validation"]
@@ -159,7 +159,7 @@ def test_validate_trains_a_holdout_ladder(text_corpus: Path, tmp_path: Path, res
 
 def test_holdout_seeds_measure_the_held_out_runs_own_noise(text_corpus: Path, tmp_path: Path,
                                                            restore_torch_threads) -> None:
-    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.seeds=[0,1]")
+    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.seeds=[0,1]", "++analysis.backtest.enabled=false")
     res = _sweep_table(cfg, tmp_path)
     v = validate(cfg)["validation"][0]
     hold = pd.read_csv(res / "results.csv").query("role == 'holdout'")
