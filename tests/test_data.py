@@ -41,6 +41,8 @@ def test_stdlib_corpus_split_by_file_and_fingerprint(stdlib_cache: Path, tmp_pat
     assert isinstance(a.train, np.memmap) and isinstance(a.val, np.memmap)
 
     root, files = stdlib_files()
+    # the scandir walk finds exactly what rglob would (the list the corpus' fingerprint was first taken over)
+    assert files == sorted(p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.parts))
     rels = [str(f.relative_to(root)) for f in files]
     val = [f for f, r in zip(files, rels) if _is_val_file(r, 0.05)]
     train = [f for f, r in zip(files, rels) if not _is_val_file(r, 0.05)]
