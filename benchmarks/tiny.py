@@ -5,7 +5,7 @@ One process, one run, two measurements:
     nanoGPT-style loop of benchmarks/nanogpt_ref.py (same dims, batch, init, lr/betas/weight decay; its own
     AdamW setup and get_batch, see that file), timed in alternating windows (harness, reference, harness, ...),
     median seconds per step of each; ratio = reference s/step / harness s/step (> 1: the harness is faster).
-(b) packed_speedup: harness.pack.PackTrainer.step with K seeds against K sequential runs, i.e. K x one Trainer
+(b) packed_speedup: harness.pack_run.PackTrainer.step with K seeds against K sequential runs, i.e. K x one Trainer
     step (startup and evaluation, the same either way, are left out), alternating windows again.
 The box may be shared with other jobs: every window records the cores other processes kept busy (LoadMeter),
 and the JSON says so. Writes results/bench/tiny.json and prints a markdown table (README "Tiny-model speed").
@@ -45,7 +45,7 @@ from throughput import (
 
 from harness.counting import flops_per_token
 from harness.data import Corpus
-from harness.pack import PackTrainer
+from harness.pack_run import PackTrainer
 from harness.plan import RunContext
 from harness.runtime import pick_device, pick_dtype
 

@@ -7,11 +7,7 @@ which Porian et al. 2024 show matters at small scale. 6N (Kaplan et al. 2020) is
 
 from __future__ import annotations
 
-import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
-
-from harness.model import GPT, GPTConfig
+from harness.shape import GPTConfig  # torch-free: planning counts every size without importing torch
 
 
 def param_counts(cfg: GPTConfig) -> dict[str, int]:
@@ -52,6 +48,12 @@ def measured_flops_per_token(cfg: GPTConfig) -> float:
 
     Attention runs on the math backend here because FlopCounterMode has no formula for the fused CPU
     flash kernel; the math backend computes the same matmuls as explicit bmm calls, which it counts."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from harness.model import GPT
+
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = GPT(cfg)

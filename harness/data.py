@@ -22,10 +22,9 @@ import sysconfig
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from harness.errors import HarnessError
 from harness.fsutil import atomic_write
@@ -39,6 +38,9 @@ from harness.tokenize import (
     open_split,
     text_chunks,
 )
+
+if TYPE_CHECKING:  # torch loads only where batches are made, so planning and analysis never import it
+    import torch
 
 _CHUNK = 1 << 24
 
@@ -348,6 +350,8 @@ def sample_batch(
     tokens: np.ndarray, batch_size: int, seq_len: int, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows (x, y=x shifted by one) read straight from the memmap: only the batch is copied."""
+    import torch
+
     starts = torch.randint(0, len(tokens) - seq_len, (batch_size,), generator=gen).numpy()
     window = tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64)
     t = torch.from_numpy(window)
@@ -356,6 +360,8 @@ def sample_batch(
 
 def eval_windows(tokens: np.ndarray, n_windows: int, seq_len: int) -> torch.Tensor:
     """A fixed held-out slice: n windows spread evenly over the val split (same for every run)."""
+    import torch
+
     n = max(1, min(n_windows, (len(tokens) - 1) // seq_len))
     starts = np.linspace(0, len(tokens) - seq_len - 1, n).astype(np.int64)
     return torch.from_numpy(tokens[starts[:, None] + np.arange(seq_len + 1)].astype(np.int64))

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
 from harness.lr_rule import load_rule, rule_size, rule_warnings
-from harness.model import GPTConfig
 from harness.schedule import rule_tokens, schedule_of, schedule_spec
+from harness.shape import GPTConfig
 
 
 def vocab_hint(cfg: DictConfig) -> int:

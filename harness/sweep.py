@@ -15,13 +15,13 @@ from typing import Any
 from omegaconf import DictConfig
 
 from harness.adapt import adapt_rounds, adaptive_plan
-from harness.chain import Chain, chain_costs, format_chains, plan_chains, run_chain, sweep_jobs
+from harness.chain import Chain, chain_costs, format_chains, plan_chains, sweep_jobs
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.ladder import is_ladder, ladder_job_config, plan_ladder
 from harness.lr_rule import lr_source
-from harness.pack import pack_jobs, run_pack
+from harness.pack import pack_jobs
 from harness.plan import PlannedRun, format_plan, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
 from harness.results import check_compatible, check_results_dir, find_ok
@@ -127,6 +127,9 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
     idx = int(idx)
     if not 0 <= idx < len(jobs):
         raise HarnessError(f"plan_index={idx} is outside the plan (0..{len(jobs) - 1}); rerun the dry run")
+    # the trainers (and torch) load only in a job, so the dry run that prints the plan never imports them
+    from harness.chain_run import run_chain
+    from harness.pack_run import run_pack
     from harness.train import run
 
     job = jobs[idx]

@@ -25,13 +25,12 @@ from typing import Any
 from omegaconf import DictConfig
 
 from harness import __version__
-from harness.chain import Chain, build_chain, chain_warmup, format_chains, run_chain
+from harness.chain import Chain, build_chain, chain_warmup, format_chains
 from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.lr_report import TunePointData, write_lr_report
 from harness.lr_rule import FAMILY_KEYS, PARAM_CONVENTIONS, rule_size
-from harness.model import GPTConfig
 from harness.plan import (
     PlannedRun,
     RunPlan,
@@ -47,6 +46,7 @@ from harness.plan import (
 )
 from harness.results import check_compatible, check_results_dir, read_records
 from harness.schedule import schedule_of
+from harness.shape import GPTConfig
 
 Point = tuple[int, float]  # (d_model, budget)
 
@@ -249,13 +249,14 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
         return {"runs": runs, "jobs": jobs, "rounds": rounds, "table": table}
     if not 0 <= int(idx) < len(jobs):
         raise HarnessError(f"plan_index={idx} is outside round {rnd}'s plan (0..{len(jobs) - 1}); rerun the dry run")
+    from harness.chain_run import run_chain  # the trainers (and torch) load only in a job
+    from harness.train import run
+
     job = jobs[int(idx)]
     if isinstance(job, Chain):
         by_index = {r.index: r for r in runs}
         return {"runs": runs, "records": run_chain(cfg, job, [job_config(cfg, by_index[b.run.index])
                                                                for b in job.branches])}
-    from harness.train import run
-
     return {"runs": runs, "records": [run(job_config(cfg, job))]}
 
 

@@ -16,7 +16,8 @@ from hydra import compose, initialize_config_dir
 
 from harness import CONF_DIR
 from harness.analysis import load_results, select_fit_rows
-from harness.chain import Chain, TrunkTrainer, chain_job, plan_chains, run_chain, sweep_jobs
+from harness.chain import Chain, chain_job, plan_chains, sweep_jobs
+from harness.chain_run import TrunkTrainer, run_chain
 from harness.errors import HarnessError
 from harness.plan import job_config, learning_rate, model_config, plan_sweep, vocab_hint
 from harness.results import read_records

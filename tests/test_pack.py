@@ -21,7 +21,8 @@ from harness.data import load_corpus
 from harness.ensemble import EnsembleGPT, clip_member_grads
 from harness.errors import HarnessError
 from harness.model import GPT, GPTConfig
-from harness.pack import pack_checkpoint_path, pack_jobs, plan_reason, run_pack
+from harness.pack import pack_jobs, plan_reason
+from harness.pack_run import pack_checkpoint_path, run_pack
 from harness.plan import PlannedRun, job_config, plan_sweep, resolve_run
 from harness.results import read_records
 from harness.sweep import dry_run_text, planned_ids, sweep
@@ -124,12 +125,12 @@ def test_packed_rows_equal_separate_runs(tiny_cfg, tmp_path: Path) -> None:
 
 def test_pack_resumes_from_its_checkpoint(tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped mid-run (as a kill after a checkpoint would leave it), the pack resumes to the same rows."""
-    import harness.pack
+    import harness.pack_run
 
     cfg = tiny_cfg("model=family", "train.pack_seeds=true", "model.d_model=24", "role=sweep")
     whole = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", f"results_dir={tmp_path / 'whole'}"), _planned([0, 1]))
     steps = whole[0]["steps"]
-    real_step = harness.pack.PackTrainer.step
+    real_step = harness.pack_run.PackTrainer.step
 
     def dying_step(self):
         out = real_step(self)
@@ -138,10 +139,10 @@ def test_pack_resumes_from_its_checkpoint(tiny_cfg, tmp_path: Path, monkeypatch:
             raise KeyboardInterrupt
         return out
 
-    monkeypatch.setattr(harness.pack.PackTrainer, "step", dying_step)
+    monkeypatch.setattr(harness.pack_run.PackTrainer, "step", dying_step)
     with pytest.raises(KeyboardInterrupt):
         run_pack(cfg, _planned([0, 1]))
-    monkeypatch.setattr(harness.pack.PackTrainer, "step", real_step)
+    monkeypatch.setattr(harness.pack_run.PackTrainer, "step", real_step)
     ctxs = [resolve_run(job_config(cfg, pr), whole[0]["data_fingerprint"], whole[0]["vocab_size"]) for pr in _planned([0, 1])]
     assert pack_checkpoint_path(ctxs).exists()
     resumed = run_pack(cfg, _planned([0, 1]))
@@ -236,7 +237,7 @@ def test_sweep_sh_packs_seeds_resumes_after_a_kill_and_matches_unpacked_runs(swe
 def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A member whose weights go NaN is recorded 'diverged' at its first log window, as its own run would be;
     the other member's numbers are untouched by it (nothing is shared between members)."""
-    import harness.pack
+    import harness.pack_run
 
     clean = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", "train.log_every=5",
                               f"results_dir={tmp_path / 'clean'}"), _planned([0, 1]))
@@ -247,7 +248,7 @@ def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: p
             with torch.no_grad():
                 self.w["lm_head__weight"][1].fill_(float("nan"))
 
-    monkeypatch.setattr(harness.pack, "EnsembleGPT", Poisoned)
+    monkeypatch.setattr(harness.pack_run, "EnsembleGPT", Poisoned)
     ok, bad = run_pack(tiny_cfg("model=family", "train.pack_seeds=true", "role=sweep", "train.log_every=5"), _planned([0, 1]))
     assert (bad["status"], bad["steps"]) == ("diverged", 5) and "non-finite training loss" in bad["error"]
     assert ok["status"] == "ok" and ok["val_loss"] == clean[0]["val_loss"] and ok["steps"] == clean[0]["steps"]
@@ -255,7 +256,7 @@ def test_a_diverging_member_stops_alone(tiny_cfg, tmp_path: Path, monkeypatch: p
 
 
 def test_packs_fall_back_under_fp16_and_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.pack import runtime_reason
+    from harness.pack_run import runtime_reason
 
     assert runtime_reason(torch.float32) == runtime_reason(torch.bfloat16) == ""
     assert "fp16" in runtime_reason(torch.float16)
