@@ -43,6 +43,8 @@ def composition_message(ex: Exception) -> str:
     if key and isinstance(parent, DictConfig):
         valid = sorted(str(k) for k in parent if k != "hydra")
         where = key.rpartition(".")[0]
+        if where and not valid:  # `bootstrap.resamples=50` where bootstrap is a number: no group to list
+            return f"{where!r} is a single value, not a group of keys: set it as {where}=<value>, not {key}=..."
         return (f"unknown config key {key!r}{_suggest(str(cause.key), valid)}; valid keys"
                 f"{' of ' + where if where else ''}: {', '.join(valid)}")
     if isinstance(ex, OverrideParseException):

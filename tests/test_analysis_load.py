@@ -70,6 +70,29 @@ def test_foreign_csv_mapping_derives_tokens(tmp_path: Path) -> None:
     assert any("D = C/(6N)" in w for w in fits.warnings)
 
 
+@pytest.mark.parametrize(("sep", "decimal", "bom", "read_as"), [
+    ("\t", ".", False, "tab-separated"),
+    (";", ",", True, "semicolon-separated, decimal comma"),  # a spreadsheet's export in many locales
+    ("|", ".", False, "pipe-separated"),
+])
+def test_spreadsheet_exports_read_like_the_csv(tmp_path: Path, sep: str, decimal: str, bom: bool, read_as: str) -> None:
+    from harness.analysis.units import load_table
+
+    raw = sweep()
+    foreign = pd.DataFrame({"Model Size": raw["params_total"], "Training FLOP": raw["flops"],
+                            "loss (val, bpb)": raw["val_bpb"]})  # a column name holding a comma, quoted
+    path = tmp_path / "theirs.txt"
+    text = foreign.to_csv(sep=sep, decimal=decimal, index=False, float_format="%.10g")
+    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    cfg = {"columns": {"params": "Model Size", "flops": "Training FLOP", "loss": "loss (val, bpb)"}}
+    want = load_results(write(tmp_path, foreign, "theirs.csv"), cfg)
+    got = load_table(str(path), cfg)
+    np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-9)
+    np.testing.assert_allclose(got["params"], want["params"], rtol=1e-9)
+    assert got.attrs["units"] == f"The file was read as {read_as}"
+    assert load_table(str(tmp_path / "theirs.csv"), cfg).attrs["units"] is None  # a plain CSV says nothing
+
+
 def test_budget_grouping_tolerates_jitter() -> None:
     flops = np.array([1.0e18, 1.02e18, 0.99e18, 3.0e18, 3.05e18, 1e19])
     keys = group_budgets(flops, 0.1)
@@ -113,11 +136,11 @@ def test_not_a_csv(tmp_path: Path) -> None:
         load_results(binary)
     prose = tmp_path / "notes.txt"
     prose.write_text("this is a note\nnot a table at all\n")
-    with pytest.raises(HarnessError, match="not a CSV table"):
+    with pytest.raises(HarnessError, match=r"not a table \(found 1 column"):
         load_results(prose)
     ragged = tmp_path / "ragged.csv"
     ragged.write_text("a,b\n1,2\n3,4,5,6\n")
-    with pytest.raises(HarnessError, match="not a readable CSV"):
+    with pytest.raises(HarnessError, match="not a readable table"):
         load_results(ragged)
     empty = tmp_path / "empty.csv"
     empty.write_text("")

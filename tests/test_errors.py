@@ -23,6 +23,8 @@ MATRIX = [
     ("harness-train", ["+train.learning_rate=1e-3", "results_dir={tmp}/res"], ["train.learning_rate", "nothing reads it"]),
     ("harness-validate", ["+analysis.isoflop.exclude_edg=false", "results_dir={tmp}/res"], ["exclude_edge"]),
     ("harness-count", ["seed=abc"], ["seed", "number"]),
+    ("harness-analyze", ["results={tmp}/results.csv", "bootstrap.resamples=50"], ["'bootstrap' is a single value",
+                                                                             "bootstrap=<value>"]),
     ("harness-validate", ["print=plan", "results_dir={tmp}/res"], ["print=plan", "harness-sweep"]),
     ("harness-sweep", ["sweep.adapt.extra_per_round=0", "results_dir={tmp}/res"], ["sweep.adapt.extra_per_round=0"]),
     ("harness-count", ["budget=[1"], ["budget=[1"]),

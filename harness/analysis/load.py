@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +106,28 @@ def shown_path(path: Path) -> str:
     return str(full.relative_to(cwd)) if full.is_relative_to(cwd) and cwd != Path(cwd.anchor) else str(full)
 
 
+DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+_DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
+
+
+def sniff_dialect(head: bytes) -> tuple[str, str]:
+    """(delimiter, decimal mark) of a table from its first bytes: the delimiter the header uses most (a comma on a
+    tie), and a decimal comma when a non-comma table writes numbers like 3,14 (spreadsheets in many locales)."""
+    lines = [line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip()]
+    if not lines:
+        return ",", "."
+    header = re.sub(r'"[^"]*"', "", lines[0])  # a quoted column name may hold any delimiter
+    counts = {d: header.count(d) for d in DELIMITERS}
+    sep = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+    if sep == "," or counts[sep] == 0:
+        return ",", "."
+    fields = [f for line in lines[1:] for f in line.split(sep)]
+    return sep, ("," if any(_DECIMAL_COMMA.match(f) for f in fields) else ".")
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV file (or DIR/results.csv), refusing things that are not a readable table."""
+    """Read a table file (or DIR/results.csv), refusing things that are not a readable table. Comma-, tab-,
+    semicolon- and pipe-separated files are read alike (sniff_dialect), so a spreadsheet's export needs no edit."""
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "results.csv"
@@ -116,20 +137,25 @@ def read_table(path: str | Path) -> pd.DataFrame:
         head = fh.read(4096)
     if b"\x00" in head:
         raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
+    sep, decimal = sniff_dialect(head)
     try:
-        df = pd.read_csv(p, skipinitialspace=True)
+        df = pd.read_csv(p, sep=sep, decimal=decimal, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise HarnessError(f"{str(p)!r} is empty; pass a CSV with a header row and one row per run") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"{str(p)!r} is not a readable CSV ({first}); pass a comma-separated table") from None
+        raise HarnessError(f"{str(p)!r} is not a readable table ({first}); pass a CSV (or tab- or "
+                          "semicolon-separated) file with a header row") from None
     if df.shape[1] < 2:
         raise HarnessError(
-            f"{str(p)!r} is not a CSV table (found {df.shape[1]} column); pass a comma-separated file with a header"
+            f"{str(p)!r} is not a table (found {df.shape[1]} column); pass a file with a header row and columns "
+            "separated by commas, tabs, semicolons or pipes"
         )
     df.columns = [str(c).strip() for c in df.columns]
     df.attrs["source"] = shown_path(p)
     df.attrs["sha256"] = file_sha256(p)
+    df.attrs["dialect"] = "" if (sep, decimal) == (",", ".") else f"{DELIMITERS[sep]}-separated" + (
+        ", decimal comma" if decimal == "," else "")
     return df
 
 

@@ -65,7 +65,9 @@ def units_text(factors: dict[str, tuple[str, float]]) -> str | None:
 
 def load_table(path: str, cfg: Any) -> pd.DataFrame:
     """load_results with `units.*` applied first: the canonical table in FLOPs, parameters and tokens; its attrs
-    carry the units text for the report (None when nothing was converted)."""
-    df = canonicalize(apply_units(read_table(path), cfg), cfg)
-    df.attrs["units"] = units_text(unit_factors(cfg))
+    carry the units text for the report (None when nothing was converted and the file is a plain CSV)."""
+    raw = read_table(path)
+    df = canonicalize(apply_units(raw, cfg), cfg)
+    read_as = f"The file was read as {raw.attrs['dialect']}" if raw.attrs.get("dialect") else None
+    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg))) if t) or None
     return df
