@@ -79,12 +79,14 @@ def _assumptions_section(fits: Fits) -> list[str]:
     cols = inp.get("columns") or {}
     tokens = ("C/(6N), **derived: the table has no tokens column**" if d["tokens_derived"]
               else f"column `{cols.get('tokens', 'tokens')}`")
+    flops = ("6ND, **derived: the table has no compute column**" if d.get("flops_derived")
+             else f"column `{cols.get('flops', 'flops')}`")
     tol = inp.get("budget_tolerance") or 0.1
     budgets = (f"grouped from C (runs within {tol:.0%} of a group's first run share a budget)"
                if inp.get("budget_inferred") else f"column `{cols.get('budget', 'budget')}`")
     points = "minima" if fr["source"] == "minima" else "lowest observed losses"
     return ["", "## Assumptions", "",
-            f"- N = column `{cols.get('params', 'params')}`; D = {tokens}; C = column `{cols.get('flops', 'flops')}`; "
+            f"- N = column `{cols.get('params', 'params')}`; D = {tokens}; C = {flops}; "
             f"loss = column `{cols.get('loss', 'loss')}`.",
             f"- Budgets: {budgets}; a budget's C is the geometric mean of its runs' FLOPs.",
             f"- C = kappa N D with kappa = {fmt(d['kappa'])} (median over runs) converts Approach 3's optimum "

@@ -93,6 +93,21 @@ def test_spreadsheet_exports_read_like_the_csv(tmp_path: Path, sep: str, decimal
     assert load_table(str(tmp_path / "theirs.csv"), cfg).attrs["units"] is None  # a plain CSV says nothing
 
 
+def test_plain_names_need_no_mapping_and_c_is_derived_from_n_and_d(tmp_path: Path) -> None:
+    """A hand-written table with the literature's N, D and loss columns: found without columns.*, C = 6ND."""
+    raw = sweep()
+    path = write(tmp_path, pd.DataFrame({"N": raw["params_total"], "D": raw["tokens"], "Loss": raw["val_bpb"]}))
+    df = load_results(path)
+    np.testing.assert_allclose(df["flops"], 6 * raw["params_total"] * raw["tokens"])
+    assert df["flops_derived"].all() and not df["tokens_derived"].any()
+    assert df.attrs["columns"]["params"] == "N" and df.attrs["columns"]["flops"] is None
+    assert len(df["budget"].unique()) == 3  # the sweep's budgets, grouped from 6ND
+    fits = fit_all(df, {"bootstrap": 0})
+    assert fits.data["flops_derived"] and any("C = 6ND was derived" in w for w in fits.warnings)
+    ours = load_results(write(tmp_path, raw, "ours.csv"))  # the harness's own columns win over the aliases
+    assert not ours["flops_derived"].any() and ours.attrs["columns"]["params"] == "params_total"
+
+
 def test_budget_grouping_tolerates_jitter() -> None:
     flops = np.array([1.0e18, 1.02e18, 0.99e18, 3.0e18, 3.05e18, 1e19])
     keys = group_budgets(flops, 0.1)
@@ -103,7 +118,7 @@ def test_budget_grouping_tolerates_jitter() -> None:
     ("mutate", "match"),
     [
         (lambda d: d.drop(columns=["params_total"]), "params_total"),
-        (lambda d: d.drop(columns=["flops"]), "columns.flops"),
+        (lambda d: d.drop(columns=["flops", "tokens"]), "columns.flops.*derive C = 6ND"),
         (lambda d: d.drop(columns=["val_bpb"]), "metric="),
         (lambda d: d.assign(params_total=d["params_total"].astype(object).where(d.index != 2, "big")), "non-numeric"),
         (lambda d: d.assign(flops=d["flops"].where(d.index != 1, 0.0)), "must be > 0"),

@@ -168,6 +168,7 @@ def _data_summary(df: pd.DataFrame, sel: Selection, n_approach2: int, n_budgets:
     return {
         "n_rows": len(df), "n_used": len(used), "n_used_approach2": n_approach2,
         "excluded": sel.excluded, "n_budgets": n_budgets, "tokens_derived": bool(used["tokens_derived"].any()),
+        "flops_derived": bool(used.get("flops_derived", pd.Series(False)).any()),
         "kappa": kappa, "data_hash": _data_hash(used),
         "N_range": [float(used["params"].min()), float(used["params"].max())],
         "C_range": [float(used["flops"].min()), float(used["flops"].max())],
@@ -201,10 +202,13 @@ def _cross_check(approach2: dict[str, Any], approach3: dict[str, Any], diag: Dia
 
 
 def _warn_tokens_derived(used: pd.DataFrame, diag: Diagnostics) -> None:
-    """D = C/(6N) was derived: say so, since D_opt and Approach 3 inherit the approximation."""
+    """D = C/(6N) (or C = 6ND) was derived: say so, since the fits inherit the approximation."""
     if bool(used["tokens_derived"].any()):
         diag.warn("the table has no tokens column: D = C/(6N) was derived for every run (Hoffmann et al. "
                   "2022's approximation); D_opt and Approach 3 inherit it")
+    if bool(used.get("flops_derived", pd.Series(False)).any()):
+        diag.warn("the table has no compute column: C = 6ND was derived for every run (Kaplan et al. 2020's "
+                  "approximation); budgets are grouped from it, and the exponents in C inherit it")
 
 
 def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None) -> Fits:

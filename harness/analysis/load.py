@@ -1,7 +1,7 @@
 """Read any results table into the canonical analysis DataFrame, and pick the rows a fit may use.
 
 Canonical columns: run_id, params (N under the chosen convention), tokens (D), flops (C), loss (the chosen
-metric), budget (grouping key), status, role, tokens_derived, fingerprint. Only rows with status == "ok",
+metric), budget (grouping key), status, role, tokens_derived, flops_derived, fingerprint. Only rows with status == "ok",
 role != "holdout" and a finite loss are fitted; everything else is counted and reported, never dropped
 silently. All problems raise HarnessError with one line naming the problem and the fix.
 """
@@ -11,83 +11,24 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.analysis.columns import PARAM_CONVENTIONS as PARAM_CONVENTIONS
+from harness.analysis.columns import ColumnMap as ColumnMap
+from harness.analysis.columns import cfg_get as cfg_get
+from harness.analysis.columns import source_columns
 from harness.errors import HarnessError
 
-PARAM_CONVENTIONS = {
-    "total": "params_total",
-    "nonembedding": "params_nonembedding",
-    "scaling": "params_scaling",
-}
 CANONICAL = ["run_id", "params", "tokens", "flops", "loss", "budget", "status", "role", "tokens_derived",
-             "fingerprint"]
+             "flops_derived", "fingerprint"]
 # Runs whose FLOPs lie within this relative distance of a group's first run share a budget when the
 # table has no budget column (IsoFLOP sweeps aim every size at the same C; step rounding moves it <1%).
 DEFAULT_BUDGET_TOLERANCE = 0.10
-
-
-def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
-    """Read a dotted key from a dict, an OmegaConf DictConfig, an object with attributes, or None."""
-    node = cfg
-    for part in key.split("."):
-        if node is None:
-            return default
-        if isinstance(node, Mapping):
-            node = node.get(part, None)
-        else:
-            try:
-                node = node[part]  # DictConfig supports item access
-            except (KeyError, TypeError, AttributeError, IndexError):
-                node = getattr(node, part, None)
-            except Exception:  # omegaconf raises its own errors for missing keys
-                node = None
-    return default if node is None else node
-
-
-@dataclass
-class ColumnMap:
-    """Which source column feeds each canonical column (None: absent in the source)."""
-
-    params: str
-    loss: str
-    flops: str
-    tokens: str | None = "tokens"
-    budget: str | None = "budget_flops"
-    status: str | None = "status"
-    role: str | None = "role"
-    run_id: str | None = "run_id"
-    fingerprint: str | None = "data_fingerprint"
-    explicit: set[str] = field(default_factory=set)
-
-    @classmethod
-    def from_cfg(cls, cfg: Any) -> ColumnMap:
-        """Defaults from the params convention and metric, overridden by `columns.<name>` entries."""
-        convention = str(cfg_get(cfg, "params", "total"))
-        if convention not in PARAM_CONVENTIONS:
-            raise HarnessError(
-                f"unknown params convention {convention!r}; use params=total, params=nonembedding or params=scaling"
-            )
-        metric = str(cfg_get(cfg, "metric", "val_bpb"))
-        cmap = cls(params=PARAM_CONVENTIONS[convention], loss=metric, flops="flops")
-        for name in ("params", "loss", "flops", "tokens", "budget", "status", "role", "run_id", "fingerprint"):
-            value = cfg_get(cfg, f"columns.{name}")
-            if value is not None and str(value) != "":
-                # columns.tokens=none / columns.budget=none: ignore that column (derive D, group budgets by C)
-                setattr(cmap, name, None if str(value).lower() == "none" else str(value))
-                cmap.explicit.add(name)
-        return cmap
-
-    def as_dict(self) -> dict[str, str | None]:
-        """The mapping as plain data for fits.json."""
-        return {k: getattr(self, k) for k in ("params", "tokens", "flops", "loss", "budget", "status", "role",
-                                              "run_id", "fingerprint")}
 
 
 def file_sha256(path: Path) -> str:
@@ -212,29 +153,6 @@ def group_budgets(flops: np.ndarray, tolerance: float = DEFAULT_BUDGET_TOLERANCE
     return out
 
 
-def _source_columns(raw: pd.DataFrame, cmap: ColumnMap) -> dict[str, str | None]:
-    """Canonical name -> column of raw: params, loss, flops are required, the rest may be absent (None)."""
-    cols = list(raw.columns)
-    out: dict[str, str | None] = {}
-    for name, what in (("params", "parameter count N"), ("loss", "the loss metric"), ("flops", "training compute C")):
-        col = getattr(cmap, name)
-        if col is None or col not in cols:
-            how = {
-                "params": "choose params=total|nonembedding|scaling or map it with columns.params=<column>",
-                "loss": "choose metric=<column> or map it with columns.loss=<column>",
-            }.get(name, f"map it with columns.{name}=<column>")
-            raise HarnessError(f"no column {col!r} for {what} in the results table; {how} (columns: {cols})")
-        out[name] = col
-    for name in ("tokens", "budget", "status", "role", "run_id", "fingerprint"):
-        col = getattr(cmap, name)
-        if col is not None and col not in cols:
-            if name in cmap.explicit:
-                raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
-            col = None
-        out[name] = col
-    return out
-
-
 def _labels(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
     """A lower-cased text column (status, role), `default` where absent or empty."""
     values = raw[col].astype(str).str.strip().str.lower() if col else pd.Series([default] * len(raw))
@@ -264,22 +182,26 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     """Map a raw results table onto the canonical columns and validate it (Hoffmann et al. 2022's C = 6ND is
     used to derive D when the table has no tokens column, and that is flagged per row)."""
     cmap = ColumnMap.from_cfg(cfg)
-    src = _source_columns(raw, cmap)
+    src = source_columns(raw, cmap)
     n = len(raw)
     if n == 0:
         raise HarnessError("the results table has a header but no rows; train some runs or point results= elsewhere")
     status, role = _labels(raw, src["status"], "ok"), _labels(raw, src["role"], "sweep")
     ok = status == "ok"
     params = _numeric(raw, src["params"], "parameter count N", ok, allow_nan=False)
-    flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False)
     loss = _numeric(raw, src["loss"], "loss", ok, allow_nan=True)
+    if src["flops"]:
+        flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False)
+    else:  # no compute column: C = 6ND (Kaplan et al. 2020), flagged like a derived D
+        flops = 6.0 * params * _numeric(raw, str(src["tokens"]), "training tokens D", ok, allow_nan=False)
     tokens, derived, budget = _tokens_and_budget(raw, src, params, flops, ok, cfg)
     run_col, fp_col = src["run_id"], src["fingerprint"]
     run_id = raw[run_col].astype(str) if run_col else pd.Series([f"row{i + 1}" for i in range(n)], index=raw.index)
     fingerprint = raw[fp_col].astype(str).str.strip() if fp_col else pd.Series([""] * n, index=raw.index)
     df = pd.DataFrame({
         "run_id": run_id, "params": params, "tokens": tokens, "flops": flops, "loss": loss, "budget": budget,
-        "status": status, "role": role, "tokens_derived": derived, "fingerprint": fingerprint,
+        "status": status, "role": role, "tokens_derived": derived, "flops_derived": src["flops"] is None,
+        "fingerprint": fingerprint,
     }).reset_index(drop=True)
     for col in ("epochs", "bpb_method"):  # data provenance the fit warns about (harness.analysis.load.data_warnings)
         if col in raw.columns:

@@ -159,6 +159,7 @@ def _data_summary(df: pd.DataFrame, used: pd.DataFrame, excluded: dict[str, int]
     kappa = float(np.exp(np.median(np.log(used["flops"] / (used["params"] * used["tokens"])))))
     return {"n_rows": len(df), "n_used": len(used), "excluded": excluded, "kappa": kappa,
             "tokens_derived": bool(used["tokens_derived"].any()),
+            "flops_derived": bool(used.get("flops_derived", pd.Series(False)).any()),
             "N_range": [float(used["params"].min()), float(used["params"].max())],
             "D_range": [float(used["tokens"].min()), float(used["tokens"].max())],
             "C_range": [float(used["flops"].min()), float(used["flops"].max())],
@@ -190,5 +191,8 @@ def fit_table(df: pd.DataFrame, settings: Settings, skipped: list[dict[str, str]
     if bool(used["tokens_derived"].any()):
         diag.warn("the table has no tokens column: D = C/(6N) was derived for every run (Hoffmann et al. 2022's "
                   "approximation); L(D) and Approach 3 inherit it")
+    if bool(used.get("flops_derived", pd.Series(False)).any()):
+        diag.warn("the table has no compute column: C = 6ND was derived for every run (Kaplan et al. 2020's "
+                  "approximation); L(C) inherits it")
     out.warnings, out.notes = diag.warnings, diag.notes
     return out

@@ -1,0 +1,132 @@
+"""Which column of a results table feeds each canonical quantity (N, D, C, loss, budget, ...).
+
+The harness's own tables name them params_<convention>, tokens, flops, val_bpb, budget_flops; a foreign table maps
+its names with `columns.<name>=<column>`. A quantity whose default column is absent and that was not mapped is
+looked up under the plain names the scaling-law literature uses (N, D, C; params, tokens, flops, loss), so a
+table written by hand needs no mapping; a table with N and D but no compute gets C = 6ND (Kaplan et al. 2020).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from harness.errors import HarnessError
+
+PARAM_CONVENTIONS = {
+    "total": "params_total",
+    "nonembedding": "params_nonembedding",
+    "scaling": "params_scaling",
+}
+# Plain names tried (case-insensitive) when a quantity's default column is absent and no columns.<name> was given.
+ALIASES = {
+    "params": ("params", "parameters", "n"),
+    "tokens": ("tokens", "d"),
+    "flops": ("flops", "c", "compute"),
+    "loss": ("loss",),
+}
+WHAT = {"params": "parameter count N", "loss": "the loss metric", "flops": "training compute C"}
+HOW = {"params": "choose params=total|nonembedding|scaling or map it with columns.params=<column>",
+       "loss": "choose metric=<column> or map it with columns.loss=<column>",
+       "flops": "map it with columns.flops=<column>, or give a tokens column to derive C = 6ND"}
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """Read a dotted key from a dict, an OmegaConf DictConfig, an object with attributes, or None."""
+    node = cfg
+    for part in key.split("."):
+        if node is None:
+            return default
+        if isinstance(node, Mapping):
+            node = node.get(part, None)
+        else:
+            try:
+                node = node[part]  # DictConfig supports item access
+            except (KeyError, TypeError, AttributeError, IndexError):
+                node = getattr(node, part, None)
+            except Exception:  # omegaconf raises its own errors for missing keys
+                node = None
+    return default if node is None else node
+
+
+@dataclass
+class ColumnMap:
+    """Which source column feeds each canonical column (None: absent in the source)."""
+
+    params: str
+    loss: str
+    flops: str | None
+    tokens: str | None = "tokens"
+    budget: str | None = "budget_flops"
+    status: str | None = "status"
+    role: str | None = "role"
+    run_id: str | None = "run_id"
+    fingerprint: str | None = "data_fingerprint"
+    explicit: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> ColumnMap:
+        """Defaults from the params convention and metric, overridden by `columns.<name>` entries."""
+        convention = str(cfg_get(cfg, "params", "total"))
+        if convention not in PARAM_CONVENTIONS:
+            raise HarnessError(
+                f"unknown params convention {convention!r}; use params=total, params=nonembedding or params=scaling"
+            )
+        metric = str(cfg_get(cfg, "metric", "val_bpb"))
+        cmap = cls(params=PARAM_CONVENTIONS[convention], loss=metric, flops="flops")
+        for name in ("params", "loss", "flops", "tokens", "budget", "status", "role", "run_id", "fingerprint"):
+            value = cfg_get(cfg, f"columns.{name}")
+            if value is not None and str(value) != "":
+                # columns.tokens=none / columns.budget=none: ignore that column (derive D, group budgets by C)
+                setattr(cmap, name, None if str(value).lower() == "none" else str(value))
+                cmap.explicit.add(name)
+        return cmap
+
+    def as_dict(self) -> dict[str, str | None]:
+        """The mapping as plain data for fits.json."""
+        return {k: getattr(self, k) for k in ("params", "tokens", "flops", "loss", "budget", "status", "role",
+                                              "run_id", "fingerprint")}
+
+
+def _alias(cols: list[str], name: str) -> str | None:
+    """The first column whose name is one of `name`'s plain aliases (case-insensitive), or None."""
+    lowered = {str(c).strip().lower(): c for c in reversed(cols)}
+    return next((lowered[a] for a in ALIASES.get(name, ()) if a in lowered), None)
+
+
+def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
+    """The columns a table may lack (None where absent); a mapped one that is absent is an error."""
+    out: dict[str, str | None] = {}
+    for name in ("tokens", "budget", "status", "role", "run_id", "fingerprint"):
+        col = getattr(cmap, name)
+        if col is not None and col not in cols:
+            if name in cmap.explicit:
+                raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
+            col = None
+        out[name] = col
+    return out
+
+
+def source_columns(raw: pd.DataFrame, cmap: ColumnMap) -> dict[str, str | None]:
+    """Canonical name -> column of raw, updating cmap to what was found: params and loss are required; flops too,
+    unless tokens are there to derive C = 6ND (then flops is None); the rest may be absent (None)."""
+    cols = list(raw.columns)
+    for name in ("params", "loss", "flops", "tokens"):
+        col = getattr(cmap, name)
+        if col is not None and col not in cols and name not in cmap.explicit:
+            setattr(cmap, name, _alias(cols, name) or col)
+    out = _optional(cols, cmap)
+    if out["tokens"] and (cmap.flops is None or (cmap.flops not in cols and "flops" not in cmap.explicit)):
+        cmap.flops = None  # derived: C = 6ND
+        out["flops"] = None
+    for name in ("params", "loss", "flops"):
+        col = getattr(cmap, name)
+        if name in out:
+            continue
+        if col is None or col not in cols:
+            raise HarnessError(f"no column {col!r} for {WHAT[name]} in the results table; {HOW[name]} (columns: {cols})")
+        out[name] = col
+    return out
