@@ -31,7 +31,8 @@ ALIASES = {
 WHAT = {"params": "parameter count N", "loss": "the loss metric", "flops": "training compute C"}
 HOW = {"params": "choose params=total|nonembedding|scaling or map it with columns.params=<column>",
        "loss": "choose metric=<column> or map it with columns.loss=<column>",
-       "flops": "map it with columns.flops=<column>, or give a tokens column to derive C = 6ND"}
+       "flops": "map it with columns.flops=<column>, or give a tokens column to derive C = 6ND (a size ladder "
+                "trained on one D: a tokens column holding that D in every row)"}
 
 
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:

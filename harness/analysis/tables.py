@@ -193,6 +193,6 @@ def fit_table(df: pd.DataFrame, settings: Settings, skipped: list[dict[str, str]
                   "approximation); L(D) and Approach 3 inherit it")
     if bool(used.get("flops_derived", pd.Series(False)).any()):
         diag.warn("the table has no compute column: C = 6ND was derived for every run (Kaplan et al. 2020's "
-                  "approximation); L(C) inherits it")
+                  "approximation); a law in C inherits it")
     out.warnings, out.notes = diag.warnings, diag.notes
     return out
