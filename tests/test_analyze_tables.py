@@ -126,6 +126,23 @@ def test_units_for_params_and_tokens(tmp_path: Path) -> None:
         unit_factors({"units": {"flops": "petaflop_weeks"}})
 
 
+def test_perplexity_and_plain_names_with_units(tmp_path: Path) -> None:
+    """A hand-made size ladder: N in millions under a plain name, perplexities: fitted as the log-loss table."""
+    df = runs_table(np.geomspace(1e7, 1e9, 5), np.full(5, 1e10))
+    theirs = pd.DataFrame({"N": df["params_total"] / 1e6, "Tokens": df["tokens"], "PPL": np.exp(df["val_bpb"])})
+    res = run_analysis(cfg(f"results={write(tmp_path, theirs)}", f"out={tmp_path / 'o'}", "bootstrap=0",
+                           "units.params=millions", "units.loss=perplexity", "columns.loss=PPL"))
+    want = run_analysis(cfg(f"results={write(tmp_path, df, 'ours.csv')}", f"out={tmp_path / 'w'}", "bootstrap=0"))
+    assert res["fits"].data["N_range"] == pytest.approx([1e7, 1e9])
+    assert res["fits"].data["loss_range"] == pytest.approx(want["fits"].data["loss_range"])
+    for form in ("irreducible", "kaplan"):
+        got, ref = res["fits"].laws["L(N)"][form]["alpha"].value, want["fits"].laws["L(N)"][form]["alpha"].value
+        assert got == pytest.approx(ref, rel=1e-6)
+    assert "perplexities: their natural log is fitted" in (tmp_path / "o" / "report.md").read_text()
+    with pytest.raises(HarnessError, match=r"units\.loss='accuracy' is not a known unit"):
+        run_analysis(cfg(f"results={tmp_path / 'results.csv'}", "units.loss=accuracy"))
+
+
 def test_one_row_exits_2_with_one_error_line(tmp_path: Path) -> None:
     path = tmp_path / "one.csv"
     path.write_text("parameters,tokens,compute_pf_days,final_loss\n1e8,2e9,0.01,3.3\n")

@@ -2,15 +2,18 @@
 1 PF-day = 1e15 FLOP/s x 86400 s = 8.64e19 FLOPs) or other multiples, parameters and tokens in millions or
 billions. `units.flops`, `units.params`, `units.tokens` name them; the mapped source columns are scaled to
 FLOPs, parameters and tokens before the table is validated, and the report states what was converted.
+`units.loss=perplexity` reads a perplexity column (Pythia's and OPT's tables give one) as its log, the loss.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from harness.analysis.load import ColumnMap, canonicalize, cfg_get, read_table
+from harness.analysis.columns import ColumnMap, cfg_get, source_columns
+from harness.analysis.load import canonicalize, read_table
 from harness.errors import HarnessError
 
 PF_DAY = 8.64e19
@@ -20,6 +23,7 @@ COUNT_UNITS = {"count": 1.0, "thousands": 1e3, "millions": 1e6, "billions": 1e9,
 ALIASES = {"flop": "flops", "pf_day": "pf_days", "pfdays": "pf_days", "petaflop_days": "pf_days",
            "gflop": "gflops", "tflop": "tflops", "pflop": "pflops", "eflop": "eflops", "zflop": "zflops",
            "k": "thousands", "m": "millions", "b": "billions", "t": "trillions", "1": "count", "units": "count"}
+LOSS_UNITS = ("loss", "perplexity")
 # canonical quantity -> (config key, table of units, the columns it scales)
 QUANTITIES = {"flops": ("units.flops", FLOP_UNITS, ("flops", "budget")),
               "params": ("units.params", COUNT_UNITS, ("params",)),
@@ -38,21 +42,31 @@ def unit_factors(cfg: Any) -> dict[str, tuple[str, float]]:
     return out
 
 
+def loss_unit(cfg: Any) -> str:
+    """`units.loss`: loss (a log-loss, as given) or perplexity (exp of one: its log is fitted)."""
+    raw = str(cfg_get(cfg, "units.loss", "loss")).strip().lower()
+    name = {"ppl": "perplexity", "nats": "loss", "bits": "loss", "bpb": "loss"}.get(raw, raw)
+    if name not in LOSS_UNITS:
+        raise HarnessError(f"units.loss={raw!r} is not a known unit; use one of {', '.join(LOSS_UNITS)}")
+    return name
+
+
 def apply_units(raw: pd.DataFrame, cfg: Any) -> pd.DataFrame:
-    """A copy of the raw table with its mapped N, D, C (and budget) columns scaled to base units; text cells are
-    left as they are, so validation still names them."""
-    factors = unit_factors(cfg)
-    cmap = ColumnMap.from_cfg(cfg)
+    """A copy of the raw table with its mapped N, D, C (and budget) columns scaled to base units, and a perplexity
+    column turned into its log; text cells are left as they are, so validation still names them."""
+    factors, loss = unit_factors(cfg), loss_unit(cfg)  # a bad unit is named before any column is looked up
+    src = source_columns(raw, ColumnMap.from_cfg(cfg))
     out = raw.copy()
     for quantity, (_, _, canon) in QUANTITIES.items():
         factor = factors[quantity][1]
         if factor == 1.0:
             continue
-        for name in canon:
-            col = getattr(cmap, name)
-            if col is not None and col in out.columns:
-                num = pd.to_numeric(out[col], errors="coerce")
-                out[col] = out[col].where(num.isna(), num * factor)
+        for col in dict.fromkeys(src[name] for name in canon if src[name] is not None):
+            num = pd.to_numeric(out[col], errors="coerce")
+            out[col] = out[col].where(num.isna(), num * factor)
+    if loss == "perplexity":
+        num = pd.to_numeric(out[src["loss"]], errors="coerce")
+        out[src["loss"]] = out[src["loss"]].where(num.isna() | (num <= 0), np.log(num.where(num > 0)))
     out.attrs.update(raw.attrs)
     return out
 
@@ -69,5 +83,6 @@ def load_table(path: str, cfg: Any) -> pd.DataFrame:
     raw = read_table(path)
     df = canonicalize(apply_units(raw, cfg), cfg)
     read_as = f"The file was read as {raw.attrs['dialect']}" if raw.attrs.get("dialect") else None
-    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg))) if t) or None
+    ppl = "the loss column holds perplexities: their natural log is fitted" if loss_unit(cfg) == "perplexity" else None
+    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg)), ppl) if t) or None
     return df
