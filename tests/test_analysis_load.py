@@ -108,6 +108,17 @@ def test_plain_names_need_no_mapping_and_c_is_derived_from_n_and_d(tmp_path: Pat
     assert not ours["flops_derived"].any() and ours.attrs["columns"]["params"] == "params_total"
 
 
+def test_a_spreadsheets_padding_is_not_a_run(tmp_path: Path) -> None:
+    """Empty trailing rows and unnamed empty columns (as spreadsheets export them) are dropped, nothing else."""
+    raw = sweep()[["params_total", "tokens", "flops", "val_bpb"]]
+    lines = raw.to_csv(index=False).splitlines()
+    padded = tmp_path / "padded.csv"
+    padded.write_text("\n".join([lines[0] + ",,", *(line + ",," for line in lines[1:]), ",,,,,", ",,,,,"]) + "\n")
+    got, want = load_results(padded), load_results(write(tmp_path, raw))
+    assert len(got) == len(want) == len(raw)
+    np.testing.assert_allclose(got["loss"], want["loss"])
+
+
 def test_budget_grouping_tolerates_jitter() -> None:
     flops = np.array([1.0e18, 1.02e18, 0.99e18, 3.0e18, 3.05e18, 1e19])
     keys = group_budgets(flops, 0.1)

@@ -93,6 +93,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
             "separated by commas, tabs, semicolons or pipes"
         )
     df.columns = [str(c).strip() for c in df.columns]
+    # a spreadsheet's export pads with empty rows and unnamed empty columns: they hold no run
+    df = df.dropna(how="all").reset_index(drop=True)
+    df = df.loc[:, [not (c.startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
     df.attrs["source"] = shown_path(p)
     df.attrs["sha256"] = file_sha256(p)
     df.attrs["dialect"] = "" if (sep, decimal) == (",", ".") else f"{DELIMITERS[sep]}-separated" + (
