@@ -104,6 +104,8 @@ def test_plain_names_need_no_mapping_and_c_is_derived_from_n_and_d(tmp_path: Pat
     assert len(df["budget"].unique()) == 3  # the sweep's budgets, grouped from 6ND
     fits = fit_all(df, {"bootstrap": 0})
     assert fits.data["flops_derived"] and any("C = 6ND was derived" in w for w in fits.warnings)
+    width = pd.DataFrame({"N": raw["params_total"], "d": raw["tokens"], "flops": raw["flops"], "loss": raw["val_bpb"]})
+    assert load_results(write(tmp_path, width, "width.csv")).attrs["columns"]["tokens"] is None  # d: a width, not D
     ours = load_results(write(tmp_path, raw, "ours.csv"))  # the harness's own columns win over the aliases
     assert not ours["flops_derived"].any() and ours.attrs["columns"]["params"] == "params_total"
 

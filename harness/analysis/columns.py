@@ -21,11 +21,12 @@ PARAM_CONVENTIONS = {
     "nonembedding": "params_nonembedding",
     "scaling": "params_scaling",
 }
-# Plain names tried (case-insensitive) when a quantity's default column is absent and no columns.<name> was given.
+# Plain names tried when a quantity's default column is absent and no columns.<name> was given: words in any case,
+# the literature's single letters only as capitals (a lower-case d is often a model's width).
 ALIASES = {
-    "params": ("params", "parameters", "n"),
-    "tokens": ("tokens", "d"),
-    "flops": ("flops", "c", "compute"),
+    "params": ("params", "parameters", "N"),
+    "tokens": ("tokens", "D"),
+    "flops": ("flops", "C", "compute"),
     "loss": ("loss",),
 }
 WHAT = {"params": "parameter count N", "loss": "the loss metric", "flops": "training compute C"}
@@ -93,9 +94,13 @@ class ColumnMap:
 
 
 def _alias(cols: list[str], name: str) -> str | None:
-    """The first column whose name is one of `name`'s plain aliases (case-insensitive), or None."""
-    lowered = {str(c).strip().lower(): c for c in reversed(cols)}
-    return next((lowered[a] for a in ALIASES.get(name, ()) if a in lowered), None)
+    """The first column named as one of `name`'s plain aliases (words in any case, single letters as given)."""
+    stripped = [str(c).strip() for c in cols]
+    for alias in ALIASES.get(name, ()):
+        for col, bare in zip(cols, stripped):
+            if bare == alias or (len(alias) > 1 and bare.lower() == alias):
+                return col
+    return None
 
 
 def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
@@ -107,6 +112,7 @@ def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
             if name in cmap.explicit:
                 raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
             col = None
+            setattr(cmap, name, None)  # fits.json records the mapping that was used
         out[name] = col
     return out
 
