@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from harness.analysis import canonicalize, fit_all, load_results, select_fit_rows
-from harness.analysis.load import group_budgets
+from harness.analysis.load import group_budgets, sniff_dialect
 from harness.analysis.synthetic import isoflop_sweep
 from harness.errors import HarnessError
 
@@ -108,6 +108,13 @@ def test_plain_names_need_no_mapping_and_c_is_derived_from_n_and_d(tmp_path: Pat
     assert load_results(write(tmp_path, width, "width.csv")).attrs["columns"]["tokens"] is None  # d: a width, not D
     ours = load_results(write(tmp_path, raw, "ours.csv"))  # the harness's own columns win over the aliases
     assert not ours["flops_derived"].any() and ours.attrs["columns"]["params"] == "params_total"
+
+
+def test_a_comma_that_may_group_thousands_is_not_taken_for_a_decimal_comma() -> None:
+    assert sniff_dialect(b"N;loss\n1,5e+06;3,14\n") == (";", ",")
+    assert sniff_dialect(b"N;loss\n1,500;3\n2,250;2\n") == (";", ".")  # 1,500: thousands or 1.5? left as text
+    assert sniff_dialect(b"N,loss\n1500,3.1\n") == (",", ".")
+    assert sniff_dialect(b"N\tloss\n1500\t3.1\n") == ("\t", ".")
 
 
 def test_a_spreadsheets_padding_is_not_a_run(tmp_path: Path) -> None:

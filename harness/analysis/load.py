@@ -49,6 +49,7 @@ def shown_path(path: Path) -> str:
 
 DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 _DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
+_THOUSANDS = re.compile(r"^\s*-?\d{1,3},\d{3}\s*$")  # 1,234: a decimal comma or a thousands separator
 
 
 def sniff_dialect(head: bytes) -> tuple[str, str]:
@@ -63,7 +64,10 @@ def sniff_dialect(head: bytes) -> tuple[str, str]:
     if sep == "," or counts[sep] == 0:
         return ",", "."
     fields = [f for line in lines[1:] for f in line.split(sep)]
-    return sep, ("," if any(_DECIMAL_COMMA.match(f) for f in fields) else ".")
+    # a decimal comma only when some number cannot be a thousands separator (3,14 or 6,1e+18); if every comma
+    # could be either, the numbers stay text and the loader names the first one
+    decimal = any(_DECIMAL_COMMA.match(f) and not _THOUSANDS.match(f) for f in fields)
+    return sep, ("," if decimal else ".")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
