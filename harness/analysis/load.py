@@ -1,9 +1,10 @@
 """Read any results table into the canonical analysis DataFrame, and pick the rows a fit may use.
 
 Canonical columns: run_id, params (N under the chosen convention), tokens (D), flops (C), loss (the chosen
-metric), budget (grouping key), status, role, tokens_derived, flops_derived, fingerprint. Only rows with status == "ok",
-role != "holdout" and a finite loss are fitted; everything else is counted and reported, never dropped
-silently. All problems raise HarnessError with one line naming the problem and the fix.
+metric), budget (grouping key), status, role, tokens_derived, flops_derived, fingerprint. Only rows with
+status == "ok", role != "holdout" and a finite loss are fitted; everything else is counted and reported, never
+dropped silently. All problems raise HarnessError with one line naming the problem and the fix. Which source
+column is which lives in harness.analysis.columns.
 """
 
 from __future__ import annotations
