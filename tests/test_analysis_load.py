@@ -110,6 +110,19 @@ def test_plain_names_need_no_mapping_and_c_is_derived_from_n_and_d(tmp_path: Pat
     assert not ours["flops_derived"].any() and ours.attrs["columns"]["params"] == "params_total"
 
 
+def test_an_isoflop_table_with_only_a_budget_column_takes_c_from_it(tmp_path: Path) -> None:
+    """Chinchilla's IsoFLOP figure, digitized: budget, N and loss. C is the run's budget, D = C/(6N) is derived."""
+    raw = sweep()
+    theirs = pd.DataFrame({"budget": raw["budget_flops"], "N": raw["params_total"], "loss": raw["val_bpb"]})
+    df = load_results(write(tmp_path, theirs))
+    np.testing.assert_allclose(df["flops"], raw["budget_flops"])
+    np.testing.assert_allclose(df["tokens"], raw["budget_flops"] / (6 * raw["params_total"]))
+    assert df.attrs["columns"]["flops"] == "budget" and df["tokens_derived"].all() and not df["flops_derived"].any()
+    fits = fit_all(df, {"bootstrap": 0})
+    assert fits.approach2["a"].value == pytest.approx(fit_all(load_results(write(tmp_path, raw, "ours.csv")),
+                                                              {"bootstrap": 0}).approach2["a"].value, abs=0.02)
+
+
 def test_a_comma_that_may_group_thousands_is_not_taken_for_a_decimal_comma() -> None:
     assert sniff_dialect(b"N;loss\n1,5e+06;3,14\n") == (";", ",")
     assert sniff_dialect(b"N;loss\n1,500;3\n2,250;2\n") == (";", ".")  # 1,500: thousands or 1.5? left as text
@@ -138,7 +151,7 @@ def test_budget_grouping_tolerates_jitter() -> None:
     ("mutate", "match"),
     [
         (lambda d: d.drop(columns=["params_total"]), "params_total"),
-        (lambda d: d.drop(columns=["flops", "tokens"]), "columns.flops.*derive C = 6ND"),
+        (lambda d: d.drop(columns=["flops", "tokens", "budget_flops"]), "columns.flops.*derive C = 6ND.*budget"),
         (lambda d: d.drop(columns=["val_bpb"]), "metric="),
         (lambda d: d.assign(params_total=d["params_total"].astype(object).where(d.index != 2, "big")), "non-numeric"),
         (lambda d: d.assign(flops=d["flops"].where(d.index != 1, 0.0)), "must be > 0"),

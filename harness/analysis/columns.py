@@ -3,7 +3,8 @@
 The harness's own tables name them params_<convention>, tokens, flops, val_bpb, budget_flops; a foreign table maps
 its names with `columns.<name>=<column>`. A quantity whose default column is absent and that was not mapped is
 looked up under the plain names the scaling-law literature uses (N, D, C; params, tokens, flops, loss), so a
-table written by hand needs no mapping; a table with N and D but no compute gets C = 6ND (Kaplan et al. 2020).
+table written by hand needs no mapping; a table with N and D but no compute gets C = 6ND (Kaplan et al. 2020), and
+an IsoFLOP table with only a budget column takes each run's C from its budget.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ ALIASES = {
     "tokens": ("tokens", "D"),
     "flops": ("flops", "C", "compute"),
     "loss": ("loss",),
+    "budget": ("budget",),
 }
 WHAT = {"params": "parameter count N", "loss": "the loss metric", "flops": "training compute C"}
 HOW = {"params": "choose params=total|nonembedding|scaling or map it with columns.params=<column>",
        "loss": "choose metric=<column> or map it with columns.loss=<column>",
-       "flops": "map it with columns.flops=<column>, or give a tokens column to derive C = 6ND (a size ladder "
-                "trained on one D: a tokens column holding that D in every row)"}
+       "flops": "map it with columns.flops=<column>, give a tokens column to derive C = 6ND (a size ladder "
+                "trained on one D: a tokens column holding that D in every row), or a budget column (columns.budget)"}
 
 
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -117,18 +119,30 @@ def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
     return out
 
 
+def _compute(cols: list[str], cmap: ColumnMap, out: dict[str, str | None]) -> None:
+    """Where C comes from when the table has no compute column (and none was mapped): C = 6ND from a tokens column
+    (flops None: derived), else the budget column, the compute an IsoFLOP table's runs were given."""
+    if "flops" in cmap.explicit and cmap.flops is not None:
+        return
+    if cmap.flops is not None and cmap.flops in cols:
+        return
+    if out["tokens"]:
+        cmap.flops = out["flops"] = None  # derived: C = 6ND
+    elif out["budget"]:
+        cmap.flops = out["flops"] = out["budget"]
+
+
 def source_columns(raw: pd.DataFrame, cmap: ColumnMap) -> dict[str, str | None]:
     """Canonical name -> column of raw, updating cmap to what was found: params and loss are required; flops too,
-    unless tokens are there to derive C = 6ND (then flops is None); the rest may be absent (None)."""
+    unless tokens are there to derive C = 6ND (then flops is None) or a budget column gives it; the rest may be
+    absent (None)."""
     cols = list(raw.columns)
-    for name in ("params", "loss", "flops", "tokens"):
+    for name in ("params", "loss", "flops", "tokens", "budget"):
         col = getattr(cmap, name)
         if col is not None and col not in cols and name not in cmap.explicit:
             setattr(cmap, name, _alias(cols, name) or col)
     out = _optional(cols, cmap)
-    if out["tokens"] and (cmap.flops is None or (cmap.flops not in cols and "flops" not in cmap.explicit)):
-        cmap.flops = None  # derived: C = 6ND
-        out["flops"] = None
+    _compute(cols, cmap, out)
     for name in ("params", "loss", "flops"):
         col = getattr(cmap, name)
         if name in out:
