@@ -28,7 +28,7 @@ from harness.analysis.approach3 import RunArrays, fit_approach3, summarize_appro
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.estimate import Estimate
 from harness.analysis.frontier import fit_frontier_stage, summarize_frontier
-from harness.analysis.load import Selection, canonicalize, select_fit_rows
+from harness.analysis.load import Selection, canonicalize, derivation_warnings, select_fit_rows
 from harness.analysis.noise import has_repeats, point_codes, seed_noise
 from harness.analysis.parametric import single_blas_thread
 from harness.analysis.resample import bootstrap_fits, valid_counts
@@ -168,7 +168,7 @@ def _data_summary(df: pd.DataFrame, sel: Selection, n_approach2: int, n_budgets:
     return {
         "n_rows": len(df), "n_used": len(used), "n_used_approach2": n_approach2,
         "excluded": sel.excluded, "n_budgets": n_budgets, "tokens_derived": bool(used["tokens_derived"].any()),
-        "flops_derived": bool(used.get("flops_derived", pd.Series(False)).any()),
+        "flops_derived": bool(used["flops_derived"].any()),
         "kappa": kappa, "data_hash": _data_hash(used),
         "N_range": [float(used["params"].min()), float(used["params"].max())],
         "C_range": [float(used["flops"].min()), float(used["flops"].max())],
@@ -201,16 +201,6 @@ def _cross_check(approach2: dict[str, Any], approach3: dict[str, Any], diag: Dia
         )
 
 
-def _warn_tokens_derived(used: pd.DataFrame, diag: Diagnostics) -> None:
-    """D = C/(6N) (or C = 6ND) was derived: say so, since the fits inherit the approximation."""
-    if bool(used["tokens_derived"].any()):
-        diag.warn("the table has no tokens column: D = C/(6N) was derived for every run (Hoffmann et al. "
-                  "2022's approximation); D_opt and Approach 3 inherit it")
-    if bool(used.get("flops_derived", pd.Series(False)).any()):
-        diag.warn("the table has no compute column: C = 6ND was derived for every run (Kaplan et al. 2020's "
-                  "approximation); budgets are grouped from it, and the exponents in C inherit it")
-
-
 def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None) -> Fits:
     """Fit Approaches 2 and 3 and the frontier to the usable rows of a canonical DataFrame (a raw results table
     is canonicalised first), with bootstrap intervals; raises HarnessError on data that cannot support the fits.
@@ -239,7 +229,8 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
     budgets = budget_table(iso, samples, level, diag)
     _cross_check(approach2, approach3, diag)
     valid = valid_counts(samples, settings.bootstrap, diag)
-    _warn_tokens_derived(used, diag)
+    for w in derivation_warnings(used, "D_opt and Approach 3", "budgets are grouped from it, and the exponents in C"):
+        diag.warn(w)
     noise = seed_noise(used, diag, settings.noise_floor, settings.noise_source)
     scheme = "budget, then seed within point" if has_repeats(points) else "budget"
     return Fits(

@@ -169,21 +169,36 @@ def _labels(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
     return values
 
 
-def _tokens_and_budget(raw: pd.DataFrame, src: dict[str, str | None], params: pd.Series, flops: pd.Series,
-                       ok: pd.Series, cfg: Any) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """(tokens, tokens_derived, budget): D from its column or C/(6N); budget from its column or grouped by C."""
-    if src["tokens"]:
-        tokens = _numeric(raw, src["tokens"], "training tokens D", ok, allow_nan=False)
-        derived = pd.Series(False, index=raw.index)
-    else:
+def _tokens_flops_budget(raw: pd.DataFrame, src: dict[str, str | None], params: pd.Series, ok: pd.Series,
+                         cfg: Any) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """(tokens, tokens_derived, flops, budget): D and C from their columns, or one derived from the other (D = C/(6N),
+    C = 6ND); budget from its column or grouped by C."""
+    tokens = _numeric(raw, src["tokens"], "training tokens D", ok, allow_nan=False) if src["tokens"] else None
+    if src["flops"]:
+        flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False)
+    else:  # no compute column (source_columns allows it only beside a tokens column): C = 6ND, flagged
+        flops = 6.0 * params * tokens
+    derived = pd.Series(tokens is None, index=raw.index)
+    if tokens is None:
         tokens = flops / (6.0 * params)
-        derived = pd.Series(True, index=raw.index)
     if src["budget"]:
         budget = _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False)
     else:
         tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
         budget = pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol), index=raw.index)
-    return tokens, derived, budget
+    return tokens, derived, flops, budget
+
+
+def derivation_warnings(used: pd.DataFrame, d_inherits: str, c_inherits: str) -> list[str]:
+    """The warnings for a D or C that the table lacked and the loader derived; *_inherits names the fits they feed."""
+    out = []
+    if bool(used["tokens_derived"].any()):
+        out.append("the table has no tokens column: D = C/(6N) was derived for every run (Hoffmann et al. 2022's "
+                   f"approximation); {d_inherits} inherit it")
+    if bool(used["flops_derived"].any()):
+        out.append("the table has no compute column: C = 6ND was derived for every run (Kaplan et al. 2020's "
+                   f"approximation); {c_inherits} inherit it")
+    return out
 
 
 def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
@@ -198,11 +213,7 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     ok = status == "ok"
     params = _numeric(raw, src["params"], "parameter count N", ok, allow_nan=False)
     loss = _numeric(raw, src["loss"], "loss", ok, allow_nan=True)
-    if src["flops"]:
-        flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False)
-    else:  # no compute column: C = 6ND (Kaplan et al. 2020), flagged like a derived D
-        flops = 6.0 * params * _numeric(raw, str(src["tokens"]), "training tokens D", ok, allow_nan=False)
-    tokens, derived, budget = _tokens_and_budget(raw, src, params, flops, ok, cfg)
+    tokens, derived, flops, budget = _tokens_flops_budget(raw, src, params, ok, cfg)
     run_col, fp_col = src["run_id"], src["fingerprint"]
     run_id = raw[run_col].astype(str) if run_col else pd.Series([f"row{i + 1}" for i in range(n)], index=raw.index)
     fingerprint = raw[fp_col].astype(str).str.strip() if fp_col else pd.Series([""] * n, index=raw.index)

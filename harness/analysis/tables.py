@@ -20,7 +20,7 @@ from harness.analysis.bootstrap import group_weights
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.fits import SCHEMA_VERSION, to_jsonable
 from harness.analysis.laws import FORMS, MIN_POINTS, LawFit, fit_law, law_warnings, summarize_law
-from harness.analysis.load import select_fit_rows
+from harness.analysis.load import derivation_warnings, select_fit_rows
 from harness.analysis.parametric import ParametricFit, single_blas_thread
 from harness.analysis.shapes import MIN_LADDER, MIN_LEVELS, SAME_TOL, Ladder, Shape, detect_shape
 from harness.errors import HarnessError
@@ -159,7 +159,7 @@ def _data_summary(df: pd.DataFrame, used: pd.DataFrame, excluded: dict[str, int]
     kappa = float(np.exp(np.median(np.log(used["flops"] / (used["params"] * used["tokens"])))))
     return {"n_rows": len(df), "n_used": len(used), "excluded": excluded, "kappa": kappa,
             "tokens_derived": bool(used["tokens_derived"].any()),
-            "flops_derived": bool(used.get("flops_derived", pd.Series(False)).any()),
+            "flops_derived": bool(used["flops_derived"].any()),
             "N_range": [float(used["params"].min()), float(used["params"].max())],
             "D_range": [float(used["tokens"].min()), float(used["tokens"].max())],
             "C_range": [float(used["flops"].min()), float(used["flops"].max())],
@@ -188,11 +188,7 @@ def fit_table(df: pd.DataFrame, settings: Settings, skipped: list[dict[str, str]
     if not out.laws and not out.approach3:
         reasons = "; ".join(f"{r['fit']}: {r['reason']}" for r in out.not_fitted)
         raise HarnessError(f"no scaling law can be fitted to this table ({reasons}); add runs that vary N, D or C")
-    if bool(used["tokens_derived"].any()):
-        diag.warn("the table has no tokens column: D = C/(6N) was derived for every run (Hoffmann et al. 2022's "
-                  "approximation); L(D) and Approach 3 inherit it")
-    if bool(used.get("flops_derived", pd.Series(False)).any()):
-        diag.warn("the table has no compute column: C = 6ND was derived for every run (Kaplan et al. 2020's "
-                  "approximation); a law in C inherits it")
+    for w in derivation_warnings(used, "L(D) and Approach 3", "the laws in C"):
+        diag.warn(w)
     out.warnings, out.notes = diag.warnings, diag.notes
     return out
