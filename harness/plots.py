@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from harness.analysis import Fits, select_fit_rows
 from harness.analysis.bootstrap import interval
 from harness.analysis.estimate import format_number as fmt
+from harness.analysis.outliers import flagged_ids
 from harness.analysis.parametric import predict_log_loss
 from harness.analysis.predict import approach2_curves, approach3_curves
 from harness.figures import bar_lengths, colors, png_bytes
@@ -209,6 +210,9 @@ def plot_approach3(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Fi
         lnN = np.log(rows["params"].to_numpy(float))
         res = np.log(rows["loss"].to_numpy(float)) - predict_log_loss(theta, lnN, np.log(rows["tokens"].to_numpy(float)))
         ax.scatter(np.exp(lnN), res, color=col, s=14, label=f"C={b['C']:.2g}")
+        out = rows["run_id"].astype(str).isin(flagged_ids(fits.approach3)).to_numpy()
+        if out.any():
+            ax.scatter(np.exp(lnN[out]), res[out], marker="x", color="C3", s=40)
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")

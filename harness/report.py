@@ -15,6 +15,7 @@ from harness.analysis import Estimate, Fits
 from harness.analysis.approach3 import form_choice_text, form_rule_text, formula_of
 from harness.analysis.estimate import format_cell, format_number
 from harness.analysis.noise import noise_floor, within_noise
+from harness.analysis.outliers import outlier_lines
 from harness.figures import png_bytes
 from harness.fsutil import publish
 
@@ -129,6 +130,7 @@ def _fits_sections(fits: Fits) -> list[str]:
                [[fmt_est(a3[k]) if k in a3 else "1" for k in ("E", "A", "B", "alpha", "beta", "gamma", "G")]]),
         f"\nObjective {fmt(a3['objective'])}, converged: {a3['converged']}, rmse of log residuals "
         f"{fmt(a3['rmse_log'], 3)}. Form: {form_choice_text(a3)}.",
+        *outlier_lines(a3),
     ]
 
 

@@ -23,6 +23,7 @@ from harness.analysis.bootstrap import interval
 from harness.analysis.context import Settings
 from harness.analysis.estimate import Estimate, format_number
 from harness.analysis.laws import FORMS, IRREDUCIBLE, KAPLAN
+from harness.analysis.outliers import flagged_ids, outlier_lines
 from harness.analysis.parametric import predict_log_loss
 from harness.analysis.shapes import detect_shape
 from harness.analysis.tables import TableFits, fit_table
@@ -110,6 +111,10 @@ def plot_approach3(tf: TableFits, used: Any) -> Figure:
     ax = fig.add_subplot()
     sc = ax.scatter(fitted, loss, c=lnN, s=20, cmap="viridis")
     fig.colorbar(sc, ax=ax, label="ln N")
+    out = used["run_id"].astype(str).isin(flagged_ids(tf.approach3)).to_numpy()
+    if out.any():
+        ax.scatter(fitted[out], loss[out], marker="x", color="C3", s=40, label="gross outliers (report.md)")
+        ax.legend(fontsize=7)
     lim = [min(fitted.min(), loss.min()), max(fitted.max(), loss.max())]
     ax.plot(lim, lim, color="0.5", ls="--")
     ax.set_xlabel("Approach 3 fitted loss")
@@ -153,7 +158,7 @@ def _approach3_lines(tf: TableFits) -> list[str]:
                    [[fmt_est(a3[k]) if k in a3 else "1" for k in ("E", "A", "B", "alpha", "beta", "gamma", "a", "b")]]),
             f"\nFitted to {a3['n_runs']} runs as Besiroglu et al. 2024 (Huber delta {a3['huber_delta']:g}, L-BFGS "
             f"from {a3['n_starts']} starts); rmse of log residuals {format_number(a3['rmse_log'], 3)}. "
-            f"Form: {form_choice_text(a3)}."]
+            f"Form: {form_choice_text(a3)}.", *outlier_lines(a3)]
 
 
 def _prediction_rows(rows: list[dict[str, Any]]) -> list[list[str]]:

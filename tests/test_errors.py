@@ -31,6 +31,7 @@ MATRIX = [
     ("harness-train", ["model=nano", "results_dir={tmp}/afile/res"], ["afile", "not a directory"]),
     ("harness-train", ["model.pos_emb=alibi", "model=nano", "results_dir={tmp}/res"], ["pos_emb='alibi'", "rope"]),
     ("harness-analyze", ["results={tmp}/results.csv", "out={tmp}/afile"], ["afile"]),
+    ("harness-analyze", ["results={tmp}/results.csv", "parametric.outliers=drop"], ["outliers='drop'", "keep"]),
     ("harness-train", ["model=nano", "data=text", "data.path={tmp}/bin.dat", "results_dir={tmp}/res"], ["bin.dat", "not a text"]),
 ]
 

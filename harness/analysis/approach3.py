@@ -62,6 +62,10 @@ class RunArrays:
         """From the canonical columns params, tokens, loss, flops."""
         return cls(*(np.log(used[c].to_numpy(float)) for c in ("params", "tokens", "loss", "flops")))
 
+    def subset(self, mask: np.ndarray) -> RunArrays:
+        """The runs where mask is true."""
+        return RunArrays(self.lnN[mask], self.lnD[mask], self.lnL[mask], self.lnC[mask])
+
     @property
     def ln_kappa(self) -> np.ndarray:
         """ln(C / (N D)) per run."""

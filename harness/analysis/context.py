@@ -32,6 +32,8 @@ class Settings:
     delta: float = 1e-3
     starts: int = 32
     form: str = "auto"
+    outliers: str = "exclude"  # harness.analysis.outliers: exclude | keep the runs beyond outlier_sd
+    outlier_sd: float = 8.0  # robust sd of Approach 3's log residuals beyond which a run is a gross outlier; 0: off
     frontier_source: str = "minima"
     frontier_min_free: int = 4
     noise_floor: float = 0.0  # a seed noise measured elsewhere (sd of ln(loss)), for tables without repeats; 0: none
@@ -65,6 +67,12 @@ class Settings:
         if self.form not in PARAMETRIC_FORMS:
             raise HarnessError(f"parametric.form={self.form!r}; use parametric.form=auto (the lower AICc of the two), "
                                "chinchilla (E + A/N^alpha + B/D^beta) or kaplan ((A/N^alpha + B/D)^gamma)")
+        if self.outliers not in ("exclude", "keep"):
+            raise HarnessError(f"parametric.outliers={self.outliers!r}; use parametric.outliers=exclude (fit without "
+                               "the runs beyond parametric.outlier_sd) or keep (fit every run, report them)")
+        if not self.outlier_sd >= 0:
+            raise HarnessError(f"parametric.outlier_sd={self.outlier_sd} is negative; use e.g. parametric.outlier_sd=8 "
+                               "(robust sd of the log residuals) or 0 for no screen")
         if self.frontier_source not in ("minima", "envelope"):
             raise HarnessError(f"frontier.source={self.frontier_source!r}; use frontier.source=minima or envelope")
         if not 0.5 < self.level < 1.0:
@@ -80,6 +88,7 @@ CONFIG_KEYS = {
     "min_sizes": "isoflop.min_sizes", "drop_small_budgets": "isoflop.drop_small_budgets",
     "exclude_edge": "isoflop.exclude_edge", "huber_k": "isoflop.huber_k", "irls_iters": "isoflop.iters",
     "delta": "parametric.delta", "starts": "parametric.starts", "form": "parametric.form",
+    "outliers": "parametric.outliers", "outlier_sd": "parametric.outlier_sd",
     "frontier_source": "frontier.source",
     "frontier_min_free": "frontier.min_points_free",
     "noise_floor": "noise.floor", "noise_source": "noise.source",

@@ -24,12 +24,13 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.approach2 import budget_table, fit_approach2, fit_isoflop, summarize_approach2
-from harness.analysis.approach3 import RunArrays, fit_approach3, summarize_approach3
+from harness.analysis.approach3 import RunArrays, summarize_approach3
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.estimate import Estimate
 from harness.analysis.frontier import fit_frontier_stage, summarize_frontier
 from harness.analysis.load import Selection, canonicalize, derivation_warnings, select_fit_rows
 from harness.analysis.noise import has_repeats, point_codes, seed_noise
+from harness.analysis.outliers import fit_screened, screen_block
 from harness.analysis.parametric import single_blas_thread
 from harness.analysis.resample import bootstrap_fits, valid_counts
 from harness.errors import HarnessError
@@ -216,16 +217,19 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
     with single_blas_thread():
         iso = fit_isoflop(used, settings, diag)
         laws = fit_approach2(iso, diag)
-        point3 = fit_approach3(runs, settings, diag)
+        ids = used["run_id"].astype(str).tolist()
+        screen = fit_screened(runs, ids, settings, diag)
+        point3 = screen.fit
         frontier = fit_frontier_stage(iso, settings, float(np.exp(point3.theta[2])))
         t_boot = time.perf_counter()
         points = point_codes(used)
-        samples = bootstrap_fits(used, iso, runs, point3, frontier, settings, points)
+        samples = bootstrap_fits(used, iso, runs, point3, frontier, settings, points, screen.keep)
         t_boot = time.perf_counter() - t_boot
     level = settings.level
     approach2 = summarize_approach2(iso, laws, samples, level)
     frontier_block = summarize_frontier(frontier, iso.n_usable, samples, level, diag)
-    approach3 = summarize_approach3(runs, point3, samples, settings, diag)
+    approach3 = summarize_approach3(runs.subset(screen.keep), point3, samples, settings, diag)
+    approach3["outliers"] = screen_block(screen, runs, ids)
     budgets = budget_table(iso, samples, level, diag)
     _cross_check(approach2, approach3, diag)
     valid = valid_counts(samples, settings.bootstrap, diag)

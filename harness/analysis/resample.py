@@ -23,10 +23,11 @@ MIN_VALID_SHARE = 0.95
 
 def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, point3: ParametricFit,
                    frontier: FrontierStage, settings: Settings,
-                   points: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                   points: np.ndarray | None = None, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Bootstrap samples of every fit on settings.bootstrap resamples of runs within each budget ({} if 0), by
     settings.bootstrap_scheme; where `points` (harness.analysis.noise.point_codes) shows seed repeats, points
-    then seeds are resampled. point3 is Approach 3's point fit (its form, and under auto every candidate form)."""
+    then seeds are resampled. point3 is Approach 3's point fit (its form, and under auto every candidate form),
+    refitted on the runs in `keep` (all when None: harness.analysis.outliers leaves gross outliers out)."""
     if settings.bootstrap <= 0:
         return {}
     codes = pd.factorize(used["budget"])[0]
@@ -37,7 +38,8 @@ def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, point3:
         weights = group_weights(codes, settings.bootstrap, settings.seed, settings.bootstrap_scheme)
     parabolas = fit_parabolas(iso.layout, weights, settings.huber_k, settings.irls_iters, settings.exclude_edge)
     per_budget = approach2_samples(iso, parabolas)
-    approach3 = approach3_samples(runs, weights, point3, settings)
+    kept = np.ones(weights.shape[1], bool) if keep is None else keep
+    approach3 = approach3_samples(runs.subset(kept), weights[:, kept], point3, settings)
     return {
         "approach2": per_budget.pop("approach2"),
         "frontier": frontier_samples(iso, frontier, parabolas, np.exp(approach3[:, 2]), settings),

@@ -15,12 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis.approach3 import RunArrays, approach3_samples, fit_approach3, summarize_approach3
+from harness.analysis.approach3 import RunArrays, approach3_samples, summarize_approach3
 from harness.analysis.bootstrap import group_weights
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.fits import SCHEMA_VERSION, to_jsonable
 from harness.analysis.laws import FORMS, MIN_POINTS, LawFit, fit_law, law_warnings, summarize_law
 from harness.analysis.load import derivation_warnings, select_fit_rows
+from harness.analysis.outliers import fit_screened, screen_block
 from harness.analysis.parametric import ParametricFit, single_blas_thread
 from harness.analysis.shapes import MIN_LADDER, MIN_LEVELS, SAME_TOL, Ladder, Shape, detect_shape
 from harness.errors import HarnessError
@@ -141,17 +142,21 @@ def _fit_approach3(used: pd.DataFrame, shape: Shape, settings: Settings, out: Ta
         out.not_fitted.append({"fit": "Approach 3 L(N, D)", "reason": shape.approach3_reason})
         return
     runs = RunArrays.from_frame(used)
+    ids = used["run_id"].astype(str).tolist()
     try:
-        point: ParametricFit = fit_approach3(runs, settings, diag)
+        screen = fit_screened(runs, ids, settings, diag)
     except HarnessError as e:
         out.not_fitted.append({"fit": "Approach 3 L(N, D)", "reason": str(e)})
         return
+    point: ParametricFit = screen.fit
+    kept = runs.subset(screen.keep)
     samples: dict[str, np.ndarray] = {}
     if settings.bootstrap > 0:
         weights = group_weights(np.zeros(len(used), int), settings.bootstrap, settings.seed, settings.bootstrap_scheme)
-        samples["approach3"] = approach3_samples(runs, weights, point, settings)
+        samples["approach3"] = approach3_samples(kept, weights[:, screen.keep], point, settings)
         out.approach3_samples = samples["approach3"]
-    out.approach3 = summarize_approach3(runs, point, samples, settings, diag)
+    out.approach3 = summarize_approach3(kept, point, samples, settings, diag)
+    out.approach3["outliers"] = screen_block(screen, runs, ids)
 
 
 def _data_summary(df: pd.DataFrame, used: pd.DataFrame, excluded: dict[str, int]) -> dict[str, Any]:
