@@ -123,6 +123,35 @@ def test_an_isoflop_table_with_only_a_budget_column_takes_c_from_it(tmp_path: Pa
                                                               {"bootstrap": 0}).approach2["a"].value, abs=0.02)
 
 
+def test_a_budget_column_gives_c_even_beside_tokens(tmp_path: Path) -> None:
+    """Marin's and Llama 3's published IsoFLOP tables: budget, params, tokens, loss and no compute column. C is the
+    lab's own budget, not 6ND (Marin's 6ND runs 0.75-1.07x its budgets), and nothing is flagged as derived."""
+    raw = sweep()
+    theirs = pd.DataFrame({"budget": raw["budget_flops"], "params": raw["params_total"],
+                           "tokens": raw["tokens"] * np.linspace(0.8, 1.1, len(raw)), "loss": raw["val_bpb"]})
+    df = load_results(write(tmp_path, theirs))
+    np.testing.assert_allclose(df["flops"], raw["budget_flops"])
+    assert df.attrs["columns"]["flops"] == "budget" and not df["flops_derived"].any() and not df["tokens_derived"].any()
+    fits = fit_all(df, {"bootstrap": 0})
+    assert not any("C = 6ND" in w or "not one IsoFLOP budget" in w for w in fits.warnings)
+
+
+def test_experiments_sharing_one_design_are_refused_until_one_is_picked(tmp_path: Path) -> None:
+    """Two datasets' IsoFLOP sweeps stacked in one table (as Marin publishes them) would read as seed repeats."""
+    a, b = sweep(), sweep(seed=1)
+    both = pd.concat([a.assign(dataset="dclm"), b.assign(dataset="nemotron")], ignore_index=True)
+    both = both.drop(columns=["seed", "data_fingerprint"])
+    path = write(tmp_path, both)
+    with pytest.raises(HarnessError, match=r"2 experiments .* column 'dataset'.*columns.fingerprint=dataset "
+                                           r"fingerprint=dclm"):
+        load_results(path)
+    df = load_results(path, {"columns": {"fingerprint": "dataset"}, "fingerprint": "nemotron"})
+    assert len(df) == len(b) and not np.any(pd.Series(list(zip(df["params"], df["budget"]))).duplicated())
+    seeds = pd.concat([a, b.assign(seed=1)], ignore_index=True)  # the same stack as seeds: repeats, not experiments
+    seeds["host"] = ["box0"] * len(a) + ["box1"] * len(b)
+    assert len(load_results(write(tmp_path, seeds, "seeds.csv"))) == len(seeds)
+
+
 def test_a_comma_that_may_group_thousands_is_not_taken_for_a_decimal_comma() -> None:
     assert sniff_dialect(b"N;loss\n1,5e+06;3,14\n") == (";", ",")
     assert sniff_dialect(b"N;loss\n1,500;3\n2,250;2\n") == (";", ".")  # 1,500: thousands or 1.5? left as text

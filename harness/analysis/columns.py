@@ -120,16 +120,17 @@ def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
 
 
 def _compute(cols: list[str], cmap: ColumnMap, out: dict[str, str | None]) -> None:
-    """Where C comes from when the table has no compute column (and none was mapped): C = 6ND from a tokens column
-    (flops None: derived), else the budget column, the compute an IsoFLOP table's runs were given."""
+    """Where C comes from when the table has no compute column (and none was mapped): the budget column, the
+    compute an IsoFLOP table's runs were given (the lab's own FLOP count, which 6ND only approximates), else
+    C = 6ND from a tokens column (flops None: derived)."""
     if "flops" in cmap.explicit and cmap.flops is not None:
         return
     if cmap.flops is not None and cmap.flops in cols:
         return
-    if out["tokens"]:
-        cmap.flops = out["flops"] = None  # derived: C = 6ND
-    elif out["budget"]:
+    if out["budget"]:
         cmap.flops = out["flops"] = out["budget"]
+    elif out["tokens"]:
+        cmap.flops = out["flops"] = None  # derived: C = 6ND
 
 
 def source_columns(raw: pd.DataFrame, cmap: ColumnMap) -> dict[str, str | None]:

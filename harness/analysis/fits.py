@@ -233,7 +233,8 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
     budgets = budget_table(iso, samples, level, diag)
     _cross_check(approach2, approach3, diag)
     valid = valid_counts(samples, settings.bootstrap, diag)
-    for w in derivation_warnings(used, "D_opt and Approach 3", "budgets are grouped from it, and the exponents in C"):
+    grouped = "budgets are grouped from it, and " if df.attrs.get("budget_inferred", False) else ""
+    for w in derivation_warnings(used, "D_opt and Approach 3", f"{grouped}the exponents in C"):
         diag.warn(w)
     noise = seed_noise(used, diag, settings.noise_floor, settings.noise_source)
     scheme = "budget, then seed within point" if has_repeats(points) else "budget"

@@ -225,6 +225,8 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     for col in ("epochs", "bpb_method"):  # data provenance the fit warns about (harness.analysis.load.data_warnings)
         if col in raw.columns:
             df[col] = raw[col].to_numpy()
+    if not fp_col:
+        _refuse_mixed_experiments(raw, df, {c for c in src.values() if c})
     df = _select_fingerprint(df, cfg_get(cfg, "fingerprint"))
     df.attrs.update(raw.attrs)
     df.attrs["columns"] = cmap.as_dict()
@@ -252,6 +254,44 @@ def _select_fingerprint(df: pd.DataFrame, wanted: Any) -> pd.DataFrame:
             "pick one with fingerprint=<value>"
         )
     return df
+
+
+def _experiment_columns(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[str]) -> list[str]:
+    """Text columns that tell apart the runs repeating one (budget, N, D) point: each point's repeats carry distinct
+    values and each value alone repeats nothing. Such a column names experiments that share one design (datasets,
+    conditions), not seeds; a table with a seed column says its repeats are seeds."""
+    if any(str(c).strip().lower() == "seed" for c in raw.columns):
+        return []
+    key = pd.MultiIndex.from_frame(np.round(np.log(df[["budget", "params", "tokens"]].astype(float)), 9))
+    points = pd.Series(key.factorize()[0], index=raw.index)
+    repeated = points.duplicated(keep=False)
+    if repeated.sum() < 4:
+        return []
+    out = []
+    for col in raw.columns:
+        values = raw[col]
+        if col in mapped or pd.api.types.is_numeric_dtype(values) or not 2 <= values.nunique() <= len(raw) // 3:
+            continue
+        rep = pd.DataFrame({"p": points[repeated], "v": values[repeated]})
+        if not rep.duplicated().any():  # no point repeats within one value: the value tells the repeats apart
+            out.append(str(col))
+    return out
+
+
+def _refuse_mixed_experiments(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[str]) -> None:
+    """One error naming the experiments when a table holds several that repeat one design (fitting them together
+    would read them as seeds of one law)."""
+    cols = _experiment_columns(raw, df, mapped)
+    if not cols:
+        return
+    col = cols[0]
+    counts = raw[col].value_counts()
+    listed = ", ".join(f"{v} ({n} runs)" for v, n in counts.head(4).items()) + (", ..." if len(counts) > 4 else "")
+    also = f" (so does {', '.join(repr(c) for c in cols[1:])})" if len(cols) > 1 else ""
+    raise HarnessError(
+        f"the table holds {len(counts)} experiments that repeat one design, told apart by column {col!r}{also}: "
+        f"{listed}; fitted together they would read as seed repeats of one law. Fit one at a time: "
+        f"columns.fingerprint={col} fingerprint={counts.index[0]}")
 
 
 def load_results(path: str | Path, cfg: Any = None) -> pd.DataFrame:
