@@ -142,7 +142,7 @@ def test_experiments_sharing_one_design_are_refused_until_one_is_picked(tmp_path
     both = pd.concat([a.assign(dataset="dclm"), b.assign(dataset="nemotron")], ignore_index=True)
     both = both.drop(columns=["seed", "data_fingerprint"])
     path = write(tmp_path, both)
-    with pytest.raises(HarnessError, match=r"2 experiments .* column 'dataset'.*columns.fingerprint=dataset "
+    with pytest.raises(HarnessError, match=r"2 experiments, told apart by column 'dataset'.*columns.fingerprint=dataset "
                                            r"fingerprint=dclm"):
         load_results(path)
     df = load_results(path, {"columns": {"fingerprint": "dataset"}, "fingerprint": "nemotron"})

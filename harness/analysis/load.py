@@ -289,8 +289,9 @@ def _refuse_mixed_experiments(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[s
     listed = ", ".join(f"{v} ({n} runs)" for v, n in counts.head(4).items()) + (", ..." if len(counts) > 4 else "")
     also = f" (so does {', '.join(repr(c) for c in cols[1:])})" if len(cols) > 1 else ""
     raise HarnessError(
-        f"the table holds {len(counts)} experiments that repeat one design, told apart by column {col!r}{also}: "
-        f"{listed}; fitted together they would read as seed repeats of one law. Fit one at a time: "
+        f"the table holds {len(counts)} experiments, told apart by column {col!r}{also}: {listed}; the runs that "
+        "repeat a (budget, N, D) point differ in it, so fitted together they would read as seed repeats of one law. "
+        "Fit one at a time: "
         f"columns.fingerprint={col} fingerprint={counts.index[0]}")
 
 
