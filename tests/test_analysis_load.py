@@ -152,6 +152,20 @@ def test_experiments_sharing_one_design_are_refused_until_one_is_picked(tmp_path
     assert len(load_results(write(tmp_path, seeds, "seeds.csv"))) == len(seeds)
 
 
+def test_counts_written_as_papers_write_them(tmp_path: Path) -> None:
+    """70M, 1.4B, 300B, 2T (Pythia's and OLMo's size names, token counts from a paper's table) are read as counts;
+    a suffix that means nothing here is still named as the bad value."""
+    table = "N,D,loss\n70M,300B,2.9\n160m,0.3T,2.7\n410M,3e11,2.5\n1.4B,300 B,2.3\n2.8G,300000M,2.2\n"
+    (tmp_path / "t.csv").write_text(table)
+    df = load_results(tmp_path / "t.csv")
+    np.testing.assert_allclose(df["params"], [7e7, 1.6e8, 4.1e8, 1.4e9, 2.8e9])
+    np.testing.assert_allclose(df["tokens"], 3e11)
+    assert df.attrs["suffixed"] == ["N", "D"]
+    (tmp_path / "bad.csv").write_text(table.replace("410M", "410X"))
+    with pytest.raises(HarnessError, match="non-numeric value '410X' in data row 3"):
+        load_results(tmp_path / "bad.csv")
+
+
 def test_a_comma_that_may_group_thousands_is_not_taken_for_a_decimal_comma() -> None:
     assert sniff_dialect(b"N;loss\n1,5e+06;3,14\n") == (";", ",")
     assert sniff_dialect(b"N;loss\n1,500;3\n2,250;2\n") == (";", ".")  # 1,500: thousands or 1.5? left as text

@@ -108,10 +108,26 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def _numeric(raw: pd.DataFrame, col: str, what: str, rows: pd.Series, allow_nan: bool) -> pd.Series:
-    """Column as float, refusing text and non-positive values among `rows` (NaN allowed if allow_nan)."""
+# Counts as papers write them: 70M parameters, 1.4B, 300B tokens (G as giga, for FLOPs)
+SUFFIXES = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
+_SUFFIXED = re.compile(r"^\s*(\d*\.?\d+(?:e[+-]?\d+)?)\s*([kmgbt])\s*$", re.IGNORECASE)
+
+
+def suffixed_counts(series: pd.Series) -> pd.Series:
+    """Cells written as 70M, 1.4B or 2T as floats (K, M, B or G, T = 1e3, 1e6, 1e9, 1e12); NaN for the rest."""
+    parts = series.astype(str).str.extract(_SUFFIXED)
+    scale = parts[1].str.lower().map(SUFFIXES)
+    return pd.to_numeric(parts[0], errors="coerce") * scale
+
+
+def _numeric(raw: pd.DataFrame, col: str, what: str, rows: pd.Series, allow_nan: bool,
+             counts: bool = False) -> pd.Series:
+    """Column as float, refusing text and non-positive values among `rows` (NaN allowed if allow_nan); a count
+    (N, D, C) may be written with a suffix, 70M or 1.4B (suffixed_counts)."""
     series = raw[col]
     values = pd.to_numeric(series, errors="coerce").astype(float)
+    if counts and not pd.api.types.is_numeric_dtype(series):
+        values = values.fillna(suffixed_counts(series))
     text = series.astype(str).str.strip().str.lower()
     missing_like = series.isna() | text.isin(["", "nan", "none", "null", "inf", "-inf", "infinity"])
     bad_text = rows & values.isna() & ~missing_like
@@ -173,16 +189,16 @@ def _tokens_flops_budget(raw: pd.DataFrame, src: dict[str, str | None], params: 
                          cfg: Any) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
     """(tokens, tokens_derived, flops, budget): D and C from their columns, or one derived from the other (D = C/(6N),
     C = 6ND); budget from its column or grouped by C."""
-    tokens = _numeric(raw, src["tokens"], "training tokens D", ok, allow_nan=False) if src["tokens"] else None
+    tokens = _numeric(raw, src["tokens"], "training tokens D", ok, allow_nan=False, counts=True) if src["tokens"] else None
     if src["flops"]:
-        flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False)
+        flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False, counts=True)
     else:  # no compute column (source_columns allows it only beside a tokens column): C = 6ND, flagged
         flops = 6.0 * params * tokens
     derived = pd.Series(tokens is None, index=raw.index)
     if tokens is None:
         tokens = flops / (6.0 * params)
     if src["budget"]:
-        budget = _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False)
+        budget = _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False, counts=True)
     else:
         tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
         budget = pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol), index=raw.index)
@@ -211,7 +227,7 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
         raise HarnessError("the results table has a header but no rows; train some runs or point results= elsewhere")
     status, role = _labels(raw, src["status"], "ok"), _labels(raw, src["role"], "sweep")
     ok = status == "ok"
-    params = _numeric(raw, src["params"], "parameter count N", ok, allow_nan=False)
+    params = _numeric(raw, src["params"], "parameter count N", ok, allow_nan=False, counts=True)
     loss = _numeric(raw, src["loss"], "loss", ok, allow_nan=True)
     tokens, derived, flops, budget = _tokens_flops_budget(raw, src, params, ok, cfg)
     run_col, fp_col = src["run_id"], src["fingerprint"]
@@ -232,6 +248,8 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     df.attrs["columns"] = cmap.as_dict()
     df.attrs["tokens_derived"] = src["tokens"] is None
     df.attrs["budget_inferred"] = src["budget"] is None
+    df.attrs["suffixed"] = [c for c in dict.fromkeys(src[k] for k in ("params", "tokens", "flops", "budget"))
+                            if c and not pd.api.types.is_numeric_dtype(raw[c]) and suffixed_counts(raw[c]).notna().any()]
     df.attrs["budget_tolerance"] = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
     return df
 

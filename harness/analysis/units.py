@@ -84,5 +84,7 @@ def load_table(path: str, cfg: Any) -> pd.DataFrame:
     df = canonicalize(apply_units(raw, cfg), cfg)
     read_as = f"The file was read as {raw.attrs['dialect']}" if raw.attrs.get("dialect") else None
     ppl = "the loss column holds perplexities: their natural log is fitted" if loss_unit(cfg) == "perplexity" else None
-    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg)), ppl) if t) or None
+    cols = ", ".join(f"`{c}`" for c in df.attrs.get("suffixed", []))
+    suffixed = f"{cols} written with suffixes (K, M, B or G, T = 1e3, 1e6, 1e9, 1e12)" if cols else None
+    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg)), ppl, suffixed) if t) or None
     return df
