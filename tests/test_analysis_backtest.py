@@ -129,6 +129,18 @@ def test_the_backtest_favours_the_loss_prediction_with_the_smaller_error() -> No
     assert favoured_text(None) == ""
 
 
+def test_one_far_miss_of_n_opt_does_not_hide_the_typical_error() -> None:
+    """N_opt's relative error is unbounded above: a 2-budget cut-off extrapolated 300x (Chinchilla's table) can miss
+    by 200x and carry the mean. The median says what a typical prediction missed by, and the line shows it."""
+    rows = [{"approach": "approach2", "quantity": "N_opt", "rel_error": e, "inside": False, "extrapolation": 3.0}
+            for e in (-0.1, 0.2, -0.3, -0.15, -214.9)]
+    (s,) = summarize(rows)
+    assert s["mean_abs_rel_error"] == pytest.approx(43.13) and s["median_abs_rel_error"] == pytest.approx(0.2)
+    fits = Fits(inputs={}, settings={}, data={}, budgets=[], approach2={}, frontier={}, approach3={}, bootstrap={},
+                predictions=[], warnings=[], notes=[], backtest={"summary": [s]})
+    assert "mean |error| 4313.00% (median 20.00%)" in backtest_lines(fits)[0]
+
+
 def test_too_few_budgets_skip_with_a_note() -> None:
     df = canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19), sizes_per_budget=5, noise=0.0))
     fits = attach_backtest(fit_all(df, {"bootstrap": 0}), df, {"bootstrap": 0})
