@@ -143,6 +143,23 @@ def test_perplexity_and_plain_names_with_units(tmp_path: Path) -> None:
         run_analysis(cfg(f"results={tmp_path / 'results.csv'}", "units.loss=accuracy"))
 
 
+def test_units_named_in_the_headers_as_papers_write_them(tmp_path: Path) -> None:
+    """'Parameters (M)', 'Tokens [B]', 'FLOPs (1e18)', 'Loss (ppl)': found and converted with no mapping and no
+    units.*; an explicit units.* still wins over the header."""
+    df = runs_table(np.geomspace(1e7, 1e9, 5), np.full(5, 1e10))
+    theirs = pd.DataFrame({"Parameters (M)": df["params_total"] / 1e6, "Tokens [B]": df["tokens"] / 1e9,
+                           "FLOPs (1e18)": df["flops"] / 1e18, "Loss (ppl)": np.exp(df["val_bpb"])})
+    res = run_analysis(cfg(f"results={write(tmp_path, theirs)}", f"out={tmp_path / 'o'}", "bootstrap=0"))
+    want = run_analysis(cfg(f"results={write(tmp_path, df, 'ours.csv')}", f"out={tmp_path / 'w'}", "bootstrap=0"))
+    for key in ("N_range", "D_range", "C_range", "loss_range"):
+        assert res["fits"].data[key] == pytest.approx(want["fits"].data[key])
+    units = (tmp_path / "o" / "report.md").read_text()
+    assert "params given in millions" in units and "flops given in units of 1e+18" in units and "perplexities" in units
+    raw = run_analysis(cfg(f"results={tmp_path / 'results.csv'}", f"out={tmp_path / 'r'}", "bootstrap=0",
+                           "units.params=count"))
+    assert raw["fits"].data["N_range"] == pytest.approx([10.0, 1000.0])
+
+
 def test_one_row_exits_2_with_one_error_line(tmp_path: Path) -> None:
     path = tmp_path / "one.csv"
     path.write_text("parameters,tokens,compute_pf_days,final_loss\n1e8,2e9,0.01,3.3\n")

@@ -9,6 +9,7 @@ an IsoFLOP table with only a budget column takes each run's C from its budget.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,9 +96,20 @@ class ColumnMap:
                                               "run_id", "fingerprint")}
 
 
+_HEADER_UNIT = re.compile(r"^(.*?)\s*[(\[]\s*([^()\[\]]+?)\s*[)\]]\s*$")
+
+
+def split_header(col: str) -> tuple[str, str | None]:
+    """'Parameters (M)' -> ('Parameters', 'M'); 'FLOPs [PF-days]' -> ('FLOPs', 'PF-days'); 'loss' -> ('loss', None):
+    papers' tables put a column's unit in brackets after its name."""
+    m = _HEADER_UNIT.match(str(col).strip())
+    return (m.group(1), m.group(2)) if m and m.group(1) else (str(col).strip(), None)
+
+
 def _alias(cols: list[str], name: str) -> str | None:
-    """The first column named as one of `name`'s plain aliases (words in any case, single letters as given)."""
-    stripped = [str(c).strip() for c in cols]
+    """The first column named as one of `name`'s plain aliases (words in any case, single letters as given), with or
+    without a bracketed unit after the name (split_header)."""
+    stripped = [split_header(c)[0] for c in cols]
     for alias in ALIASES.get(name, ()):
         for col, bare in zip(cols, stripped):
             if bare == alias or (len(alias) > 1 and bare.lower() == alias):

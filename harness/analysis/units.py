@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.analysis.columns import ColumnMap, cfg_get, source_columns
+from harness.analysis.columns import ColumnMap, cfg_get, source_columns, split_header
 from harness.analysis.load import canonicalize, read_table
 from harness.errors import HarnessError
 
@@ -30,11 +30,40 @@ QUANTITIES = {"flops": ("units.flops", FLOP_UNITS, ("flops", "budget")),
               "tokens": ("units.tokens", COUNT_UNITS, ("tokens",))}
 
 
-def unit_factors(cfg: Any) -> dict[str, tuple[str, float]]:
-    """{quantity: (unit name, factor to base units)} for flops, params, tokens from `units.*` (default base)."""
+LOSS_ALIASES = {"ppl": "perplexity", "nats": "loss", "bits": "loss", "bpb": "loss", "nats/token": "loss",
+                "bits/byte": "loss", "bits per byte": "loss"}
+WORDS = {"thousand": "thousands", "million": "millions", "mil": "millions", "billion": "billions", "bn": "billions",
+         "trillion": "trillions", "pf-days": "pf_days", "pf-day": "pf_days", "petaflop-days": "pf_days"}
+
+
+def header_unit(col: str | None, table: dict[str, float]) -> tuple[str, float] | None:
+    """A unit a column's header names in brackets ('Parameters (M)', 'FLOPs (PF-days)', 'C (1e18)'), as (name,
+    factor); None when there is none or it is not one of `table`'s."""
+    unit = split_header(col)[1] if col else None
+    if unit is None:
+        return None
+    raw = unit.strip().lower()
+    name = WORDS.get(raw, ALIASES.get(raw, raw))
+    if name in table:
+        return name, table[name]
+    try:
+        factor = float(raw)  # 'FLOPs (1e18)': the values are multiples of 1e18
+    except ValueError:
+        return None
+    return (f"units of {factor:g}", factor) if factor > 0 and table is FLOP_UNITS else None
+
+
+def unit_factors(cfg: Any, src: dict[str, str | None] | None = None) -> dict[str, tuple[str, float]]:
+    """{quantity: (unit name, factor to base units)} for flops, params, tokens: `units.*` where given, else the unit
+    the source column's header names (src: harness.analysis.columns.source_columns), else base units."""
     out = {}
-    for quantity, (key, table, _) in QUANTITIES.items():
-        raw = str(cfg_get(cfg, key, next(iter(table)))).strip().lower()
+    for quantity, (key, table, canon) in QUANTITIES.items():
+        given = cfg_get(cfg, key)
+        in_header = header_unit((src or {}).get(canon[0]), table) if given is None else None
+        if in_header is not None:
+            out[quantity] = in_header
+            continue
+        raw = str(given if given is not None else next(iter(table))).strip().lower()
         name = ALIASES.get(raw, raw)
         if name not in table:
             raise HarnessError(f"{key}={raw!r} is not a known unit; use one of {', '.join(table)}")
@@ -42,10 +71,15 @@ def unit_factors(cfg: Any) -> dict[str, tuple[str, float]]:
     return out
 
 
-def loss_unit(cfg: Any) -> str:
-    """`units.loss`: loss (a log-loss, as given) or perplexity (exp of one: its log is fitted)."""
-    raw = str(cfg_get(cfg, "units.loss", "loss")).strip().lower()
-    name = {"ppl": "perplexity", "nats": "loss", "bits": "loss", "bpb": "loss"}.get(raw, raw)
+def loss_unit(cfg: Any, src: dict[str, str | None] | None = None) -> str:
+    """`units.loss`: loss (a log-loss, as given) or perplexity (exp of one: its log is fitted); without it, a
+    '(ppl)' or '(perplexity)' in the loss column's header says perplexity."""
+    given = cfg_get(cfg, "units.loss")
+    if given is None:
+        unit = split_header((src or {}).get("loss") or "")[1]
+        return "perplexity" if unit and LOSS_ALIASES.get(unit.lower(), unit.lower()) == "perplexity" else "loss"
+    raw = str(given).strip().lower()
+    name = LOSS_ALIASES.get(raw, raw)
     if name not in LOSS_UNITS:
         raise HarnessError(f"units.loss={raw!r} is not a known unit; use one of {', '.join(LOSS_UNITS)}")
     return name
@@ -54,8 +88,9 @@ def loss_unit(cfg: Any) -> str:
 def apply_units(raw: pd.DataFrame, cfg: Any) -> pd.DataFrame:
     """A copy of the raw table with its mapped N, D, C (and budget) columns scaled to base units, and a perplexity
     column turned into its log; text cells are left as they are, so validation still names them."""
-    factors, loss = unit_factors(cfg), loss_unit(cfg)  # a bad unit is named before any column is looked up
+    unit_factors(cfg), loss_unit(cfg)  # a bad unit is named before any column is looked up
     src = source_columns(raw, ColumnMap.from_cfg(cfg))
+    factors, loss = unit_factors(cfg, src), loss_unit(cfg, src)
     out = raw.copy()
     for quantity, (_, _, canon) in QUANTITIES.items():
         factor = factors[quantity][1]
@@ -82,9 +117,11 @@ def load_table(path: str, cfg: Any) -> pd.DataFrame:
     carry the units text for the report (None when nothing was converted and the file is a plain CSV)."""
     raw = read_table(path)
     df = canonicalize(apply_units(raw, cfg), cfg)
+    src = source_columns(raw, ColumnMap.from_cfg(cfg))
     read_as = f"The file was read as {raw.attrs['dialect']}" if raw.attrs.get("dialect") else None
-    ppl = "the loss column holds perplexities: their natural log is fitted" if loss_unit(cfg) == "perplexity" else None
+    ppl = ("the loss column holds perplexities: their natural log is fitted" if loss_unit(cfg, src) == "perplexity"
+           else None)
     cols = ", ".join(f"`{c}`" for c in df.attrs.get("suffixed", []))
     suffixed = f"{cols} written with suffixes (K, M, B or G, T = 1e3, 1e6, 1e9, 1e12)" if cols else None
-    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg)), ppl, suffixed) if t) or None
+    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg, src)), ppl, suffixed) if t) or None
     return df
