@@ -16,7 +16,7 @@ def param_counts(cfg: GPTConfig) -> dict[str, int]:
     embeddings (pos_emb="rope") have no parameters; their rotations are elementwise, not matmul FLOPs."""
     d, V, T, L = cfg.d_model, cfg.vocab_size, cfg.seq_len, cfg.n_layer
     block_matrices = 4 * d * d + 2 * d * cfg.d_ff  # qkv (3d^2) + proj (d^2) + mlp up/down
-    norms = (2 * L + 1) * d
+    norms = (2 * L + 1) * d + (2 * L * (d // cfg.n_head) if cfg.qk_norm else 0)  # qk_norm: a q and a k gain per layer
     embeddings = V * d + (T * d if cfg.pos_emb == "learned" else 0)  # rope has no position table
     lm_head = d * V
     total = embeddings + L * block_matrices + norms + lm_head

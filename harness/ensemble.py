@@ -52,6 +52,12 @@ class EnsembleGPT(nn.Module):
         """LayerNorm without bias, each member with its own gain: x [K, N, C]."""
         return F.layer_norm(x, (x.shape[-1],)) * self.w[_key(name)].unsqueeze(1)
 
+    def _rms(self, x: torch.Tensor, name: str, K: int) -> torch.Tensor:
+        """RMSNorm over the last dim of x [K*B, H, T, hd], member k's rows scaled by its own gain [hd]."""
+        gain = self.w[_key(name)]
+        y = F.rms_norm(x, (x.shape[-1],)).view(K, -1, *x.shape[1:]) * gain.view(K, 1, 1, 1, -1)
+        return y.view(x.shape)
+
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
         """Each member's x @ W.T (nn.Linear without bias), batched over members: x [K, N, in]."""
         return torch.bmm(x, self.w[_key(name)].transpose(1, 2))
@@ -62,6 +68,8 @@ class EnsembleGPT(nn.Module):
         T, H = N // batch, self.cfg.n_head
         qkv = self._linear(x, f"blocks.{i}.attn.qkv.weight").view(K * batch, T, 3 * C)
         q, k, v = (t.view(K * batch, T, H, C // H).transpose(1, 2) for t in qkv.split(C, dim=2))
+        if self.cfg.qk_norm:  # as GPT's nn.RMSNorm on each head's q and k, each member with its own gains
+            q, k = (self._rms(t, f"blocks.{i}.attn.{n}_norm.weight", K) for t, n in ((q, "q"), (k, "k")))
         if self.rotary is not None:
             q, k = self.rotary(q, k)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:

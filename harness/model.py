@@ -1,8 +1,9 @@
 """A GPT-style decoder small enough to read in one sitting (after nanoGPT's model.py).
 
 Pre-norm blocks, causal scaled_dot_product_attention, learned position embeddings (or rotary ones, RoPE: Su et
-al. 2021, with `pos_emb="rope"`), an untied LM head and no biases, so every parameter is either an embedding, a norm
-gain or a matrix that counting.py can name.
+al. 2021, with `pos_emb="rope"`), optionally RMS-normalised queries and keys (`qk_norm`, Wortsman et al. 2023), an
+untied LM head and no biases, so every parameter is either an embedding, a norm gain or a matrix that counting.py
+can name.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.rotary = Rotary(cfg) if cfg.pos_emb == "rope" else None
+        hd = cfg.d_model // cfg.n_head
+        self.q_norm, self.k_norm = (nn.RMSNorm(hd), nn.RMSNorm(hd)) if cfg.qk_norm else (None, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rotary is not None:
             q, k = self.rotary(q, k)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16:

@@ -50,10 +50,10 @@ def model_config(mc: DictConfig | dict, vocab_size: int) -> tuple[str, GPTConfig
     else:
         name, dims = str(mc.name), (mc.n_layer, mc.n_head, mc.d_model, mc.d_ff)
     try:
-        cfg = GPTConfig(*map(int, (*dims, mc.seq_len)), vocab_size, pos_emb)
+        cfg = GPTConfig(*map(int, (*dims, mc.seq_len)), vocab_size, pos_emb, bool(mc.get("qk_norm", False)))
     except ValueError as e:
         raise HarnessError(f"model {mc.get('name')}: {e}; fix the model.* values") from None
-    return name + ("-rope" if pos_emb == "rope" else ""), cfg
+    return name + ("-rope" if pos_emb == "rope" else "") + ("-qk" if cfg.qk_norm else ""), cfg
 
 
 def learning_rate(tc: DictConfig, gcfg: GPTConfig, tokens: float) -> tuple[float, str]:
@@ -108,7 +108,7 @@ def run_spec(cfg: DictConfig, name: str, gcfg: GPTConfig, fingerprint: str) -> d
     data_keys = ["val_fraction", "bytes_per_token", "token_dtype", "vocab_size"]
     return {
         "model": name, "budget": float(cfg.budget), "seed": int(cfg.seed),
-        "arch": {k: v for k, v in gcfg.__dict__.items() if (k, v) != ("pos_emb", "learned")},  # keeps old run ids
+        "arch": {k: v for k, v in gcfg.__dict__.items() if (k, v) not in (("pos_emb", "learned"), ("qk_norm", False))},
         "data": fingerprint, "split": {k: str(cfg.data.get(k)) for k in data_keys},
         "train": {k: str(tc[k]) for k in keys}, "role": str(cfg.role),
         **({"lr_rule": load_rule(tc.get("lr_rule")).sha256} if str(tc.lr) == "rule" else {}), **schedule_spec(tc),

@@ -20,6 +20,7 @@ class GPTConfig:
     seq_len: int = 128
     vocab_size: int = 256
     pos_emb: str = "learned"  # learned: a position table added to the input; rope: q and k rotated per position
+    qk_norm: bool = False  # RMS-normalise each head's q and k (with a gain) before attention: Wortsman et al. 2023
 
     def __post_init__(self) -> None:
         if min(self.n_layer, self.n_head, self.d_model, self.d_ff, self.seq_len, self.vocab_size) < 1:

@@ -86,6 +86,15 @@ def test_rope_has_no_position_table_and_the_same_matmul_flops() -> None:
     assert measured_flops_per_token(rope) == flops_per_token(rope) == flops_per_token(learned)
 
 
+def test_qk_norm_adds_a_q_and_a_k_gain_per_layer_and_no_matmul() -> None:
+    """QK-norm (Wortsman et al. 2023): one RMSNorm gain of head size for the queries and one for the keys per layer."""
+    plain = GPTConfig(n_layer=3, n_head=2, d_model=32, d_ff=64, seq_len=16, vocab_size=100)
+    qk = dataclasses.replace(plain, qk_norm=True)
+    assert param_counts(qk) == _independent_counts(GPT(qk))
+    assert param_counts(qk)["params_total"] - param_counts(plain)["params_total"] == 3 * 2 * 16
+    assert measured_flops_per_token(qk) == flops_per_token(qk) == flops_per_token(plain)
+
+
 def test_flops_hand_computed_nano_at_context_32() -> None:
     cfg = GPTConfig(n_layer=2, n_head=2, d_model=64, d_ff=256, seq_len=32, vocab_size=256)
     d, T, f, V = 64, 32, 256, 256

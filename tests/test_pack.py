@@ -43,10 +43,15 @@ def members(seeds: list[int], cfg: GPTConfig = CFG) -> list[GPT]:
     return out
 
 
-@pytest.mark.parametrize("pos_emb", ["learned", "rope"])
-def test_ensemble_losses_and_gradients_equal_each_members_own(pos_emb: str) -> None:
+@pytest.mark.parametrize(("pos_emb", "qk_norm"), [("learned", False), ("rope", False), ("rope", True)])
+def test_ensemble_losses_and_gradients_equal_each_members_own(pos_emb: str, qk_norm: bool) -> None:
     torch.set_num_threads(1)
-    gpts = members([0, 1, 2], dataclasses.replace(CFG, pos_emb=pos_emb))
+    gpts = members([0, 1, 2], dataclasses.replace(CFG, pos_emb=pos_emb, qk_norm=qk_norm))
+    with torch.no_grad():  # members' own q/k gains, so a gain applied to the wrong member shows
+        for k, m in enumerate(gpts):
+            for n, p in m.named_parameters():
+                if "_norm." in n:
+                    p.uniform_(0.5 + k, 1.5 + k)
     ens = EnsembleGPT(gpts)
     g = torch.Generator().manual_seed(5)
     x, y = torch.randint(0, 64, (3, 4, 16), generator=g), torch.randint(0, 64, (3, 4, 16), generator=g)

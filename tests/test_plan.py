@@ -447,6 +447,18 @@ def test_rope_runs_get_their_own_ids_and_learned_ones_keep_theirs() -> None:
     assert run_id_of(rope, "fp", 256) != run_id_of(job, "fp", 256)
 
 
+def test_qk_norm_runs_get_their_own_ids_and_names() -> None:
+    """qk_norm joined the model config after runs were recorded: off, it stays out of the hash; on, the name says so."""
+    cfg = sweep_cfg(*SMALL)
+    job = job_config(cfg, plan_sweep(cfg)[0][0])
+    name, gcfg = model_config(job.model, 256)
+    assert "qk_norm" not in run_spec(job, name, gcfg, "fp")["arch"]
+    qk = job_config(sweep_cfg(*SMALL, "model.qk_norm=true"), plan_sweep(cfg)[0][0])
+    qk_name, qk_gcfg = model_config(qk.model, 256)
+    assert qk_name == name + "-qk" and qk_gcfg.qk_norm
+    assert run_id_of(qk, "fp", 256) != run_id_of(job, "fp", 256)
+
+
 def test_run_context_resolves_once_then_completes_with_the_corpus() -> None:
     cfg = sweep_cfg(*SMALL, "results_dir='~/somewhere'")
     job = job_config(cfg, plan_sweep(cfg)[0][0])
