@@ -34,6 +34,8 @@ from harness.fsutil import publish
 AXIS = {"N": "parameters N", "D": "training tokens D", "C": "training compute C (FLOPs)"}
 COLUMN = {"N": "params", "D": "tokens", "C": "flops"}
 
+SHAPES_SHOWN = 4  # shape labels on the terminal line (report.md lists them all)
+
 
 @dataclass(frozen=True)
 class TablePlot:
@@ -235,7 +237,9 @@ def write_table_report(tf: TableFits, plots: Sequence[TablePlot], out_dir: str |
 
 def summary_lines(tf: TableFits) -> list[str]:
     """Terminal lines: the shape, each law's exponent, what was not fitted, the target predictions."""
-    out = [f"shape: {'; '.join(tf.shape['labels'])}"]
+    labels = tf.shape["labels"]
+    more = f"; and {len(labels) - SHAPES_SHOWN} more (report.md)" if len(labels) > SHAPES_SHOWN else ""
+    out = [f"shape: {'; '.join(labels[:SHAPES_SHOWN])}{more}"]
     for name, block in tf.laws.items():
         parts = [f"{block[f]['formula']}: alpha {fmt_est(block[f]['alpha'])}" for f in FORMS if f in block]
         out.append(f"{name}: " + "; ".join(parts))

@@ -160,6 +160,18 @@ def test_units_named_in_the_headers_as_papers_write_them(tmp_path: Path) -> None
     assert raw["fits"].data["N_range"] == pytest.approx([10.0, 1000.0])
 
 
+def test_a_table_of_many_ladders_keeps_the_terminal_line_short(tmp_path: Path) -> None:
+    """A 6 x 6 grid of (N, D) holds 18 shapes: the terminal names 4 and points to report.md, which lists them all."""
+    N, D = np.meshgrid(np.geomspace(1e7, 1e9, 6), np.geomspace(1e9, 1e11, 6))
+    res = run_analysis(cfg(f"results={write(tmp_path, runs_table(N.ravel(), D.ravel()))}", f"out={tmp_path / 'o'}",
+                           "bootstrap=0"))
+    labels = res["fits"].shape["labels"]
+    line = res["summary"]["lines"][0]
+    assert len(labels) > 4 and line.count("; ") == 4 and f"and {len(labels) - 4} more (report.md)" in line
+    report = (tmp_path / "o" / "report.md").read_text()
+    assert all(f"- {label}" in report for label in labels)
+
+
 def test_one_row_exits_2_with_one_error_line(tmp_path: Path) -> None:
     path = tmp_path / "one.csv"
     path.write_text("parameters,tokens,compute_pf_days,final_loss\n1e8,2e9,0.01,3.3\n")
