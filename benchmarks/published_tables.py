@@ -5,7 +5,7 @@ The tables are not shipped (their repositories carry no license). Clone them, th
   git clone https://github.com/epoch-research/analyzing-chinchilla          # data/svg_extracted_data.csv (optional)
   python benchmarks/published_tables.py --tables scaling-law-analysis [--epoch analyzing-chinchilla] [--bootstrap 200]
 Each source's table is split by its `experiment` column (Marin's three datasets, Llama 3's two loss conditions)
-and fitted as `harness-analyze` would, backtest included. Writes results/bench/published_tables.json.
+and fitted as `harness-analyze` would, backtest included. Writes results/bench/published_tables.json and .png.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from harness.analysis import fit_all, load_results
@@ -25,6 +26,7 @@ from harness.analysis.context import Settings
 from harness.analysis.fits import to_jsonable
 from harness.analysis.tables import fit_table
 from harness.errors import HarnessError
+from harness.figures import png_bytes
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "bench" / "published_tables.json"
 # What each lab published for a (N_opt ~ C^a), and where.
@@ -92,6 +94,7 @@ def main() -> None:
     out["seconds"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(to_jsonable(out), indent=1) + "\n")
+    args.out.with_suffix(".png").write_bytes(png_bytes(plot(rows)))
     for r in rows:
         if "error" in r:
             print(f"{r['source']:20s} {r['experiment']:36s} error: {r['error'][:100]}")
@@ -100,6 +103,25 @@ def main() -> None:
         print(f"{r['source']:20s} {r['experiment']:36s} runs {r['runs']:4d}  a: A2 {r['a_approach2'][0]:.3f} "
               f"A3 {r['a_approach3'][0]:.3f} ({r['approach3_form']}){pub}  outliers {r['outliers']}")
     print(f"-> {args.out} ({out['seconds']} s)")
+
+
+def plot(rows: list[dict[str, Any]]) -> Figure:
+    """a with its interval per experiment, both approaches, and the lab's published a where there is one."""
+    ok = [r for r in rows if "error" not in r]
+    fig = Figure(figsize=(8, 0.45 * len(ok) + 1.2))
+    ax = fig.add_subplot()
+    for i, r in enumerate(ok):
+        for key, dy, col, label in (("a_approach2", -0.12, "C0", "Approach 2"), ("a_approach3", 0.12, "C3", "Approach 3")):
+            v, lo, hi = r[key]
+            ax.errorbar([v], [i + dy], xerr=[[v - (lo if lo is not None else v)], [(hi if hi is not None else v) - v]],
+                        fmt="o", color=col, ms=4, capsize=2, label=label if i == 0 else None)
+        if "published_a" in r:
+            ax.plot([r["published_a"]], [i], "k*", ms=9, label="published" if i == 0 else None)
+    ax.set_yticks(range(len(ok)), [r["experiment"] or r["source"] for r in ok], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("a (N_opt ~ C^a), 95% bootstrap interval")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
 
 
 def epoch_check(path: Path, bootstrap: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ def test_each_experiment_is_fitted_alone(tmp_path: Path) -> None:
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["isoflop_tables"]
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
     assert [r["experiment"] for r in rows] == ["lab__a", "lab__b"]
     for r in rows:
         assert r["runs"] == 28 and "error" not in r
