@@ -309,8 +309,8 @@ def _refuse_mixed_experiments(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[s
     raise HarnessError(
         f"the table holds {len(counts)} experiments, told apart by column {col!r}{also}: {listed}; the runs that "
         "repeat a (budget, N, D) point differ in it, so fitted together they would read as seed repeats of one law. "
-        "Fit one at a time: "
-        f"columns.fingerprint={col} fingerprint={counts.index[0]}")
+        f"Fit one at a time: columns.fingerprint={col} fingerprint={counts.index[0]} (if the repeats are seeds, "
+        "add a column named seed that numbers them)")
 
 
 def load_results(path: str | Path, cfg: Any = None) -> pd.DataFrame:
