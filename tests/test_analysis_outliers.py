@@ -10,7 +10,7 @@ import pytest
 from harness.analysis import canonicalize, fit_all
 from harness.analysis.approach3 import RunArrays
 from harness.analysis.context import Diagnostics, Settings
-from harness.analysis.outliers import MIN_RUNS, fit_screened, outlier_lines, robust_z
+from harness.analysis.outliers import MIN_RUNS, fit_screened, outlier_lines, robust_z, screen_runs
 from harness.analysis.synthetic import Law, isoflop_sweep, runs_table
 from harness.analysis.tables import fit_table
 from harness.errors import HarnessError
@@ -92,6 +92,17 @@ def test_isoflop_sweep_with_a_diverged_run() -> None:
     assert np.isfinite(fits.samples["approach3"]).all()  # the bootstrap refits the 34 kept runs
     lines = "\n".join(outlier_lines(fits.approach3))
     assert "| c1e+19-n6 |" in lines and "left out of the fit" in lines
+
+
+def test_a_refit_that_fails_without_the_flagged_runs_keeps_them() -> None:
+    runs = RunArrays.from_frame(canonicalize(scattered(bad=5)))
+    first = fit_screened(runs, [f"r{i}" for i in range(125)], Settings(bootstrap=0, outliers="keep"), Diagnostics())
+
+    def refit(_: RunArrays):
+        raise HarnessError("Approach 3 found no finite fit from any start")
+
+    screen = screen_runs(runs, first.fit, refit, 8.0, "exclude")
+    assert not screen.flagged.any() and screen.fit is first.fit and "no finite fit" in screen.note
 
 
 def test_robust_z_uses_the_kept_runs_only() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from harness.analysis.approach3 import RunArrays, derived, fit_approach3
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.parametric import ParametricFit, predict_log_loss
+from harness.errors import HarnessError
 
 OUTLIER_ACTIONS = ("exclude", "keep")
 MIN_RUNS = 15  # fewer runs: a MAD over the residuals of a 5-parameter fit says too little to screen with
@@ -82,7 +83,11 @@ def screen_runs(runs: RunArrays, fit_all: ParametricFit, refit: Callable[[RunArr
         if np.array_equal(new, flagged):
             break
         flagged = new
-        fit = refit(runs.subset(~flagged)) if flagged.any() else fit_all
+        try:
+            fit = refit(runs.subset(~flagged)) if flagged.any() else fit_all
+        except HarnessError as e:  # the law cannot be fitted without them: keep every run, and say why
+            unscreened.z, unscreened.note = z, f"{int(new.sum())} runs lie beyond {limit:g} robust sd, but {e}"
+            return unscreened
     if not flagged.any():
         return Screen(flagged, z, limit, action, fit_all, None)
     chosen, other = (fit, fit_all) if action == "exclude" else (fit_all, fit)
