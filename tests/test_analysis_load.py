@@ -145,6 +145,10 @@ def test_experiments_sharing_one_design_are_refused_until_one_is_picked(tmp_path
     with pytest.raises(HarnessError, match=r"2 experiments, told apart by column 'dataset'.*columns.fingerprint=dataset "
                                            r"fingerprint=dclm"):
         load_results(path)
+    failed = both.copy()
+    failed.loc[3, ["status", "params_total"]] = ["failed", np.nan]  # a failed row with no size changes nothing
+    with pytest.raises(HarnessError, match="told apart by column 'dataset'"):
+        load_results(write(tmp_path, failed, "failed.csv"))
     df = load_results(path, {"columns": {"fingerprint": "dataset"}, "fingerprint": "nemotron"})
     assert len(df) == len(b) and not np.any(pd.Series(list(zip(df["params"], df["budget"]))).duplicated())
     seeds = pd.concat([a, b.assign(seed=1)], ignore_index=True)  # the same stack as seeds: repeats, not experiments

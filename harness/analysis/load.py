@@ -280,17 +280,20 @@ def _experiment_columns(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[str]) -
     conditions), not seeds; a table with a seed column says its repeats are seeds."""
     if any(str(c).strip().lower() == "seed" for c in raw.columns):
         return []
-    key = pd.MultiIndex.from_frame(np.round(np.log(df[["budget", "params", "tokens"]].astype(float)), 9))
-    points = pd.Series(key.factorize()[0], index=raw.index)
+    ok = (df["status"] == "ok").to_numpy()  # failed rows may hold no sizes
+    with np.errstate(invalid="ignore", divide="ignore"):
+        key = pd.MultiIndex.from_frame(np.round(np.log(df.loc[ok, ["budget", "params", "tokens"]].astype(float)), 9))
+    points = pd.Series(key.factorize()[0], index=raw.index[ok])
     repeated = points.duplicated(keep=False)
     if repeated.sum() < 4:
         return []
+    rows = repeated.index[repeated.to_numpy()]
     out = []
     for col in raw.columns:
         values = raw[col]
         if col in mapped or pd.api.types.is_numeric_dtype(values) or not 2 <= values.nunique() <= len(raw) // 3:
             continue
-        rep = pd.DataFrame({"p": points[repeated], "v": values[repeated]})
+        rep = pd.DataFrame({"p": points.loc[rows], "v": values.loc[rows]})
         if not rep.duplicated().any():  # no point repeats within one value: the value tells the repeats apart
             out.append(str(col))
     return out
