@@ -3,8 +3,9 @@
 The harness's own tables name them params_<convention>, tokens, flops, val_bpb, budget_flops; a foreign table maps
 its names with `columns.<name>=<column>`. A quantity whose default column is absent and that was not mapped is
 looked up under the plain names the scaling-law literature uses (N, D, C; params, tokens, flops, loss), so a
-table written by hand needs no mapping; a table with N and D but no compute gets C = 6ND (Kaplan et al. 2020), and
-an IsoFLOP table with only a budget column takes each run's C from its budget.
+table written by hand needs no mapping. Without a compute column, C is a run's budget when the table has a budget
+column (an IsoFLOP table's own FLOP count), else C = 6ND from N and D (Kaplan et al. 2020). A header may carry its
+unit in brackets, 'Parameters (M)' (split_header; harness.analysis.units reads the unit).
 """
 
 from __future__ import annotations
