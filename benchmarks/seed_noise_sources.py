@@ -48,6 +48,7 @@ VARIANTS = {
     "batch 8": ["train.batch_size=8"],    # the same LR and FLOPs: twice the steps
     "batch 32": ["train.batch_size=32"],  # half the steps
     "rope": ["model.pos_emb=rope"],       # rotary position embeddings instead of the learned table
+    "qk norm": ["model.qk_norm=true"],    # RMS-normalised queries and keys (Wortsman et al. 2023)
 }
 DEFAULT_VARIANTS = ["as trained", "cooldown to 0", "one data stream", "quasi-random windows"]
 GOLDEN = (math.sqrt(5) - 1) / 2
