@@ -274,6 +274,14 @@ def _select_fingerprint(df: pd.DataFrame, wanted: Any) -> pd.DataFrame:
     return df
 
 
+def point_codes(used: pd.DataFrame) -> np.ndarray:
+    """One integer per row naming its (budget, N, D) point; rows that repeat a point (seeds, experiments) share it."""
+    if not len(used):
+        return np.zeros(0, int)
+    key = pd.DataFrame({c: np.round(np.log(used[c].astype(float).to_numpy()), 9) for c in ("budget", "params", "tokens")})
+    return pd.MultiIndex.from_frame(key).factorize()[0]
+
+
 def _experiment_columns(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[str]) -> list[str]:
     """Text columns that tell apart the runs repeating one (budget, N, D) point: each point's repeats carry distinct
     values and each value alone repeats nothing. Such a column names experiments that share one design (datasets,
@@ -281,9 +289,7 @@ def _experiment_columns(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[str]) -
     if any(str(c).strip().lower() == "seed" for c in raw.columns):
         return []
     ok = (df["status"] == "ok").to_numpy()  # failed rows may hold no sizes
-    with np.errstate(invalid="ignore", divide="ignore"):
-        key = pd.MultiIndex.from_frame(np.round(np.log(df.loc[ok, ["budget", "params", "tokens"]].astype(float)), 9))
-    points = pd.Series(key.factorize()[0], index=raw.index[ok])
+    points = pd.Series(point_codes(df.loc[ok]), index=raw.index[ok])
     repeated = points.duplicated(keep=False)
     if repeated.sum() < 4:
         return []

@@ -19,6 +19,7 @@ import pandas as pd
 
 from harness.analysis.bootstrap import dirichlet_weights
 from harness.analysis.context import Diagnostics
+from harness.analysis.load import point_codes as point_codes  # it keys the loader's repeat check too
 
 # Seeds of one point that differ by more than this relative spread (or WILD_FACTOR x the other points' pooled
 # noise, whichever is larger) are reported as disagreeing: a diverged or broken run, not seed noise.
@@ -28,14 +29,6 @@ WILD_FACTOR = 8.0
 NOISE_Z = 1.96
 METHOD = ("sd of ln(loss) across seeds of one (budget, N, D) point, pooled over points with their degrees of "
           "freedom; chi-square 95% interval")
-
-
-def point_codes(used: pd.DataFrame) -> np.ndarray:
-    """One integer per row naming its (budget, N, D) point; rows that repeat a point share a code."""
-    if not len(used):
-        return np.zeros(0, int)
-    key = pd.DataFrame({c: np.round(np.log(used[c].astype(float).to_numpy()), 9) for c in ("budget", "params", "tokens")})
-    return pd.MultiIndex.from_frame(key).factorize()[0]
 
 
 def hierarchical_weights(budgets: np.ndarray, points: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
