@@ -103,6 +103,7 @@ def apply_units(raw: pd.DataFrame, cfg: Any) -> pd.DataFrame:
         num = pd.to_numeric(out[src["loss"]], errors="coerce")
         out[src["loss"]] = out[src["loss"]].where(num.isna() | (num <= 0), np.log(num.where(num > 0)))
     out.attrs.update(raw.attrs)
+    out.attrs["units_resolved"] = (factors, loss)  # what load_table states in the report
     return out
 
 
@@ -116,12 +117,12 @@ def load_table(path: str, cfg: Any) -> pd.DataFrame:
     """load_results with `units.*` applied first: the canonical table in FLOPs, parameters and tokens; its attrs
     carry the units text for the report (None when nothing was converted and the file is a plain CSV)."""
     raw = read_table(path)
-    df = canonicalize(apply_units(raw, cfg), cfg)
-    src = source_columns(raw, ColumnMap.from_cfg(cfg))
+    scaled = apply_units(raw, cfg)
+    df = canonicalize(scaled, cfg)
+    factors, loss = scaled.attrs["units_resolved"]
     read_as = f"The file was read as {raw.attrs['dialect']}" if raw.attrs.get("dialect") else None
-    ppl = ("the loss column holds perplexities: their natural log is fitted" if loss_unit(cfg, src) == "perplexity"
-           else None)
+    ppl = "the loss column holds perplexities: their natural log is fitted" if loss == "perplexity" else None
     cols = ", ".join(f"`{c}`" for c in df.attrs.get("suffixed", []))
     suffixed = f"{cols} written with suffixes (K, M, B or G, T = 1e3, 1e6, 1e9, 1e12)" if cols else None
-    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(unit_factors(cfg, src)), ppl, suffixed) if t) or None
+    df.attrs["units"] = "; ".join(t for t in (read_as, units_text(factors), ppl, suffixed) if t) or None
     return df
