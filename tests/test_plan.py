@@ -435,28 +435,22 @@ def test_run_id_stable_and_sensitive() -> None:
     assert run_id(spec) != run_id({**spec, "train": {"lr": "0.001"}})
 
 
-def test_rope_runs_get_their_own_ids_and_learned_ones_keep_theirs() -> None:
-    """pos_emb joined the model config after runs were recorded: the default stays out of the hash."""
+@pytest.mark.parametrize(("override", "key", "value", "suffix"), [
+    ("model.pos_emb=rope", "pos_emb", "rope", "-rope"),
+    ("model.qk_norm=true", "qk_norm", True, "-qk"),
+])
+def test_new_arch_options_get_their_own_ids_and_names(override: str, key: str, value: object, suffix: str) -> None:
+    """pos_emb and qk_norm joined the model config after runs were recorded: off (the default), each stays out of
+    the hash, so old run ids hold; on, it is in the hash and the model's name says so."""
     cfg = sweep_cfg(*SMALL)
     job = job_config(cfg, plan_sweep(cfg)[0][0])
     name, gcfg = model_config(job.model, 256)
-    assert "pos_emb" not in run_spec(job, name, gcfg, "fp")["arch"]
-    rope = job_config(sweep_cfg(*SMALL, "model.pos_emb=rope"), plan_sweep(cfg)[0][0])
-    rope_name, rope_gcfg = model_config(rope.model, 256)
-    assert run_spec(rope, rope_name, rope_gcfg, "fp")["arch"]["pos_emb"] == "rope"
-    assert run_id_of(rope, "fp", 256) != run_id_of(job, "fp", 256)
-
-
-def test_qk_norm_runs_get_their_own_ids_and_names() -> None:
-    """qk_norm joined the model config after runs were recorded: off, it stays out of the hash; on, the name says so."""
-    cfg = sweep_cfg(*SMALL)
-    job = job_config(cfg, plan_sweep(cfg)[0][0])
-    name, gcfg = model_config(job.model, 256)
-    assert "qk_norm" not in run_spec(job, name, gcfg, "fp")["arch"]
-    qk = job_config(sweep_cfg(*SMALL, "model.qk_norm=true"), plan_sweep(cfg)[0][0])
-    qk_name, qk_gcfg = model_config(qk.model, 256)
-    assert qk_name == name + "-qk" and qk_gcfg.qk_norm
-    assert run_id_of(qk, "fp", 256) != run_id_of(job, "fp", 256)
+    assert key not in run_spec(job, name, gcfg, "fp")["arch"]
+    other = job_config(sweep_cfg(*SMALL, override), plan_sweep(cfg)[0][0])
+    other_name, other_gcfg = model_config(other.model, 256)
+    assert run_spec(other, other_name, other_gcfg, "fp")["arch"][key] == value
+    assert other_name == name + suffix
+    assert run_id_of(other, "fp", 256) != run_id_of(job, "fp", 256)
 
 
 def test_run_context_resolves_once_then_completes_with_the_corpus() -> None:
