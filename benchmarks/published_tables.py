@@ -23,6 +23,7 @@ from tqdm import tqdm
 from harness.analysis import fit_all, load_results
 from harness.analysis.backtest import run_backtest
 from harness.analysis.context import Settings
+from harness.analysis.estimate import Estimate
 from harness.analysis.fits import to_jsonable
 from harness.analysis.tables import fit_table
 from harness.errors import HarnessError
@@ -38,8 +39,8 @@ PUBLISHED = {
 EPOCH = {"E": 1.82, "alpha": 0.3478, "beta": 0.3658, "source": "Besiroglu et al. 2024 (their 5 highest losses dropped)"}
 
 
-def _est(e: Any) -> list[float | None]:
-    return [e.value, e.lo, e.hi] if hasattr(e, "value") else [e["value"], e["lo"], e["hi"]]
+def _est(e: Estimate) -> list[float | None]:
+    return [e.value, e.lo, e.hi]
 
 
 def fit_isoflop(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
