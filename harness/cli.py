@@ -111,7 +111,7 @@ def validate_main(cfg: DictConfig) -> int:
     report (an LR sweep: fit each point's optimum and the LR rule, write lr_rule.json and the report)."""
     from harness.report import backtest_lines, fmt_est, noise_line
     from harness.track_fits import sweep_target
-    from harness.validate import ladder_coverage, validate
+    from harness.validate import coverage_text, validate
 
     if str(cfg.get("print", "table")) != "table":  # harness-sweep's dry-run modes: here they would train
         raise HarnessError(f"harness-validate has no print= mode (print={cfg.print} is harness-sweep's dry run): it "
@@ -138,8 +138,7 @@ def validate_main(cfg: DictConfig) -> int:
         for name, c in v["comparison"].items():
             print(f"  {name}: {_comparison_line(c)}")
     if len(entries) > 1:
-        cover = "; ".join(f"{a} {k} of {n} inside" for a, (k, n) in ladder_coverage(entries).items())
-        print(f"held-out ladder interval coverage: {cover}")
+        print(f"held-out ladder interval coverage: {coverage_text(entries)}")
     for w in fits.warnings:
         print(f"warning: {w}")
     print(f"report: {res['files'].get('report.md', Path(str(cfg.results_dir)) / 'report.md')}")
@@ -188,7 +187,11 @@ def _comparison_line(c: dict[str, Any]) -> str:
     rel = "n/a" if c["rel_error"] is None else f"{c['rel_error']:+.2%}"
     lo, hi = (float("nan") if x is None else x for x in (p.lo, p.hi))
     near = {True: ", within seed noise", False: ", beyond seed noise"}.get(c.get("within_noise"), "")
-    return f"predicted {p.value:.4f} [{lo:.4f}, {hi:.4f}] -> error {rel}, {inside} the interval{near}"
+    pi, wide = c.get("prediction_interval"), ""
+    if c["inside"] is False and pi is not None:  # the law's interval missed: does the run's own noise cover it?
+        verdict = "inside" if c.get("inside_prediction_interval") else "OUTSIDE"
+        wide = f", {verdict} the prediction interval with seed noise [{pi.lo:.4f}, {pi.hi:.4f}]"
+    return f"predicted {p.value:.4f} [{lo:.4f}, {hi:.4f}] -> error {rel}, {inside} the interval{wide}{near}"
 
 
 @config_errors

@@ -91,10 +91,11 @@ def _flatten(obj: Any, prefix: str) -> dict[str, float]:
 
 def _comparison(c: dict[str, Any], label: str) -> dict[str, float]:
     """A prediction checked against a held-out run: predicted (with its interval ends), relative error, inside
-    (1/0)."""
+    the law's interval and inside the prediction interval (1/0)."""
     out = _flatten({k: c.get(k) for k in ("predicted", "rel_error")}, label)
-    if c.get("inside") is not None:
-        out[f"{label}/inside"] = float(bool(c["inside"]))
+    for key in ("inside", "inside_prediction_interval"):
+        if c.get(key) is not None:
+            out[f"{label}/{key}"] = float(bool(c[key]))
     return out
 
 

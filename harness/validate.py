@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from harness.adapt import adapt_markdown, analysis_settings
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import format_cell
-from harness.analysis.noise import NOISE_Z, noise_floor, wild_limit, within_noise
+from harness.analysis.noise import NOISE_Z, noise_floor, prediction_interval, wild_limit, within_noise
 from harness.counting import param_counts
 from harness.errors import HarnessError
 from harness.lr_rule import lr_source
@@ -183,7 +183,7 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
         "D_star": {a: pred[a]["D"] for a in APPROACHES}, "metric": str(acfg.metric), "actual": actual,
         "seeds": [int(r["seed"]) for r in records], "actuals": actuals, "noise": floor,
         "approach2_at_optimum": pred["approach2"]["loss"], "approach3_at_optimum": pred["approach3"]["loss"],
-        "comparison": {a: _compare_with_noise(actual, predictions[a], floor, PREDICTION_SOURCES[a])
+        "comparison": {a: compare_with_noise(actual, predictions[a], floor, PREDICTION_SOURCES[a], float(acfg.level))
                        for a in APPROACHES},
     }
     holdout = {"flops": float(record["flops"]), "loss": actual if math.isfinite(actual) else None,
@@ -235,10 +235,16 @@ def holdout_noise(sweep_noise: dict[str, Any], actuals: list[float], C: float) -
             "source": f"assumed from {assumed['source']}" if assumed else "the sweep's repeated points (pooled)"}
 
 
-def _compare_with_noise(actual: float, predicted: Any, floor: dict[str, Any], source: str) -> dict[str, Any]:
-    """compare() plus whether the error is within the seed noise of the actual value."""
+def compare_with_noise(actual: float, predicted: Any, floor: dict[str, Any], source: str,
+                        level: float) -> dict[str, Any]:
+    """compare() plus the seed noise of the actual value: whether the error is within it, and the prediction
+    interval (the law's interval widened by that noise: where a run, not the mean over seeds, should land)."""
     c = compare(actual, predicted)
-    return {"source": source, **c, "within_noise": within_noise(c["rel_error"], floor["rel_sd_of_mean"])}
+    sd = floor["rel_sd_of_mean"]
+    pi = prediction_interval(predicted, sd, level)
+    inside = None if pi is None or c["rel_error"] is None else pi.contains(actual)
+    return {"source": source, **c, "within_noise": within_noise(c["rel_error"], sd), "prediction_interval": pi,
+            "inside_prediction_interval": inside}
 
 
 # The backtest series that judges each approach's loss inside the sweep.
@@ -276,13 +282,24 @@ def _conflict_text(a: str, series: str, errs: list[dict[str, Any]], lean: dict[s
             "held-out run takes its own) and its model family's shape")
 
 
-def ladder_coverage(entries: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
-    """Per approach: (k, n) = how many of the n held-out runs with an interval fell inside it."""
+def ladder_coverage(entries: list[dict[str, Any]], key: str = "inside") -> dict[str, tuple[int, int]]:
+    """Per approach: (k, n) = how many of the n held-out runs with an interval fell inside it (key "inside": the
+    law's interval; "inside_prediction_interval": the law's widened by each run's seed noise)."""
     out = {}
     for a in APPROACHES:
-        judged = [e["comparison"][a]["inside"] for e in entries if e["comparison"][a]["inside"] is not None]
+        judged = [e["comparison"][a].get(key) for e in entries if e["comparison"][a].get(key) is not None]
         out[a] = (int(sum(judged)), len(judged))
     return out
+
+
+def coverage_text(entries: list[dict[str, Any]]) -> str:
+    """'approach2 2 of 2 inside; approach3 2 of 2 inside', and the same for the prediction intervals where the
+    runs' seed noise is known."""
+    text = "; ".join(f"{a} {k} of {m} inside" for a, (k, m) in ladder_coverage(entries).items())
+    wide = ladder_coverage(entries, "inside_prediction_interval")
+    if any(m for _, m in wide.values()):
+        text += " (with each run's seed noise added: " + "; ".join(f"{a} {k} of {m}" for a, (k, m) in wide.items()) + ")"
+    return text
 
 
 def validation_markdown(entries: list[dict[str, Any]]) -> str:
@@ -296,13 +313,12 @@ def validation_markdown(entries: list[dict[str, Any]]) -> str:
         "the fits it checks. Error = (actual - predicted) / actual.",
         "",
         "| run | budget | x largest | N | D | status | approach | predicted | interval | actual | abs error | "
-        "rel error | inside | seed noise (1 sd) | within noise |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "rel error | inside | seed noise (1 sd) | within noise | prediction interval | inside it |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in entries:
         lines += [_validation_row(v, a, c) for a, c in v["comparison"].items()]
-    cover = "; ".join(f"{a} {k} of {m} inside" for a, (k, m) in ladder_coverage(entries).items())
-    lines += ["", f"Interval coverage across the ladder: {cover}.", "", *_noise_lines(entries), ""]
+    lines += ["", f"Interval coverage across the ladder: {coverage_text(entries)}.", "", *_noise_lines(entries), ""]
     for v in entries:
         ns = ", ".join(f"{a}: {x.value:,.0f}" for a, x in v["N_star"].items() if x.value)
         lines.append(f"- `{v['model']}` at {v['budget']:.3g} FLOPs: N* {ns}; the family member nearest their "
@@ -320,7 +336,10 @@ def _noise_lines(entries: list[dict[str, Any]]) -> list[str]:
            for v in entries if v.get("noise")]
     if out:
         out.append(f"An error within {NOISE_Z} sd of the noise of the actual value (the sd over sqrt(seeds), as it "
-                   "is a mean of seeds) is marked `within noise`: it is smaller than what a reseed would move.")
+                   "is a mean of seeds) is marked `within noise`: it is smaller than what a reseed would move. The "
+                   "law's interval is for the mean loss at that (N, D); the prediction interval adds the held-out "
+                   "value's own seed noise (in quadrature, in ln(loss), at the same level), so it is where the "
+                   "held-out value itself should land.")
     return out
 
 
@@ -330,7 +349,9 @@ def _validation_row(v: dict[str, Any], a: str, c: dict[str, Any]) -> str:
     inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "no")
     sd = (v.get("noise") or {}).get("rel_sd_of_mean")
     near = c.get("within_noise")
-    noise = f"{format_cell(sd, '.2%')} | {'-' if near is None else ('yes' if near else 'no')} |"
+    pi, pin = c.get("prediction_interval"), c.get("inside_prediction_interval")
+    wide = "- | -" if pi is None else f"[{format_cell(pi.lo)}, {format_cell(pi.hi)}] | {'-' if pin is None else ('yes' if pin else 'no')}"
+    noise = f"{format_cell(sd, '.2%')} | {'-' if near is None else ('yes' if near else 'no')} | {wide} |"
     return (f"| `{v['model']}` | {v['budget']:.3g} | {v['multiple_of_largest']:.1f}x | {v['N']:,.0f} | "
             f"{v['D']:,.0f} | {v['status']} | {a} | {format_cell(p.value)} | [{format_cell(p.lo)}, {format_cell(p.hi)}] | "
             f"{format_cell(c['actual'])} | {format_cell(c['abs_error'], '+.4f')} | {format_cell(c['rel_error'], '+.2%')} | {inside} | {noise}")

@@ -4,6 +4,7 @@ noise floor beside prediction errors."""
 from __future__ import annotations
 
 import json
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 
 from harness.analysis import fit_all
 from harness.analysis.context import Diagnostics
+from harness.analysis.estimate import Estimate
 from harness.analysis.fits import Fits
 from harness.analysis.load import canonicalize
 from harness.analysis.noise import (
@@ -18,6 +20,7 @@ from harness.analysis.noise import (
     hierarchical_weights,
     noise_floor,
     point_codes,
+    prediction_interval,
     seed_noise,
     within_noise,
 )
@@ -141,3 +144,42 @@ def test_synthetic_law_intervals_cover_the_truth_under_seed_noise() -> None:
         df = isoflop_sweep(law, sizes_per_budget=5, noise=0.006, seeds=2, seed=100 + rep)
         inside += fit_all(df, {"bootstrap": 80}).approach3["a"].contains(law.a)
     assert inside >= 6
+
+
+@pytest.mark.parametrize("law_sd, seed_sd", [(0.0005, 0.02), (0.02, 0.02), (0.03, 0.01)])
+def test_prediction_interval_covers_a_new_noisy_run_at_the_nominal_rate(law_sd: float, seed_sd: float) -> None:
+    # a law whose own estimate is off by N(0, law_sd) in ln(loss) and runs that scatter N(0, seed_sd) around the
+    # truth: the law's 95% interval covers the truth 95% of the time, but a new run only when the seed noise is
+    # small against it; widened by the seed noise in quadrature, it covers a new run 95% of the time
+    rng = np.random.default_rng(0)
+    n, z = 20000, 1.959964
+    truth = 2.0
+    law_err, run_err = rng.normal(0, law_sd, n), rng.normal(0, seed_sd, n)
+    covered_law = covered_pi = 0
+    for e, r in zip(law_err[:4000], run_err[:4000]):
+        v = truth * np.exp(e)
+        est = Estimate(v, v * np.exp(-z * law_sd), v * np.exp(z * law_sd), 1000)
+        actual = truth * np.exp(r)
+        pi = prediction_interval(est, seed_sd, 0.95)
+        covered_law += bool(est.contains(actual))
+        covered_pi += bool(pi.contains(actual))
+    expected_law = 2 * NormalDist().cdf(z * law_sd / np.hypot(law_sd, seed_sd)) - 1
+    assert covered_law / 4000 == pytest.approx(expected_law, abs=0.02)
+    assert covered_pi / 4000 == pytest.approx(0.95, abs=0.012)
+
+
+def test_prediction_interval_widens_each_side_in_quadrature_and_needs_its_inputs() -> None:
+    est = Estimate(2.0, 1.9, 2.3, 500)
+    pi = prediction_interval(est, 0.01, 0.95)
+    zs = 1.959964 * 0.01
+    assert pi.value == 2.0 and pi.n == 500
+    assert pi.lo == pytest.approx(2.0 * np.exp(-np.hypot(np.log(2.0 / 1.9), zs)), rel=1e-6)
+    assert pi.hi == pytest.approx(2.0 * np.exp(np.hypot(np.log(2.3 / 2.0), zs)), rel=1e-6)
+    assert pi.lo < est.lo and pi.hi > est.hi
+    still = prediction_interval(est, 0.0, 0.95)  # no seed noise: the law's own interval
+    assert (still.lo, still.hi) == pytest.approx((1.9, 2.3))
+    # a wider level widens it; no interval, no noise figure or no prediction: none
+    assert prediction_interval(est, 0.01, 0.99).lo < pi.lo
+    assert prediction_interval(Estimate(2.0), 0.01, 0.95) is None
+    assert prediction_interval(est, None, 0.95) is None
+    assert prediction_interval(Estimate(None, 1.0, 2.0), 0.01, 0.95) is None

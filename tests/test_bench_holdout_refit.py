@@ -40,6 +40,14 @@ def test_held_out_rows_of_the_law_land_on_it_and_a_worse_one_shows_its_gap(refit
         assert worse[a]["error"] == pytest.approx(0.05 / 1.05, abs=0.005), a
     text = refit_mod.markdown(report)
     assert text.count("\n") == 3 and "+4.7" in text.splitlines()[-1]
+    # no seed noise known: no prediction interval; with a floor of 1%, each row's interval widens by it
+    assert on_law["seed_noise"] is None and on_law["approach3"]["pi_lo"] is None
+    noisy = refit_mod.refit(tmp_path, {"bootstrap": 40, "noise": {"floor": 0.01, "source": "test"}})["holdouts"]
+    for h in noisy:
+        e = h["approach3"]
+        assert h["seed_noise"] == 0.01 and e["pi_lo"] < e["lo"] and e["pi_hi"] > e["hi"]
+        assert e["inside_pi"] == (e["pi_lo"] <= h["actual"] <= e["pi_hi"])
+    assert noisy[0]["approach3"]["inside_pi"] and not noisy[1]["approach3"]["inside_pi"]  # 5% is beyond 1.96 x 1%
 
 
 def test_a_table_without_held_out_rows_says_so(refit_mod, tmp_path: Path) -> None:

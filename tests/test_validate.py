@@ -16,7 +16,15 @@ from harness.analysis.estimate import Estimate
 from harness.analysis.synthetic import Law, isoflop_sweep
 from harness.data import load_corpus
 from harness.errors import HarnessError
-from harness.validate import backtest_conflicts, compare, holdout_noise, target_budget, target_budgets, validate
+from harness.validate import (
+    backtest_conflicts,
+    compare,
+    compare_with_noise,
+    holdout_noise,
+    target_budget,
+    target_budgets,
+    validate,
+)
 
 BUDGETS = (3e8, 1e9, 3e9)
 
@@ -60,6 +68,24 @@ def test_compare_errors_and_interval() -> None:
     assert c["predicted"] == Estimate(2.1, 1.9, 2.2, 50)
     missing = compare(2.0, Estimate(None))
     assert missing["abs_error"] is None and missing["inside"] is None
+
+
+def test_a_run_outside_the_laws_interval_can_sit_inside_its_prediction_interval() -> None:
+    # the law's interval is for the mean loss; a single run also carries its seed noise (1.35% here)
+    law = Estimate(2.10, 2.09, 2.13, 1000)
+    c = compare_with_noise(2.15, law, {"rel_sd_of_mean": 0.0135}, "test", 0.95)
+    assert c["inside"] is False and c["inside_prediction_interval"] is True
+    assert c["prediction_interval"].hi == pytest.approx(2.10 * np.exp(np.hypot(np.log(2.13 / 2.10), 1.96 * 0.0135)),
+                                                          rel=1e-4)
+    line = harness.cli._comparison_line(c)
+    assert "OUTSIDE the interval, inside the prediction interval with seed noise [" in line
+    far = compare_with_noise(2.30, law, {"rel_sd_of_mean": 0.0135}, "test", 0.95)
+    assert far["inside_prediction_interval"] is False and "OUTSIDE the prediction interval" in harness.cli._comparison_line(far)
+    # inside the law's interval: the line does not repeat the wider one; no noise figure: no prediction interval
+    assert "prediction interval" not in harness.cli._comparison_line(
+        compare_with_noise(2.11, law, {"rel_sd_of_mean": 0.0135}, "test", 0.95))
+    bare = compare_with_noise(2.15, law, {"rel_sd_of_mean": None}, "test", 0.95)
+    assert bare["prediction_interval"] is None and bare["inside_prediction_interval"] is None
 
 
 def test_validate_trains_holdout_compares_and_never_fits_it(text_corpus: Path, tmp_path: Path,
@@ -144,6 +170,10 @@ def test_validate_trains_a_holdout_ladder(text_corpus: Path, tmp_path: Path, res
         "value", "lo", "hi", "n"}
     report = (res / "report.md").read_text()
     assert "Interval coverage across the ladder: approach2 " in report and "of 2 inside" in report
+    # one seed, so the noise is the floor the demo sweep config assumes; the prediction intervals carry it
+    assert all(e["noise"]["rel_sd_of_mean"] == pytest.approx(0.0135) for e in entries)
+    assert all(c["prediction_interval"].lo < c["predicted"].lo for e in entries for c in e["comparison"].values())
+    assert "(with each run's seed noise added: approach2 " in report
     assert all(f"`{e['model']}`" in report for e in entries) and "## Backtest (leave-future-out)" in report
     assert "](holdout.png)" in report and (res / "holdout.png").read_bytes()[:4] == b"\x89PNG"
     assert "and the held-out runs](frontier.png)" in report
@@ -170,6 +200,11 @@ def test_holdout_seeds_measure_the_held_out_runs_own_noise(text_corpus: Path, tm
     assert v["noise"]["rel_sd_of_mean"] == pytest.approx(sd / np.sqrt(2))
     for c in v["comparison"].values():
         assert c["within_noise"] == (abs(c["rel_error"]) <= 1.96 * sd / np.sqrt(2))
+        # the prediction interval holds the law's and is widened by the noise of the seeds' mean
+        pi, law = c["prediction_interval"], c["predicted"]
+        assert pi.lo <= law.lo and pi.hi >= law.hi
+        assert np.log(pi.hi / law.value) >= 1.959 * sd / np.sqrt(2)
+        assert c["inside_prediction_interval"] == (pi.lo <= v["actual"] <= pi.hi)
     assert "within noise" in (res / "report.md").read_text()
     spread = float(np.ptp(np.log(hold.val_bpb)))
     assert v["noise"]["rel_range"] == pytest.approx(spread)

@@ -12,6 +12,7 @@ choice of sizes; without repeats it is the plain stratified bootstrap.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import pandas as pd
 
 from harness.analysis.bootstrap import dirichlet_weights
 from harness.analysis.context import Diagnostics
+from harness.analysis.estimate import Estimate
 from harness.analysis.load import point_codes as point_codes  # it keys the loader's repeat check too
 
 # Seeds of one point that differ by more than this relative spread (or WILD_FACTOR x the other points' pooled
@@ -151,3 +153,20 @@ def within_noise(rel_error: float | None, floor: float | None) -> bool | None:
     if rel_error is None or floor is None or not math.isfinite(rel_error):
         return None
     return abs(rel_error) <= NOISE_Z * floor
+
+
+def prediction_interval(predicted: Estimate, rel_sd: float | None, level: float) -> Estimate | None:
+    """Where one new run's loss should land: the law's interval (for the mean loss at that (N, D)) widened on each
+    side, in ln(loss), by the run's own seed noise at the same level, the two added in quadrature as independent
+    errors (a regression's prediction interval against its confidence interval; e.g. Montgomery, Peck & Vining,
+    "Introduction to Linear Regression Analysis", 2.4.2). None without a prediction, a law interval or a noise
+    figure."""
+    v = predicted.value
+    if v is None or not predicted.has_interval or rel_sd is None or not math.isfinite(rel_sd):
+        return None
+    if v <= 0 or predicted.lo <= 0:
+        return None
+    zs = NormalDist().inv_cdf(0.5 + level / 2.0) * rel_sd
+    lo = v * math.exp(-math.hypot(max(0.0, math.log(v / predicted.lo)), zs))
+    hi = v * math.exp(math.hypot(max(0.0, math.log(predicted.hi / v)), zs))
+    return Estimate(v, lo, hi, predicted.n)
