@@ -179,7 +179,7 @@ def backtest_lines(fits: Fits) -> list[str]:
     lines = [f"backtest {s['approach']} {s['quantity']}: mean |error| {s['mean_abs_rel_error']:.2%}"
              f"{_median_text(s)} over {s['n']} "
              f"predictions up to {s['max_extrapolation']:.3g}x, {s['inside']} of {s['n_intervals']} inside the "
-             "interval" for s in bt["summary"]]
+             f"interval{_with_target_text(s)}" for s in bt["summary"]]
     favoured = favoured_text(bt.get("favoured_loss"))
     return lines + ([f"backtest favours for loss: {favoured}"] if favoured else [])
 
@@ -189,6 +189,26 @@ def _median_text(s: dict[str, Any]) -> str:
     mean), else '' (summaries from before the median have none)."""
     med = s.get("median_abs_rel_error")
     return f" (median {med:.2%})" if med is not None and med < 0.5 * s["mean_abs_rel_error"] else ""
+
+
+def _target_cell(r: dict[str, Any]) -> str:
+    """A backtest row's actual value, with the target's own interval where it has one."""
+    target = r.get("target_interval")
+    text = fmt_est(target, 4) if isinstance(target, Estimate) and target.has_interval else fmt(r["actual"], 4)
+    return text + ("" if r["reference"].startswith("parabola") else " (lowest observed)")
+
+
+def _with_target_text(s: dict[str, Any]) -> str:
+    """' (10 of 10 with the target's own interval)' where that count differs from the plain one, else ''."""
+    n = s.get("n_with_target")
+    if not n or (s["inside_with_target"], n) == (s["inside"], s["n_intervals"]):
+        return ""
+    return f" ({s['inside_with_target']} of {n} with the target's own interval)"
+
+
+def _with_target_cell(s: dict[str, Any]) -> str:
+    """A summary's count of predictions that agree with their target once its own interval is added ('-' without)."""
+    return f"{s['inside_with_target']} of {s['n_with_target']}" if s.get("n_with_target") else "-"
 
 
 def favoured_text(f: dict[str, Any] | None) -> str:
@@ -231,19 +251,22 @@ def _backtest_section(fits: Fits) -> list[str]:
            "minimum L_opt, or its lowest observed loss where it has no usable parabola (column `actual`); N targets "
            "its parabola N_opt. Approach 3 is scored at its compute-optimal point. Error = (actual - predicted) / "
            f"actual; `inside`: the prediction's {round(100 * float(bt['level']))}% interval covers the actual value "
-           "(whose own fitting noise it does not include). `bias`: a series' errors fall on one side of zero more "
+           "(whose own fitting noise it does not include); `with target`: the same once the target's own bootstrap "
+           "interval is added in quadrature (in ln units), i.e. whether the two estimates agree (`-` where the "
+           "target has no interval: a lowest observed loss). `bias`: a series' errors fall on one side of zero more "
            "often than chance allows (two-sided sign test, p < 0.05; the cut-offs share budgets, so p is a rough "
            "guide): its law bends the wrong way, and predictions further out will miss the same way. Method: "
            "leave-future-out as in Marin's scaling-law validation; rollout as in Bhagia et al. 2024's OLMo model "
            "ladders."]
     out += ["", _table(["approach", "target", "predictions", "largest extrapolation", "mean abs error",
-                        "median abs error", "max abs error", "inside", "mean error", "below / above",
-                        "bias (sign test)"],
+                        "median abs error", "max abs error", "inside", "with target", "mean error",
+                        "below / above", "bias (sign test)"],
                        [[s["approach"], s["quantity"], str(s["n"]), f"{fmt(s['max_extrapolation'], 3)}x",
                          f"{s['mean_abs_rel_error']:.2%}",
                          f"{s['median_abs_rel_error']:.2%}" if "median_abs_rel_error" in s else "-",
                          f"{s['max_abs_rel_error']:.2%}",
-                         f"{s['inside']} of {s['n_intervals']}", *_bias_cells(s)] for s in bt["summary"]])]
+                         f"{s['inside']} of {s['n_intervals']}", _with_target_cell(s), *_bias_cells(s)]
+                        for s in bt["summary"]])]
     favoured = favoured_text(bt.get("favoured_loss"))
     if favoured:
         out += ["", f"**Loss predictions the backtest favours on this table:** {favoured}, over the same "
@@ -251,10 +274,11 @@ def _backtest_section(fits: Fits) -> list[str]:
                 "held-out error) in that light."]
     rows = [[f"{r['cutoff']} (<= {fmt(r['fitted_up_to'], 3)})", fmt(r["C"], 3), f"{fmt(r['extrapolation'], 3)}x",
              r["approach"], r["quantity"], fmt_est(r["predicted"], 4),
-             fmt(r["actual"], 4) + ("" if r["reference"].startswith("parabola") else " (lowest observed)"),
-             _pct(r["rel_error"]), _inside(r["inside"]), *_noise_cells(fits, r)] for r in bt["rows"]]
+             _target_cell(r),
+             _pct(r["rel_error"]), _inside(r["inside"]), _inside(r.get("inside_with_target")), *_noise_cells(fits, r)]
+            for r in bt["rows"]]
     out += ["", _table(["fitted budgets", "held-back C", "extrapolation", "approach", "target", "predicted",
-                        "actual", "error", "inside", "seed noise (1 sd)", "within noise"], rows)]
+                        "actual", "error", "inside", "with target", "seed noise (1 sd)", "within noise"], rows)]
     skipped = [f"- k={c['k']} (budgets <= {fmt(c['largest_budget'], 3)}): {c['reason']}"
                for c in bt["cutoffs"] if c["status"] != "ok"]
     return out + (["", "Skipped cut-offs:", "", *skipped] if skipped else [])

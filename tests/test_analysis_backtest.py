@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -84,6 +85,28 @@ def test_known_law_backtests_with_small_errors_and_nominal_coverage() -> None:
     for series in (("frontier", "loss"), ("approach3", "loss")):
         assert good[series]["bias"] is None and abs(good[series]["mean_rel_error"]) < 0.005
     assert not _holds([dict(r, rel_error=r["rel_error"] + 0.05, inside=False) for r in good_rows])
+
+
+def test_targets_own_intervals_are_added_where_the_main_fit_has_them() -> None:
+    """With the main fit's bootstrap, each held-back budget's parabola L_opt and N_opt carry intervals: a prediction
+    that misses the target's value but not its interval counts as agreeing (`inside_with_target`), never the
+    reverse, and the true law's predictions then agree with their targets at about the nominal rate."""
+    rows = []
+    for seed in range(2):
+        df = canonicalize(isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=7, noise=0.005, seed=seed))
+        rows += run_backtest(df, fit_all(df, {"bootstrap": 60}), {"bootstrap": 40})["rows"]
+    assert all(r["inside_with_target"] is not None and r["target_interval"].has_interval for r in rows)
+    assert all(r["inside_with_target"] for r in rows if r["inside"])  # the widened interval holds the plain one
+    assert any(r["inside_with_target"] and not r["inside"] for r in rows)  # misses the value, not its interval
+    assert np.mean([r["inside_with_target"] for r in rows]) >= 0.9
+    s = {(x["approach"], x["quantity"]): x for x in summarize(rows)}[("approach3", "N_opt")]
+    assert s["n_with_target"] == 12 and s["inside_with_target"] >= s["inside"]
+    # without the main fit's intervals there is nothing to add: the rows say so rather than guess
+    df = canonicalize(isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=7, noise=0.005, seed=0))
+    bare = run_backtest(df, fit_all(df, {"bootstrap": 0}), {"bootstrap": 20})["rows"]
+    assert all(r["inside_with_target"] is None for r in bare)
+    assert summarize(bare)[0]["n_with_target"] == 0 and "with the target" not in " ".join(
+        backtest_lines(SimpleNamespace(backtest={"summary": summarize(bare)})))
 
 
 def test_a_wrong_law_fails_the_same_marks() -> None:

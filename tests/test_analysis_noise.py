@@ -16,6 +16,7 @@ from harness.analysis.estimate import Estimate
 from harness.analysis.fits import Fits
 from harness.analysis.load import canonicalize
 from harness.analysis.noise import (
+    against_target,
     hierarchical_dirichlet_weights,
     hierarchical_weights,
     noise_floor,
@@ -183,3 +184,14 @@ def test_prediction_interval_widens_each_side_in_quadrature_and_needs_its_inputs
     assert prediction_interval(Estimate(2.0), 0.01, 0.95) is None
     assert prediction_interval(est, None, 0.95) is None
     assert prediction_interval(Estimate(None, 1.0, 2.0), 0.01, 0.95) is None
+
+
+def test_against_target_widens_each_side_by_the_targets_opposite_half() -> None:
+    # a target above the prediction may truly sit as low as its lower end: that half widens the upper side
+    p, t = Estimate(2.0, 1.9, 2.2, 100), Estimate(2.5, 2.3, 2.6, 100)
+    w = against_target(p, t)
+    assert w.hi == pytest.approx(2.0 * np.exp(np.hypot(np.log(2.2 / 2.0), np.log(2.5 / 2.3))))
+    assert w.lo == pytest.approx(2.0 * np.exp(-np.hypot(np.log(2.0 / 1.9), np.log(2.6 / 2.5))))
+    assert not p.contains(2.5) and not w.contains(2.5)  # 22% off is beyond both intervals together
+    assert w.contains(2.24) and not p.contains(2.24)  # 11% off is not
+    assert against_target(p, Estimate(2.5)) is None and against_target(Estimate(2.0), t) is None

@@ -13,7 +13,9 @@ budgets it never saw. Per held-back budget C the targets are
 Each row carries the extrapolation factor (held-back C / largest fitted C), the signed relative error
 (actual - predicted) / actual, as in the held-out comparison, and whether the prediction's bootstrap interval
 (backtest.bootstrap resamples, fewer than the main fit's) covers the actual value. The reference is itself a fit
-with noise the interval does not include, so coverage of N_opt in particular reads a little low. The summary
+with noise that interval does not include, so coverage of N_opt in particular reads low; `inside_with_target` also
+widens the interval by the reference's own bootstrap interval (noise.against_target), the check of whether the two
+estimates agree. The summary
 also tests whether a series' errors lean one way (sign_bias): a form that bends the wrong way over-predicts (or
 under-predicts) at every cut-off, and a held-out run further out will miss the same way.
 """
@@ -33,6 +35,7 @@ from harness.analysis.context import Settings, coerce
 from harness.analysis.estimate import Estimate
 from harness.analysis.fits import Fits, fit_all
 from harness.analysis.load import cfg_get, select_fit_rows
+from harness.analysis.noise import against_target
 from harness.analysis.predict import predict_at_budget
 from harness.analysis.workers import fork_map, worker_count
 from harness.errors import HarnessError
@@ -88,31 +91,35 @@ def choose_cutoffs(n_budgets: int, bt: BacktestSettings) -> list[int]:
     return [ks[i] for i in picks]
 
 
-def _loss_reference(b: dict[str, Any]) -> tuple[float | None, str]:
-    """A held-back budget's loss target: its parabola minimum if usable, else its lowest observed loss."""
+def _loss_reference(b: dict[str, Any]) -> tuple[Estimate, str]:
+    """A held-back budget's loss target: its parabola minimum (with its bootstrap interval) if usable, else its
+    lowest observed loss (no interval)."""
     if b["used"] and b["L_opt"].value is not None:
-        return b["L_opt"].value, "parabola L_opt"
-    return float(b["L_min_observed"]), "lowest observed loss"
+        return b["L_opt"], "parabola L_opt"
+    return Estimate(float(b["L_min_observed"])), "lowest observed loss"
 
 
 def _rows_for_budget(sub: Fits, b: dict[str, Any], cutoff: dict[str, Any]) -> list[dict[str, Any]]:
     """Every comparison at one held-back budget from one cut-off's refit (N_opt rows need a usable parabola)."""
     pred = predict_at_budget(sub, float(b["C"]))
-    loss_ref, loss_name = _loss_reference(b)
-    n_ref = b["N_opt"].value if b["used"] else None
+    loss_est, loss_name = _loss_reference(b)
+    n_est = b["N_opt"] if b["used"] else Estimate(None)
     targets = {
-        ("frontier", "loss"): (pred["approach2"]["loss"], loss_ref, loss_name),
-        ("approach3", "loss"): (pred["approach3"]["loss"], loss_ref, loss_name),
-        ("approach2", "N_opt"): (pred["approach2"]["N"], n_ref, "parabola N_opt"),
-        ("approach3", "N_opt"): (pred["approach3"]["N"], n_ref, "parabola N_opt"),
+        ("frontier", "loss"): (pred["approach2"]["loss"], loss_est, loss_name),
+        ("approach3", "loss"): (pred["approach3"]["loss"], loss_est, loss_name),
+        ("approach2", "N_opt"): (pred["approach2"]["N"], n_est, "parabola N_opt"),
+        ("approach3", "N_opt"): (pred["approach3"]["N"], n_est, "parabola N_opt"),
     }
     rows = []
-    for (approach, quantity), (predicted, actual, reference) in targets.items():
-        if actual is None:
+    for (approach, quantity), (predicted, target, reference) in targets.items():
+        if target.value is None:
             continue
+        c = compare(float(target.value), predicted)
+        wide = against_target(predicted, target)
         rows.append({"cutoff": cutoff["k"], "fitted_up_to": cutoff["largest_budget"], "budget": b["budget"],
                      "C": float(b["C"]), "extrapolation": pred["extrapolation"], "approach": approach,
-                     "quantity": quantity, "reference": reference, **compare(float(actual), predicted)})
+                     "quantity": quantity, "reference": reference, **c, "target_interval": target,
+                     "inside_with_target": None if wide is None or c["rel_error"] is None else wide.contains(c["actual"])})
     return rows
 
 
@@ -155,8 +162,10 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         signed = np.array([r["rel_error"] for r in sel], float)
         err = np.abs(signed)
         judged = [r["inside"] for r in sel if r["inside"] is not None]
+        wide = [r["inside_with_target"] for r in sel if r.get("inside_with_target") is not None]
         out.append({"approach": approach, "quantity": quantity, "n": len(sel), "mean_abs_rel_error": float(err.mean()),
                     "median_abs_rel_error": float(np.median(err)), "max_abs_rel_error": float(err.max()), "inside": int(sum(judged)), "n_intervals": len(judged),
+                    "inside_with_target": int(sum(wide)), "n_with_target": len(wide),
                     "max_extrapolation": max(r["extrapolation"] for r in sel), "mean_rel_error": float(signed.mean()),
                     **sign_bias(signed)})
     return out

@@ -155,18 +155,38 @@ def within_noise(rel_error: float | None, floor: float | None) -> bool | None:
     return abs(rel_error) <= NOISE_Z * floor
 
 
+def widen_interval(predicted: Estimate, below: float, above: float) -> Estimate | None:
+    """The prediction's interval widened, in ln units, by `below` on its lower side and `above` on its upper side,
+    each in quadrature with the side's own half-width: the interval of a difference between two independent
+    estimates (normal approximation). None without a positive prediction and a positive interval."""
+    v = predicted.value
+    if v is None or not predicted.has_interval or v <= 0 or predicted.lo <= 0:
+        return None
+    if not (math.isfinite(below) and math.isfinite(above)):
+        return None
+    lo = v * math.exp(-math.hypot(max(0.0, math.log(v / predicted.lo)), below))
+    hi = v * math.exp(math.hypot(max(0.0, math.log(predicted.hi / v)), above))
+    return Estimate(v, lo, hi, predicted.n)
+
+
 def prediction_interval(predicted: Estimate, rel_sd: float | None, level: float) -> Estimate | None:
     """Where one new run's loss should land: the law's interval (for the mean loss at that (N, D)) widened on each
     side, in ln(loss), by the run's own seed noise at the same level, the two added in quadrature as independent
     errors (a regression's prediction interval against its confidence interval; e.g. Montgomery, Peck & Vining,
     "Introduction to Linear Regression Analysis", 2.4.2). None without a prediction, a law interval or a noise
     figure."""
-    v = predicted.value
-    if v is None or not predicted.has_interval or rel_sd is None or not math.isfinite(rel_sd):
-        return None
-    if v <= 0 or predicted.lo <= 0:
+    if rel_sd is None:
         return None
     zs = NormalDist().inv_cdf(0.5 + level / 2.0) * rel_sd
-    lo = v * math.exp(-math.hypot(max(0.0, math.log(v / predicted.lo)), zs))
-    hi = v * math.exp(math.hypot(max(0.0, math.log(predicted.hi / v)), zs))
-    return Estimate(v, lo, hi, predicted.n)
+    return widen_interval(predicted, zs, zs)
+
+
+def against_target(predicted: Estimate, target: Estimate) -> Estimate | None:
+    """The prediction's interval widened by a target that is itself an estimate (a held-back budget's parabola
+    minimum, with its bootstrap interval): the target lying below the prediction may truly sit as high as its upper
+    end, so its upper half-width widens the lower side, and its lower half-width the upper side. The target lies
+    inside it when the two estimates agree at the level of their intervals. None without both intervals."""
+    t = target.value
+    if t is None or not target.has_interval or t <= 0 or target.lo <= 0:
+        return None
+    return widen_interval(predicted, max(0.0, math.log(target.hi / t)), max(0.0, math.log(t / target.lo)))
