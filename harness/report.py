@@ -248,7 +248,8 @@ def _backtest_section(fits: Fits) -> list[str]:
     out = ["", "## Backtest (leave-future-out)", "",
            f"Refit on the smallest k budgets only ({bt['bootstrap']} bootstrap resamples per refit) and predicted "
            "every larger budget of this table; nothing was trained. Loss targets are the held-back budget's parabola "
-           "minimum L_opt, or its lowest observed loss where it has no usable parabola (column `actual`); N targets "
+           "minimum L_opt, or its lowest observed loss where it has no usable parabola or the frontier is fitted to "
+           "lowest losses (column `actual`); N targets "
            "its parabola N_opt. Approach 3 is scored at its compute-optimal point. Error = (actual - predicted) / "
            f"actual; `inside`: the prediction's {round(100 * float(bt['level']))}% interval covers the actual value "
            "(whose own fitting noise it does not include); `with target`: the same once the target's own bootstrap "

@@ -109,6 +109,21 @@ def test_targets_own_intervals_are_added_where_the_main_fit_has_them() -> None:
         backtest_lines(SimpleNamespace(backtest={"summary": summarize(bare)})))
 
 
+def test_an_envelope_frontier_is_backtested_against_lowest_losses() -> None:
+    # the frontier through each budget's lowest observed loss is judged against the held-back budgets' lowest
+    # losses, not their parabola minima, which lie below them by the grid's spacing
+    df = canonicalize(isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=5, noise=0.005, seed=0))
+    settings = {"bootstrap": 20, "frontier": {"source": "envelope"}}
+    fits = fit_all(df, settings)
+    rows = run_backtest(df, fits, {**settings, "backtest": {"bootstrap": 20}})["rows"]
+    loss = [r for r in rows if r["quantity"] == "loss"]
+    lowest = {b["budget"]: b["L_min_observed"] for b in fits.budgets}
+    assert loss and all(r["reference"] == "lowest observed loss" for r in loss)
+    assert all(r["actual"] == pytest.approx(lowest[r["budget"]]) for r in loss)
+    minima = run_backtest(df, fit_all(df, {"bootstrap": 20}), {"bootstrap": 20})["rows"]
+    assert all(r["reference"] == "parabola L_opt" for r in minima if r["quantity"] == "loss")
+
+
 def test_a_wrong_law_fails_the_same_marks() -> None:
     """The assertions above can fail: losses 5% above the law past 3e18 FLOPs are caught (one sweep and 20
     resamples per refit suffice: a 5% miss is 5x the loss mark, and the rows still carry intervals)."""

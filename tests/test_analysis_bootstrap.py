@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.analysis import canonicalize, fit_all, predict_at_budget
-from harness.analysis.bootstrap import dirichlet_weights, interval, stratified_weights
+from harness.analysis.bootstrap import counts_from_weights, dirichlet_weights, interval, stratified_weights
 from harness.analysis.synthetic import Law, isoflop_sweep
 
 LAW = Law()
@@ -78,3 +78,30 @@ def test_parallel_bootstrap_equals_serial() -> None:
     serial = fit_all(df, {"bootstrap": 12, "jobs": 1, "parametric": {"starts": 4}})
     forked = fit_all(df, {"bootstrap": 12, "jobs": 2, "parametric": {"starts": 4}})
     np.testing.assert_allclose(forked.samples["approach3"], serial.samples["approach3"], rtol=1e-12)
+
+
+def test_counts_drawn_from_weights_keep_each_budgets_size_and_follow_the_weights() -> None:
+    groups = np.array([0, 0, 0, 1, 1, 1, 1])
+    counts = stratified_weights(groups, 50, seed=3)
+    assert np.array_equal(counts_from_weights(groups, counts, seed=0), counts)  # counts already: unchanged
+    W = dirichlet_weights(groups, 4000, seed=3)
+    drawn = counts_from_weights(groups, W, seed=0)
+    assert drawn.dtype.kind == "i" and np.array_equal(drawn, counts_from_weights(groups, W, seed=0))
+    assert (drawn[:, :3].sum(axis=1) == 3).all() and (drawn[:, 3:].sum(axis=1) == 4).all()
+    assert (drawn == 0).any(axis=1).mean() > 0.5  # unlike the weights, draws leave runs out
+    # a run's expected count is its weight's share of the group times the group's size
+    share = W[:, :3] / W[:, :3].sum(axis=1, keepdims=True) * 3
+    assert drawn[:, :3].mean(axis=0) == pytest.approx(share.mean(axis=0), abs=0.05)
+    heavy = W[:, 0] > 2.0  # a run holding most of its budget's weight is drawn more than once on average
+    assert drawn[heavy, 0].mean() > 1.8
+
+
+def test_an_envelope_frontier_gets_intervals_under_either_scheme() -> None:
+    # a budget's lowest loss never moves under Dirichlet weights, which keep every run; drawn runs move it
+    df = canonicalize(isoflop_sweep(Law(), sizes_per_budget=5, noise=0.01, seed=2))
+    for scheme in ("bayesian", "runs"):
+        f = fit_all(df, {"bootstrap": 200, "bootstrap_scheme": scheme, "frontier": {"source": "envelope"}})
+        k = f.frontier["k"]
+        assert k.lo < k.value < k.hi, scheme
+        loss = predict_at_budget(f, 1e21)["approach2"]["loss"]
+        assert loss.lo < loss.value < loss.hi, scheme

@@ -5,7 +5,8 @@ This is the time-series check of Marin's scaling-law validation and of the model
 ("Establishing Task Scaling Laws via Compute-Efficient Model Ladders", OLMo): a law earns trust by predicting
 budgets it never saw. Per held-back budget C the targets are
   - the frontier's loss L_opt(C) (Approach 2's loss) vs that budget's parabola minimum L_opt, or its lowest
-    observed loss when the budget has no usable parabola (the `reference` field says which);
+    observed loss when the budget has no usable parabola or the frontier is fitted to lowest observed losses
+    (frontier.source=envelope; the `reference` field says which);
   - Approach 2's N*(C) vs the budget's parabola N_opt;
   - Approach 3's compute-optimal N*(C) vs the parabola N_opt, and its compute-optimal loss vs the same loss
     reference as the frontier (not L(N, D) at each run: the backtest asks about the optimum, as the held-out run
@@ -91,10 +92,10 @@ def choose_cutoffs(n_budgets: int, bt: BacktestSettings) -> list[int]:
     return [ks[i] for i in picks]
 
 
-def _loss_reference(b: dict[str, Any]) -> tuple[Estimate, str]:
-    """A held-back budget's loss target: its parabola minimum (with its bootstrap interval) if usable, else its
-    lowest observed loss (no interval)."""
-    if b["used"] and b["L_opt"].value is not None:
+def _loss_reference(b: dict[str, Any], source: str) -> tuple[Estimate, str]:
+    """A held-back budget's loss target, on the frontier's own terms: its parabola minimum (with its bootstrap
+    interval) if usable and the frontier runs through minima, else its lowest observed loss (no interval)."""
+    if source == "minima" and b["used"] and b["L_opt"].value is not None:
         return b["L_opt"], "parabola L_opt"
     return Estimate(float(b["L_min_observed"])), "lowest observed loss"
 
@@ -102,7 +103,7 @@ def _loss_reference(b: dict[str, Any]) -> tuple[Estimate, str]:
 def _rows_for_budget(sub: Fits, b: dict[str, Any], cutoff: dict[str, Any]) -> list[dict[str, Any]]:
     """Every comparison at one held-back budget from one cut-off's refit (N_opt rows need a usable parabola)."""
     pred = predict_at_budget(sub, float(b["C"]))
-    loss_est, loss_name = _loss_reference(b)
+    loss_est, loss_name = _loss_reference(b, str(sub.frontier.get("source", "minima")))
     n_est = b["N_opt"] if b["used"] else Estimate(None)
     targets = {
         ("frontier", "loss"): (pred["approach2"]["loss"], loss_est, loss_name),

@@ -48,6 +48,24 @@ def group_weights(groups: np.ndarray, n_resamples: int, seed: int, scheme: str) 
     return fn(groups, n_resamples, seed)
 
 
+def counts_from_weights(groups: np.ndarray, W: np.ndarray, seed: int) -> np.ndarray:
+    """(n_resamples, n_runs) integer multiplicities drawn from each row of weights W: within each group, as many
+    draws as it has runs, each run drawn with probability proportional to its weight. Rows that are already
+    counts (the "runs" scheme) come back unchanged. A Bayesian-bootstrap row keeps every run at a positive weight,
+    so a statistic that only sees which runs are present (the lowest loss of a budget) would never vary; drawn
+    runs give it the spread that scheme's weights stand for."""
+    if np.array_equal(W, np.round(W)):
+        return W.astype(np.int32)
+    groups = np.asarray(groups)
+    rng = np.random.default_rng([seed, 1])  # its own stream: the weights' draws are left as they were
+    out = np.zeros(W.shape, dtype=np.int32)
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        p = W[:, idx] / W[:, idx].sum(axis=1, keepdims=True)
+        out[:, idx] = np.stack([rng.multinomial(idx.size, row) for row in p])
+    return out
+
+
 def interval(samples: np.ndarray | None, level: float = 0.95, axis: int = 0) -> tuple[Any, Any]:
     """Percentile interval of the finite samples along axis (NaN where fewer than 10 finite samples)."""
     if samples is None:

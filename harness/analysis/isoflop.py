@@ -93,6 +93,14 @@ class ParabolaFits:
     robust_weight: np.ndarray  # (B, J, n_max) final Huber weight of each run (1 = not down-weighted)
 
 
+def lowest_observed(layout: BudgetLayout, weights: np.ndarray) -> np.ndarray:
+    """(B, J) lowest loss among each budget's runs with a positive weight in each row of `weights` (B x n_runs)."""
+    idx = np.where(layout.mask, layout.index, 0)
+    present = layout.mask[None] & (weights[:, idx] > 0)
+    with np.errstate(all="ignore"):
+        return np.nanmin(np.where(present, layout.y[None], np.nan), axis=2)
+
+
 def _solve3(S: np.ndarray, T: np.ndarray, good: np.ndarray) -> np.ndarray:
     """Batched 3x3 solve; singular systems (good False) get the identity and are marked by the caller."""
     eye = np.eye(3)

@@ -10,10 +10,10 @@ import pandas as pd
 
 from harness.analysis.approach2 import IsoflopFit, approach2_samples
 from harness.analysis.approach3 import RunArrays, approach3_samples
-from harness.analysis.bootstrap import group_weights
+from harness.analysis.bootstrap import counts_from_weights, group_weights
 from harness.analysis.context import Diagnostics, Settings
 from harness.analysis.frontier import FrontierStage, frontier_samples
-from harness.analysis.isoflop import fit_parabolas
+from harness.analysis.isoflop import fit_parabolas, lowest_observed
 from harness.analysis.noise import has_repeats, hierarchical_dirichlet_weights, hierarchical_weights
 from harness.analysis.parametric import ParametricFit
 
@@ -37,6 +37,8 @@ def bootstrap_fits(used: pd.DataFrame, iso: IsoflopFit, runs: RunArrays, point3:
     else:
         weights = group_weights(codes, settings.bootstrap, settings.seed, settings.bootstrap_scheme)
     parabolas = fit_parabolas(iso.layout, weights, settings.huber_k, settings.irls_iters, settings.exclude_edge)
+    if settings.frontier_source == "envelope":  # a budget's lowest loss varies only with which runs are drawn
+        parabolas.envelope = lowest_observed(iso.layout, counts_from_weights(codes, weights, settings.seed))
     per_budget = approach2_samples(iso, parabolas)
     kept = np.ones(weights.shape[1], bool) if keep is None else keep
     approach3 = approach3_samples(runs.subset(kept), weights[:, kept], point3, settings)
