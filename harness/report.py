@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from harness.analysis import Estimate, Fits
 from harness.analysis.approach3 import form_choice_text, form_rule_text, formula_of
 from harness.analysis.estimate import format_cell, format_number
-from harness.analysis.noise import noise_floor, within_noise
+from harness.analysis.noise import noise_floor, prediction_interval, within_noise
 from harness.analysis.outliers import outlier_lines
 from harness.figures import png_bytes
 from harness.fsutil import publish
@@ -152,12 +152,27 @@ def _budgets_section(fits: Fits) -> list[str]:
 
 
 def _predictions_section(fits: Fits) -> list[str]:
-    """N*, D* and loss at each prediction budget, per approach."""
+    """N*, D* and loss at each prediction budget, per approach; with a seed-noise figure, also where one run there
+    should land (the loss's interval widened by that noise: noise.prediction_interval)."""
+    floor = noise_floor(fits.noise)
+    level = float(fits.settings.get("level", 0.95))
+
+    def one_run(est: Estimate) -> list[str]:
+        if floor is None:
+            return []
+        wide = prediction_interval(est, floor, level)
+        return ["-" if wide is None else f"[{format_number(wide.lo, 4)}, {format_number(wide.hi, 4)}]"]
+
     rows = [[fmt(p["C"], 3), f"{fmt(p['extrapolation'], 3)}x", name, fmt_est(p[name]["N"], 3),
-             fmt_est(p[name]["D"], 3), fmt_est(p[name]["loss"])]
+             fmt_est(p[name]["D"], 3), fmt_est(p[name]["loss"]), *one_run(p[name]["loss"])]
             for p in fits.predictions for name in ("approach2", "approach3")]
-    return ["", "## Predictions", "",
-            _table(["C", "beyond largest budget", "approach", "N*", "D*", "loss"], rows)]
+    head = ["C", "beyond largest budget", "approach", "N*", "D*", "loss"]
+    out = ["", "## Predictions", "", _table(head + (["one run there"] if floor is not None else []), rows)]
+    if floor is not None:
+        out += ["", f"`one run there`: the loss's interval widened by one run's seed noise ({floor:.2%} sd of ln "
+                "loss, from the section on seed noise) in quadrature: where a single training run at that N*, D* "
+                "should land, if its seed noise is the sweep's."]
+    return out
 
 
 def _pct(x: Any) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analysis import fit_all
+from harness.analysis import fit_all, predict_many
 from harness.analysis.context import Diagnostics
 from harness.analysis.estimate import Estimate
 from harness.analysis.fits import Fits
@@ -195,3 +195,18 @@ def test_against_target_widens_each_side_by_the_targets_opposite_half() -> None:
     assert not p.contains(2.5) and not w.contains(2.5)  # 22% off is beyond both intervals together
     assert w.contains(2.24) and not p.contains(2.24)  # 11% off is not
     assert against_target(p, Estimate(2.5)) is None and against_target(Estimate(2.0), t) is None
+
+
+def test_the_reports_predictions_say_where_one_run_should_land_when_the_seed_noise_is_known() -> None:
+    single = isoflop_sweep(budgets=(1e18, 3e18, 1e19), sizes_per_budget=5, noise=0.003)
+    fits = fit_all(single, {"bootstrap": 40, "noise": {"floor": 0.02, "source": "elsewhere"}})
+    fits.predictions = predict_many(fits)
+    text = render_markdown(fits)
+    assert "| one run there |" in text and "`one run there`: the loss's interval widened" in text
+    loss = fits.predictions[0]["approach3"]["loss"]
+    wide = prediction_interval(loss, 0.02, 0.95)
+    assert f"[{wide.lo:.4g}, {wide.hi:.4g}]" in text and wide.lo < loss.lo
+    # no noise figure (one seed, no floor): the column is not claimed
+    bare = fit_all(single, {"bootstrap": 40})
+    bare.predictions = predict_many(bare)
+    assert bare.predictions and "one run there" not in render_markdown(bare)
