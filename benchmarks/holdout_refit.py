@@ -23,6 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
@@ -43,12 +44,19 @@ def _entry(est: Estimate, actual: float, floor: float | None, level: float) -> d
             "pi_lo": pi and pi.lo, "pi_hi": pi and pi.hi, "inside_pi": pi and pi.contains(actual)}
 
 
-def refit(results: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Fit the sweep rows of results/results.csv and compare every held-out row with both approaches."""
+def refit(results: Path, overrides: dict[str, Any] | None = None, min_steps: int = 0) -> dict[str, Any]:
+    """Fit the sweep rows of results/results.csv (those with at least min_steps optimizer steps) and compare every
+    held-out row with both approaches."""
     # harness-validate's analysis settings (conf/analyze.yaml with a sweep's `analysis` overrides) for this dir
     cfg = analysis_config(OmegaConf.create({"results_dir": str(results), "analysis": overrides or {}}))
-    fits = fit_all(load_results(cfg.results, cfg), cfg)
     rows = pd.read_csv(results / "results.csv")
+    table = load_results(cfg.results, cfg)
+    if min_steps > 0:  # a diagnosis of the grid's step-limited corner: its short runs are left out of the fits
+        if "steps" not in rows:
+            raise SystemExit(f"{results / 'results.csv'} has no steps column; --min-steps needs one")
+        short = set(rows.loc[(rows["role"] == "sweep") & (rows["steps"] < min_steps), "run_id"])
+        table = table[~table["run_id"].isin(short)].reset_index(drop=True)
+    fits = fit_all(table, cfg)
     held = rows[(rows["role"] == "holdout") & (rows["status"] == "ok")].sort_values(["budget_flops", "seed"])
     if held.empty:
         raise SystemExit(f"{results / 'results.csv'} has no ok held-out rows (role=holdout) to judge")
@@ -62,7 +70,7 @@ def refit(results: Path, overrides: dict[str, Any] | None = None) -> dict[str, A
                     "approach2": _entry(approach2_loss_at(fits, C, N), actual, floor, level),
                     "approach3": _entry(predict_loss(fits, N, D), actual, floor, level)})
     fd = fits.as_dict()
-    return {"results": str(results), "sweep_budgets": sweep_budgets, "approach2_a": fd["approach2"]["a"],
+    return {"results": str(results), "n_fitted": int(fits.data["n_used"]), "sweep_budgets": sweep_budgets, "approach2_a": fd["approach2"]["a"],
             "approach3_a": fd["approach3"]["a"], "frontier_E": fd["frontier"]["E"],
             "frontier_rmse": fd["frontier"].get("rmse"), "holdouts": out}
 
@@ -97,7 +105,10 @@ def coverage(reports: list[dict[str, Any]]) -> dict[str, Any]:
     for a in ("approach2", "approach3"):
         law = [h[a]["inside"] for h in rows if h[a]["inside"] is not None]
         wide = [h[a]["inside_pi"] for h in rows if h[a]["inside_pi"] is not None]
-        out[a] = {"law_interval": [int(sum(law)), len(law)], "prediction_interval": [int(sum(wide)), len(wide)]}
+        err = np.array([h[a]["error"] for h in rows if h[a]["error"] is not None], float)
+        out[a] = {"law_interval": [int(sum(law)), len(law)], "prediction_interval": [int(sum(wide)), len(wide)],
+                  "mean_error": float(err.mean()), "mean_abs_error": float(np.abs(err).mean()),
+                  "median_abs_error": float(np.median(np.abs(err)))}
     return out
 
 
@@ -107,12 +118,17 @@ def main() -> None:
                     "(several: also the interval coverage over all their held-out rows)")
     ap.add_argument("--floor", type=float, help="seed noise (sd of ln loss) of one run, for tables without repeats "
                     "(analysis.noise.floor; the demo measured 0.0135)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="analysis overrides as in conf/analyze.yaml, e.g. frontier.source=envelope")
+    ap.add_argument("--min-steps", type=int, default=0, help="leave sweep runs with fewer optimizer steps out")
     ap.add_argument("--out", type=Path, help="write the comparison as JSON here")
     args = ap.parse_args()
-    overrides = {"noise": {"floor": args.floor, "source": "--floor"}} if args.floor is not None else None
+    overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.set))
+    if args.floor is not None:
+        overrides["noise"] = {"floor": args.floor, "source": "--floor"}
     reports = []
     for results in args.results:
-        report = refit(results, overrides)
+        report = refit(results, overrides, args.min_steps)
         a2, a3, E = report["approach2_a"], report["approach3_a"], report["frontier_E"]
         print(f"{results}: sweep budgets {report['sweep_budgets'][0]:.3g}-{report['sweep_budgets'][-1]:.3g} "
               f"({len(report['sweep_budgets'])}); a = {a2['value']:.3f} / {a3['value']:.3f}; frontier E = "
@@ -123,10 +139,12 @@ def main() -> None:
     if len(reports) > 1:
         doc = {"tables": reports, "coverage": coverage(reports)}
         cov = doc["coverage"]
-        print(f"\n{cov['n_rows']} distinct held-out rows; inside the law's interval / the prediction interval:")
+        print(f"\n{cov['n_rows']} distinct held-out rows; inside the law's interval / the prediction interval; "
+              "mean error, mean and median |error|:")
         for a in ("approach2", "approach3"):
             (k, n), (kw, nw) = cov[a]["law_interval"], cov[a]["prediction_interval"]
-            print(f"  {a}: {k} of {n} / {kw} of {nw}")
+            print(f"  {a}: {k} of {n} / {kw} of {nw}; {cov[a]['mean_error']:+.2%}, {cov[a]['mean_abs_error']:.2%}, "
+                  f"{cov[a]['median_abs_error']:.2%}")
     if args.out:
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
 

@@ -54,3 +54,27 @@ def test_a_table_without_held_out_rows_says_so(refit_mod, tmp_path: Path) -> Non
     isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=5, noise=0.0, seed=0).to_csv(tmp_path / "results.csv", index=False)
     with pytest.raises(SystemExit, match="no ok held-out rows"):
         refit_mod.refit(tmp_path, {"bootstrap": 0})
+
+
+def test_overrides_and_short_runs_left_out_change_the_fit_not_the_judging(refit_mod, tmp_path: Path) -> None:
+    sweep = isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=7, noise=0.0, seed=0)
+    C = 10 * BUDGETS[-1]
+    held = pd.DataFrame([_holdout(C, float(LAW.n_opt(C)))])
+    table = pd.concat([sweep, held])
+    table.to_csv(tmp_path / "results.csv", index=False)
+    with pytest.raises(SystemExit, match="no steps column"):
+        refit_mod.refit(tmp_path, {"bootstrap": 0}, min_steps=10)
+    table["steps"] = (table["tokens"] / 2048).round()  # e.g. batch 16 x 128 tokens
+    table.to_csv(tmp_path / "results.csv", index=False)
+    full = refit_mod.refit(tmp_path, {"bootstrap": 0})
+    cut = int(sweep["tokens"].quantile(0.2) / 2048)
+    short = int(((table["role"] == "sweep") & (table["steps"] < cut)).sum())
+    fewer = refit_mod.refit(tmp_path, {"bootstrap": 0}, min_steps=cut)
+    assert 0 < short and fewer["n_fitted"] == full["n_fitted"] - short == len(sweep) - short
+    assert [h["actual"] for h in fewer["holdouts"]] == [h["actual"] for h in full["holdouts"]]
+    env = refit_mod.refit(tmp_path, {"bootstrap": 0, "frontier": {"source": "envelope"}})
+    # the frontier through lowest observed losses: the same a (parabola optima), another loss prediction for
+    # Approach 2 (grid points lie above the parabola minima), and Approach 3 untouched
+    assert env["approach2_a"] == full["approach2_a"]
+    e, f = env["holdouts"][0], full["holdouts"][0]
+    assert e["approach2"]["predicted"] > f["approach2"]["predicted"] and e["approach3"] == f["approach3"]
