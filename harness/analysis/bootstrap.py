@@ -62,7 +62,7 @@ def counts_from_weights(groups: np.ndarray, W: np.ndarray, seed: int) -> np.ndar
     for g in np.unique(groups):
         idx = np.flatnonzero(groups == g)
         p = W[:, idx] / W[:, idx].sum(axis=1, keepdims=True)
-        out[:, idx] = np.stack([rng.multinomial(idx.size, row) for row in p])
+        out[:, idx] = rng.multinomial(idx.size, p)  # one draw per row
     return out
 
 
