@@ -34,7 +34,8 @@ PLOTS = {
 PLOT_FILES = [name for name, _ in PLOTS.values()]
 # Drawn only when there is something to show: the backtest (when one ran or was skipped) and the held-out ladder.
 BACKTEST_PLOT = ("backtest.png", "Backtest: signed error of leave-future-out predictions vs extrapolation factor")
-HOLDOUT_PLOT = ("holdout.png", "Held-out runs: predicted (with intervals) and actual loss vs extrapolation factor")
+HOLDOUT_PLOT = ("holdout.png", "Held-out runs: predicted (with intervals; pale bars add one run's seed noise) and "
+                "actual loss vs extrapolation factor")
 # (approach, target) -> (colour, marker, x offset) in the backtest plot
 STYLE = {("frontier", "loss"): ("C0", "o", 0.96), ("approach3", "loss"): ("C3", "s", 1.04),
          ("approach2", "N_opt"): ("C0", "^", 0.96), ("approach3", "N_opt"): ("C3", "v", 1.04)}
@@ -153,7 +154,8 @@ def plot_optimal(fits: Fits, path: Path | None = None, holdout: Holdouts = None)
 
 def _draw_holdout(ax: Any, holdout: Mapping[str, Any], x: float | None = None, label: str | None = "") -> None:
     """One held-out run at x (default its FLOPs): a star for the actual loss beside each approach's predicted loss
-    with its interval (squares); label=None leaves it out of the legend, "" uses the run's own label."""
+    with its interval (squares) and, where the seed noise is known, its prediction interval (pale bars: where the
+    run itself should land); label=None leaves it out of the legend, "" uses the run's own label."""
     hc, hl = float(holdout["flops"]) if x is None else x, holdout.get("loss")
     predicted = holdout.get("predicted") or {}
     for name, col, dx in (("approach2", "C0", 0.96), ("approach3", "C3", 1.04)):
@@ -164,6 +166,11 @@ def _draw_holdout(ax: Any, holdout: Mapping[str, Any], x: float | None = None, l
         hi = p.value if p.hi is None else p.hi
         ax.errorbar([hc * dx], [p.value], yerr=bar_lengths(p.value, lo, hi), fmt="s", color=col,
                     mfc="white", capsize=3, zorder=5, label=None if label is None else f"{name} prediction")
+        wide = (holdout.get("prediction_interval") or {}).get(name)
+        if wide is not None and wide.has_interval:  # where one run should land: the law's interval + seed noise
+            ax.errorbar([hc * dx], [p.value], yerr=bar_lengths(p.value, wide.lo, wide.hi), fmt="none", ecolor=col,
+                        elinewidth=7, alpha=0.25, zorder=4,
+                        label=None if label is None else f"{name}, with one run's seed noise")
     if hl is not None:
         star = None if label is None else (label or holdout.get("label", "held-out run"))
         ax.plot([hc], [float(hl)], marker="*", ms=14, color="C1", mec="k", zorder=6, label=star)

@@ -187,7 +187,8 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
                        for a in APPROACHES},
     }
     holdout = {"flops": float(record["flops"]), "loss": actual if math.isfinite(actual) else None,
-               "label": f"held-out {name}", "predicted": predictions}
+               "label": f"held-out {name}", "predicted": predictions,
+               "prediction_interval": {a: entry["comparison"][a]["prediction_interval"] for a in APPROACHES}}
     return entry, records, holdout
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from harness.analysis import canonicalize, fit_all, predict_at_budget
+from harness.analysis.noise import prediction_interval
 from harness.analysis.synthetic import Law, isoflop_sweep
-from harness.plots import PLOT_FILES, plot_frontier, render_plots
+from harness.plots import PLOT_FILES, plot_frontier, plot_holdout, render_plots
 
 LAW = Law()
 
@@ -46,3 +47,17 @@ def test_render_plots_in_memory(fitted) -> None:
     assert [p.name for p in plots] == PLOT_FILES
     assert all(p.png[:4] == b"\x89PNG" and len(p.png) > 10_000 for p in plots)
     assert not any("held-out" in p.caption for p in plots)
+
+
+def test_holdout_plot_draws_the_prediction_interval_only_where_it_is_known(fitted) -> None:
+    fits, _ = fitted
+    run = holdout(fits)
+    plain = plot_holdout(fits, [run]).axes[0]
+    wide = {k: prediction_interval(p, 0.02, 0.95) for k, p in run["predicted"].items()}
+    noisy = plot_holdout(fits, [{**run, "prediction_interval": wide}]).axes[0]
+    labels = [t.get_text() for t in noisy.get_legend().get_texts()]
+    assert "approach3, with one run's seed noise" in labels
+    assert not any("seed noise" in t.get_text() for t in plain.get_legend().get_texts())
+    assert len(noisy.containers) == len(plain.containers) + 2  # one pale bar per approach
+    bar = noisy.containers[-1].lines[2][0].get_segments()[0]  # approach3's pale bar spans its prediction interval
+    assert (bar[0][1], bar[1][1]) == pytest.approx((wide["approach3"].lo, wide["approach3"].hi))
