@@ -130,6 +130,8 @@ def _backtest_scalars(row: dict[str, Any]) -> dict[str, float]:
     out = _flatten({k: row.get(k) for k in ("mean_abs_rel_error", "max_abs_rel_error")}, label)
     if row.get("n_intervals"):
         out[f"{label}/coverage"] = float(row.get("inside", 0)) / float(row["n_intervals"])
+    if row.get("n_with_target"):  # with the target's own interval added (backtest.summarize)
+        out[f"{label}/coverage_with_target"] = float(row["inside_with_target"]) / float(row["n_with_target"])
     return out
 
 

@@ -70,6 +70,8 @@ def test_fit_scalars_are_the_fits_key_numbers() -> None:
     key = f"backtest/{row['approach']}/{row['quantity']}"
     assert s[f"{key}/mean_abs_rel_error"] == row["mean_abs_rel_error"]
     assert s[f"{key}/coverage"] == row["inside"] / row["n_intervals"]
+    assert s[f"{key}/coverage_with_target"] == row["inside_with_target"] / row["n_with_target"]
+    assert s[f"{label}/approach2/inside_prediction_interval"] == float(c["inside_prediction_interval"])
     assert all(isinstance(x, float) for x in s.values())
 
 
