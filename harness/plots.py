@@ -157,23 +157,26 @@ def _draw_holdout(ax: Any, holdout: Mapping[str, Any], x: float | None = None, l
     with its interval (squares) and, where the seed noise is known, its prediction interval (pale bars: where the
     run itself should land); label=None leaves it out of the legend, "" uses the run's own label."""
     hc, hl = float(holdout["flops"]) if x is None else x, holdout.get("loss")
-    predicted = holdout.get("predicted") or {}
+    predicted, wide = holdout.get("predicted") or {}, holdout.get("prediction_interval") or {}
     for name, col, dx in (("approach2", "C0", 0.96), ("approach3", "C3", 1.04)):
-        p = predicted.get(name)
-        if p is None or p.value is None:
-            continue
-        lo = p.value if p.lo is None else p.lo
-        hi = p.value if p.hi is None else p.hi
-        ax.errorbar([hc * dx], [p.value], yerr=bar_lengths(p.value, lo, hi), fmt="s", color=col,
-                    mfc="white", capsize=3, zorder=5, label=None if label is None else f"{name} prediction")
-        wide = (holdout.get("prediction_interval") or {}).get(name)
-        if wide is not None and wide.has_interval:  # where one run should land: the law's interval + seed noise
-            ax.errorbar([hc * dx], [p.value], yerr=bar_lengths(p.value, wide.lo, wide.hi), fmt="none", ecolor=col,
-                        elinewidth=7, alpha=0.25, zorder=4,
-                        label=None if label is None else f"{name}, with one run's seed noise")
+        _draw_prediction(ax, hc * dx, predicted.get(name), wide.get(name), col, None if label is None else name)
     if hl is not None:
         star = None if label is None else (label or holdout.get("label", "held-out run"))
         ax.plot([hc], [float(hl)], marker="*", ms=14, color="C1", mec="k", zorder=6, label=star)
+
+
+def _draw_prediction(ax: Any, x: float, p: Any, wide: Any, col: str, name: str | None) -> None:
+    """One approach's prediction for a held-out run: a square with the law's interval and, where known, a pale bar
+    for the prediction interval (where the run itself should land); name=None keeps both out of the legend."""
+    if p is None or p.value is None:
+        return
+    lo = p.value if p.lo is None else p.lo
+    hi = p.value if p.hi is None else p.hi
+    ax.errorbar([x], [p.value], yerr=bar_lengths(p.value, lo, hi), fmt="s", color=col, mfc="white", capsize=3,
+                zorder=5, label=None if name is None else f"{name} prediction")
+    if wide is not None and wide.has_interval:
+        ax.errorbar([x], [p.value], yerr=bar_lengths(p.value, wide.lo, wide.hi), fmt="none", ecolor=col,
+                    elinewidth=7, alpha=0.25, zorder=4, label=None if name is None else f"{name}, with one run's seed noise")
 
 
 def _draw_holdouts(ax: Any, holdout: Holdouts, xs: Sequence[float] | None = None) -> None:

@@ -186,10 +186,15 @@ def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
         "comparison": {a: compare_with_noise(actual, predictions[a], floor, PREDICTION_SOURCES[a], float(acfg.level))
                        for a in APPROACHES},
     }
-    holdout = {"flops": float(record["flops"]), "loss": actual if math.isfinite(actual) else None,
-               "label": f"held-out {name}", "predicted": predictions,
-               "prediction_interval": {a: entry["comparison"][a]["prediction_interval"] for a in APPROACHES}}
-    return entry, records, holdout
+    return entry, records, _plot_point(entry, float(record["flops"]), predictions)
+
+
+def _plot_point(entry: dict[str, Any], flops: float, predictions: dict[str, Any]) -> dict[str, Any]:
+    """A held-out run as the plots draw it: its FLOPs and loss, each approach's prediction and prediction interval."""
+    actual = entry["actual"]
+    return {"flops": flops, "loss": actual if math.isfinite(actual) else None, "label": f"held-out {entry['model']}",
+            "predicted": predictions,
+            "prediction_interval": {a: entry["comparison"][a]["prediction_interval"] for a in APPROACHES}}
 
 
 def holdout_seeds(cfg: DictConfig) -> list[int]:
