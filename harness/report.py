@@ -144,11 +144,24 @@ def _budgets_section(fits: Fits) -> list[str]:
     """One table row per budget: sizes, status and the fitted optimum."""
     rows = [[fmt(b["budget"], 3), fmt(b["C"], 3), str(b["n_runs"]), str(b["n_sizes"]),
              f"{fmt(b['N_min'], 3)}..{fmt(b['N_max'], 3)}", b["status"] + ("" if b["used"] else " (excluded)"),
-             fmt_est(b["N_opt"], 3), fmt_est(b["D_opt"], 3), fmt_est(b["L_opt"], 4), _usable_share(b)]
+             fmt_est(b["N_opt"], 3), fmt_est(b["D_opt"], 3), fmt_est(b["L_opt"], 4), _vertex_gap(b), _usable_share(b)]
             for b in fits.budgets]
     return ["", "## Budgets", "",
-            _table(["budget", "C", "runs", "sizes", "N range", "status", "N*", "D*", "L*", "usable in resamples"],
-                   rows)]
+            _table(["budget", "C", "runs", "sizes", "N range", "status", "N*", "D*", "L*", "L* vs best run",
+                    "usable in resamples"], rows),
+            "", "`L* vs best run`: the parabola's minimum against the budget's lowest observed loss. On a noise-free "
+            "curve that a parabola fits, L* lies at or below the best run; as the lowest of several noisy runs, the "
+            "best run can sit up to about one seed-noise sd below that. A gap well beyond it means the IsoFLOP curve "
+            "is lopsided over these sizes (e.g. the large-N side's runs too short to leave a common plateau), which "
+            "biases that budget's L* and N* and so the frontier (Open-Athena's scaling-law-analysis: asymmetric "
+            "surfaces shift the vertex). Narrower size grids around the optimum reduce it; Approach 3 fits the runs "
+            "themselves, not the parabolas."]
+
+
+def _vertex_gap(b: dict[str, Any]) -> str:
+    """(L* - lowest observed loss) / lowest observed loss of one budget, '-' without a parabola minimum."""
+    L, best = b["L_opt"].value, b.get("L_min_observed")
+    return "-" if L is None or not best else f"{(L - best) / best:+.2%}"
 
 
 def _predictions_section(fits: Fits) -> list[str]:

@@ -90,5 +90,8 @@ def test_markdown_tables_and_formatting(fitted) -> None:
     md = render_markdown(fits)
     assert "| a (N_opt ∝ C^a) |" in md and "## Budgets" in md and "## Predictions" in md
     assert fmt_est(fits.predictions[0]["approach2"]["N"], 3) in md  # predictions print as Estimates
+    # each budget's parabola minimum against its best run: the gap is L* / lowest observed loss - 1
+    b = next(b for b in fits.budgets if b["L_opt"].value is not None)
+    assert "| L* vs best run |" in md and f"{b['L_opt'].value / b['L_min_observed'] - 1:+.2%}" in md
     assert fmt(1.23456e21) == "1.235e+21" and fmt(None) == "-" and fmt(0.4516) == "0.4516"
     assert fmt_est(Estimate(0.45, 0.4, 0.5)) == "0.45 [0.4, 0.5]" and fmt_est(None) == "-"
