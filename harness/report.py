@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
 from harness.analysis.approach3 import form_choice_text, form_rule_text, formula_of
-from harness.analysis.estimate import format_cell, format_number
+from harness.analysis.estimate import format_cell, format_estimate, format_number, markdown_table
 from harness.analysis.noise import noise_floor, prediction_interval, within_noise
 from harness.analysis.outliers import outlier_lines
 from harness.figures import png_bytes
@@ -28,20 +28,7 @@ class RenderedPlot(Protocol):
     png: bytes
 
 
-def fmt(x: Any, digits: int = 4) -> str:
-    """A number with `digits` significant digits, scientific when large or small; '-' for missing."""
-    return format_number(x, digits)
-
-
-def fmt_est(e: Estimate | None, digits: int = 4) -> str:
-    """'value [lo, hi]' for an Estimate ('value' alone without an interval, '-' for none)."""
-    return "-" if e is None else e.format(digits)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+fmt, fmt_est, _table = format_number, format_estimate, markdown_table  # the names this module and cli use
 
 
 LIMITATIONS = [

@@ -21,7 +21,7 @@ from harness.analysis import Fits, select_fit_rows
 from harness.analysis.approach3 import form_choice_text, formula_of
 from harness.analysis.bootstrap import interval
 from harness.analysis.context import Settings
-from harness.analysis.estimate import Estimate, format_number
+from harness.analysis.estimate import format_estimate, format_number, markdown_table
 from harness.analysis.laws import FORMS, IRREDUCIBLE, KAPLAN
 from harness.analysis.outliers import flagged_ids, outlier_lines
 from harness.analysis.parametric import predict_log_loss
@@ -46,14 +46,7 @@ class TablePlot:
     png: bytes
 
 
-def fmt_est(e: Estimate | None, digits: int = 4) -> str:
-    """'value [lo, hi]' ('-' for none)."""
-    return "-" if e is None else e.format(digits)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+fmt_est, _table = format_estimate, markdown_table
 
 
 def _target_x(tf: TableFits, variable: str) -> float | None:

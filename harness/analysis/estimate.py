@@ -7,7 +7,7 @@ stores each one as {"value", "lo", "hi", "n"}; n counts the valid bootstrap samp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,17 @@ def format_number(x: Any, digits: int = 4) -> str:
 def format_cell(x: Any, spec: str = ".4f") -> str:
     """A table cell: x with a format spec, or '-' when missing or not finite."""
     return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
+
+
+def format_estimate(e: Estimate | None, digits: int = 4) -> str:
+    """'value [lo, hi]' for an Estimate ('value' alone without an interval, '-' for none)."""
+    return "-" if e is None else e.format(digits)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A markdown table: a header row, its rule, then one line per row of cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _number(x: Any) -> float | None:
