@@ -49,10 +49,12 @@ def fit_isoflop(path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     fits = fit_all(df, cfg)
     backtest = run_backtest(df, fits, cfg)
     summary = {f"{s['approach']} {s['quantity']}": s["mean_abs_rel_error"] for s in backtest.get("summary", [])}
+    # each usable budget's parabola minimum against its best run (report.md's `L* vs best run`)
+    gaps = [b["L_opt"].value / b["L_min_observed"] - 1 for b in fits.budgets if b["used"] and b["L_opt"].value]
     return {"runs": fits.data["n_used"], "budgets_used": fits.approach2["n_budgets"],
             "a_approach2": _est(fits.approach2["a"]), "a_approach3": _est(fits.approach3["a"]),
             "approach3_form": fits.approach3["form"], "frontier_E": _est(fits.frontier["E"]),
-            "outliers": fits.approach3["outliers"]["n"], "backtest_mean_abs_error": summary,
+            "outliers": fits.approach3["outliers"]["n"], "backtest_mean_abs_error": summary, "vertex_gap": gaps,
             "warnings": len(fits.warnings)}
 
 
