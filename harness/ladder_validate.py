@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from harness.analysis.backtest import compare
 from harness.analysis.context import Settings
-from harness.analysis.estimate import format_cell
+from harness.analysis.estimate import format_cell, format_flag
 from harness.analysis.tables import fit_table
 from harness.analysis.targets import model_target
 from harness.analysis.units import load_table
@@ -33,7 +33,7 @@ def validation_markdown(target: dict[str, Any], rows: list[dict[str, Any]], name
              f"ladder's data rule and never fitted (status {status}). Error = (actual - predicted) / actual.", "",
              "| law | predicted | interval | actual | rel error | inside |", "|---|---|---|---|---|---|"]
     for r in rows:
-        p, inside = r["predicted"], "-" if r["inside"] is None else ("yes" if r["inside"] else "no")
+        p, inside = r["predicted"], format_flag(r["inside"])
         lines.append(f"| {r['law']} | {format_cell(p.value)} | [{format_cell(p.lo)}, {format_cell(p.hi)}] | "
                      f"{format_cell(r['actual'])} | {format_cell(r['rel_error'], '+.2%')} | {inside} |")
     return "\n".join(lines)

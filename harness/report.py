@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from harness.analysis import Estimate, Fits
 from harness.analysis.approach3 import form_choice_text, form_rule_text, formula_of
-from harness.analysis.estimate import format_cell, format_estimate, format_number, markdown_table
+from harness.analysis.estimate import format_cell, format_estimate, format_flag, format_number, markdown_table
 from harness.analysis.noise import noise_floor, prediction_interval, within_noise
 from harness.analysis.outliers import outlier_lines
 from harness.figures import png_bytes
@@ -180,9 +180,6 @@ def _pct(x: Any) -> str:
     return "-" if x is None else f"{x:+.2%}"
 
 
-def _inside(x: bool | None) -> str:
-    return "-" if x is None else ("yes" if x else "no")
-
 
 def backtest_lines(fits: Fits) -> list[str]:
     """One line per backtest series (mean |error|, largest extrapolation, k of n inside), or why it was skipped."""
@@ -241,7 +238,7 @@ def _noise_cells(fits: Fits, row: dict[str, Any]) -> list[str]:
     within NOISE_Z of it."""
     floor = noise_floor(fits.noise, row["C"]) if row["quantity"] == "loss" else None
     near = within_noise(row["rel_error"], floor)
-    return [format_cell(floor, ".2%"), _inside(near)]
+    return [format_cell(floor, ".2%"), format_flag(near)]
 
 
 def _bias_cells(s: dict[str, Any]) -> list[str]:
@@ -291,7 +288,7 @@ def _backtest_section(fits: Fits) -> list[str]:
     rows = [[f"{r['cutoff']} (<= {fmt(r['fitted_up_to'], 3)})", fmt(r["C"], 3), f"{fmt(r['extrapolation'], 3)}x",
              r["approach"], r["quantity"], fmt_est(r["predicted"], 4),
              _target_cell(r),
-             _pct(r["rel_error"]), _inside(r["inside"]), _inside(r.get("inside_with_target")), *_noise_cells(fits, r)]
+             _pct(r["rel_error"]), format_flag(r["inside"]), format_flag(r.get("inside_with_target")), *_noise_cells(fits, r)]
             for r in bt["rows"]]
     out += ["", _table(["fitted budgets", "held-back C", "extrapolation", "approach", "target", "predicted",
                         "actual", "error", "inside", "with target", "seed noise (1 sd)", "within noise"], rows)]

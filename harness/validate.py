@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from harness.adapt import adapt_markdown, analysis_settings
 from harness.analysis.backtest import compare
-from harness.analysis.estimate import format_cell
+from harness.analysis.estimate import format_cell, format_flag
 from harness.analysis.noise import NOISE_Z, noise_floor, prediction_interval, wild_limit, within_noise
 from harness.counting import param_counts
 from harness.errors import HarnessError
@@ -352,12 +352,11 @@ def _noise_lines(entries: list[dict[str, Any]]) -> list[str]:
 def _validation_row(v: dict[str, Any], a: str, c: dict[str, Any]) -> str:
     """One table row: a held-out run's prediction by one approach against its actual loss."""
     p = c["predicted"]
-    inside = "-" if c["inside"] is None else ("yes" if c["inside"] else "no")
+    inside = format_flag(c["inside"])
     sd = (v.get("noise") or {}).get("rel_sd_of_mean")
-    near = c.get("within_noise")
-    pi, pin = c.get("prediction_interval"), c.get("inside_prediction_interval")
-    wide = "- | -" if pi is None else f"[{format_cell(pi.lo)}, {format_cell(pi.hi)}] | {'-' if pin is None else ('yes' if pin else 'no')}"
-    noise = f"{format_cell(sd, '.2%')} | {'-' if near is None else ('yes' if near else 'no')} | {wide} |"
+    pi = c.get("prediction_interval")
+    wide = "- | -" if pi is None else f"[{format_cell(pi.lo)}, {format_cell(pi.hi)}] | {format_flag(c.get('inside_prediction_interval'))}"
+    noise = f"{format_cell(sd, '.2%')} | {format_flag(c.get('within_noise'))} | {wide} |"
     return (f"| `{v['model']}` | {v['budget']:.3g} | {v['multiple_of_largest']:.1f}x | {v['N']:,.0f} | "
             f"{v['D']:,.0f} | {v['status']} | {a} | {format_cell(p.value)} | [{format_cell(p.lo)}, {format_cell(p.hi)}] | "
             f"{format_cell(c['actual'])} | {format_cell(c['abs_error'], '+.4f')} | {format_cell(c['rel_error'], '+.2%')} | {inside} | {noise}")

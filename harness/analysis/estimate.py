@@ -85,6 +85,11 @@ def format_cell(x: Any, spec: str = ".4f") -> str:
     return "-" if x is None or (isinstance(x, float) and not np.isfinite(x)) else format(x, spec)
 
 
+def format_flag(x: bool | None) -> str:
+    """A yes/no table cell ('-' when not judged)."""
+    return "-" if x is None else ("yes" if x else "no")
+
+
 def format_estimate(e: Estimate | None, digits: int = 4) -> str:
     """'value [lo, hi]' for an Estimate ('value' alone without an interval, '-' for none)."""
     return "-" if e is None else e.format(digits)
