@@ -178,7 +178,6 @@ def _fit_chunk(layout: BudgetLayout, weights: np.ndarray, huber_k: float, iters:
     x, y, mask = layout.x, layout.y, layout.mask
     idx = np.where(mask, layout.index, 0)
     W = np.where(mask, weights[:, idx], 0.0).astype(float)  # (B, J, n)
-    pos = W > 0
     # distinct sizes present in each resample (runs are sorted by size, so a size is a contiguous slice)
     csum = np.concatenate([np.zeros((*W.shape[:2], 1)), np.cumsum(W, axis=2)], axis=2)
     start = np.broadcast_to(layout.slot_start, W.shape[:2] + layout.slot_start.shape[1:])
@@ -222,6 +221,5 @@ def _fit_chunk(layout: BudgetLayout, weights: np.ndarray, huber_k: float, iters:
         sxd = np.einsum("bjn,jn->bj", W, x * layout.lnD) / sw - mx * md
         slope = np.where(sxx > 0, sxd / sxx, -1.0)
         lnD_opt = md + slope * (x_opt - mx)
-        envelope = np.nanmin(np.where(pos, y[None], np.nan), axis=2)
     lnN_opt = x_opt + layout.center[None, :]
-    return ParabolaFits(coef, lnN_opt, lnD_opt, L_opt, envelope, status, usable, hub)
+    return ParabolaFits(coef, lnN_opt, lnD_opt, L_opt, lowest_observed(layout, weights), status, usable, hub)
