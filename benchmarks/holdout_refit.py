@@ -31,6 +31,7 @@ from harness.analysis import approach2_loss_at, fit_all, load_results, predict_l
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import Estimate
 from harness.analysis.noise import noise_floor, prediction_interval
+from harness.errors import HarnessError
 from harness.validate import analysis_config
 
 
@@ -123,12 +124,18 @@ def main() -> None:
     ap.add_argument("--min-steps", type=int, default=0, help="leave sweep runs with fewer optimizer steps out")
     ap.add_argument("--out", type=Path, help="write the comparison as JSON here")
     args = ap.parse_args()
+    malformed = [item for item in args.set if "=" not in item or not item.split("=", 1)[0].strip()]
+    if malformed:
+        ap.error(f"--set takes KEY=VALUE items (e.g. frontier.source=envelope); got {', '.join(malformed)}")
     overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.set))
     if args.floor is not None:
         overrides["noise"] = {"floor": args.floor, "source": "--floor"}
     reports = []
     for results in args.results:
-        report = refit(results, overrides, args.min_steps)
+        try:
+            report = refit(results, overrides, args.min_steps)
+        except HarnessError as e:  # a bad override or table: one line, not a traceback
+            raise SystemExit(f"error: {results}: {e}") from None
         a2, a3, E = report["approach2_a"], report["approach3_a"], report["frontier_E"]
         print(f"{results}: sweep budgets {report['sweep_budgets'][0]:.3g}-{report['sweep_budgets'][-1]:.3g} "
               f"({len(report['sweep_budgets'])}); a = {a2['value']:.3f} / {a3['value']:.3f}; frontier E = "

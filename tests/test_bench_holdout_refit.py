@@ -78,3 +78,16 @@ def test_overrides_and_short_runs_left_out_change_the_fit_not_the_judging(refit_
     assert env["approach2_a"] == full["approach2_a"]
     e, f = env["holdouts"][0], full["holdouts"][0]
     assert e["approach2"]["predicted"] > f["approach2"]["predicted"] and e["approach3"] == f["approach3"]
+
+
+def test_bad_overrides_get_one_line_and_a_nonzero_exit(refit_mod, tmp_path: Path, monkeypatch, capsys) -> None:
+    sweep = isoflop_sweep(LAW, budgets=BUDGETS, sizes_per_budget=5, noise=0.0, seed=0)
+    C = 10 * BUDGETS[-1]
+    pd.concat([sweep, pd.DataFrame([_holdout(C, float(LAW.n_opt(C)))])]).to_csv(tmp_path / "results.csv", index=False)
+    monkeypatch.setattr("sys.argv", ["holdout_refit.py", str(tmp_path), "--set", "frontier.source"])
+    with pytest.raises(SystemExit) as no_value:
+        refit_mod.main()
+    assert no_value.value.code == 2 and "--set takes KEY=VALUE" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["holdout_refit.py", str(tmp_path), "--set", "frontier.source=bogus"])
+    with pytest.raises(SystemExit, match=r"^error: .*frontier\.source='bogus'; use frontier\.source=minima or envelope"):
+        refit_mod.main()
