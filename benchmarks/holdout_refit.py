@@ -45,9 +45,10 @@ def _entry(est: Estimate, actual: float, floor: float | None, level: float) -> d
             "pi_lo": pi and pi.lo, "pi_hi": pi and pi.hi, "inside_pi": pi and pi.contains(actual)}
 
 
-def refit(results: Path, overrides: dict[str, Any] | None = None, min_steps: int = 0) -> dict[str, Any]:
-    """Fit the sweep rows of results/results.csv (those with at least min_steps optimizer steps) and compare every
-    held-out row with both approaches."""
+def refit(results: Path, overrides: dict[str, Any] | None = None, min_steps: int = 0,
+          max_loss: float | None = None) -> dict[str, Any]:
+    """Fit the sweep rows of results/results.csv (those with at least min_steps optimizer steps, and a loss below
+    max_loss when given) and compare every held-out row with both approaches."""
     # harness-validate's analysis settings (conf/analyze.yaml with a sweep's `analysis` overrides) for this dir
     cfg = analysis_config(OmegaConf.create({"results_dir": str(results), "analysis": overrides or {}}))
     rows = pd.read_csv(results / "results.csv")
@@ -57,6 +58,8 @@ def refit(results: Path, overrides: dict[str, Any] | None = None, min_steps: int
             raise SystemExit(f"{results / 'results.csv'} has no steps column; --min-steps needs one")
         short = set(rows.loc[(rows["role"] == "sweep") & (rows["steps"] < min_steps), "run_id"])
         table = table[~table["run_id"].isin(short)].reset_index(drop=True)
+    if max_loss is not None:  # a diagnosis of the runs stuck near the bigram level (FINDINGS "The bigram plateau")
+        table = table[(table["role"] == "holdout") | (table["loss"] < max_loss)].reset_index(drop=True)
     fits = fit_all(table, cfg)
     held = rows[(rows["role"] == "holdout") & (rows["status"] == "ok")].sort_values(["budget_flops", "seed"])
     if held.empty:
@@ -122,6 +125,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="analysis overrides as in conf/analyze.yaml, e.g. frontier.source=envelope")
     ap.add_argument("--min-steps", type=int, default=0, help="leave sweep runs with fewer optimizer steps out")
+    ap.add_argument("--max-loss", type=float, help="leave sweep runs whose loss is this high or higher out")
     ap.add_argument("--out", type=Path, help="write the comparison as JSON here")
     args = ap.parse_args()
     malformed = [item for item in args.set if "=" not in item or not item.split("=", 1)[0].strip()]
@@ -133,7 +137,7 @@ def main() -> None:
     reports = []
     for results in args.results:
         try:
-            report = refit(results, overrides, args.min_steps)
+            report = refit(results, overrides, args.min_steps, args.max_loss)
         except HarnessError as e:  # a bad override or table: one line, not a traceback
             raise SystemExit(f"error: {results}: {e}") from None
         a2, a3, E = report["approach2_a"], report["approach3_a"], report["frontier_E"]

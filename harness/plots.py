@@ -85,6 +85,9 @@ def plot_isoflop(fits: Fits, df: pd.DataFrame, path: Path | None = None) -> Figu
         n_opt, l_opt = b["N_opt"].value, b["L_opt"].value
         if n_opt is not None and l_opt is not None:
             ax.plot([n_opt], [l_opt], marker="*", ms=12, color=col if b["used"] else "white", mec=col, zorder=4)
+    bigram = fits.data.get("bigram")
+    if bigram:  # the level a model reaches by learning only which token follows which (harness.ngram)
+        ax.axhline(bigram["reference"], color="0.5", ls=":", lw=1, label=f"bigram model {bigram['reference']:.3g}")
     ax.set_xscale("log")
     ax.set_xlabel("parameters N")
     ax.set_ylabel("loss")

@@ -32,6 +32,7 @@ from harness.curves import LIVE_VIEW, curve_log
 from harness.data import Corpus, eval_windows, load_corpus, sample_batch
 from harness.fsutil import atomic_write, say
 from harness.model import GPT
+from harness.ngram import bigram_loss, bigram_row
 from harness.plan import RunContext
 from harness.results import check_compatible, check_results_dir, find_ok, sync_csv, write_record
 from harness.runtime import (
@@ -154,6 +155,7 @@ class Trainer:
         self.status, self.error = "ok", ""
         self.val_loss = float("nan")
         self.eval_bpt = corpus.bytes_per_token  # exact mean bytes of the eval tokens, set by evaluate()
+        self.bigram: float | None = None  # a bigram model's loss on the same windows, set by evaluate()
         self.train_seconds = 0.0
         self.curves = curve_log(ctx, tc, self.start_step, self.ddp.main, self.curve_eval)  # harness.curves
 
@@ -284,6 +286,8 @@ class Trainer:
         windows = eval_windows(self.corpus.val, int(self.tc.eval_windows), self.ctx.gcfg.seq_len)
         self.val_loss = mean_loss(self.model, windows, self.device, self.amp, 64)
         self.eval_bpt = self.corpus.eval_bytes_per_token(windows)
+        key = (self.corpus.fingerprint, int(self.tc.eval_windows), self.ctx.gcfg.seq_len)
+        self.bigram = bigram_loss(self.corpus.train, windows.numpy(), self.corpus.vocab_size, key)
         if not math.isfinite(self.val_loss):
             self.status, self.error = "diverged", "non-finite validation loss"
         return self.val_loss
@@ -309,6 +313,7 @@ class Trainer:
             "tokens_per_second": round(trained / max(self.train_seconds, 1e-9), 1),
             "harness_version": __version__, "error": self.error, "lr_rule": c.lr_source, **self.corpus.row(tokens),
             **self.sched.row(), "warmup_steps": self.sched.warmup(c.plan.steps, float(tc.warmup_frac)),
+            **bigram_row(self.bigram, self.eval_bpt),
         }
 
 

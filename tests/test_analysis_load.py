@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from harness.analysis import canonicalize, fit_all, load_results, select_fit_rows
-from harness.analysis.load import group_budgets, sniff_dialect
+from harness.analysis.load import group_budgets
 from harness.analysis.synthetic import isoflop_sweep
+from harness.analysis.tablefile import sniff_dialect
 from harness.errors import HarnessError
 
 

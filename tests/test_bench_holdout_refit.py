@@ -72,6 +72,11 @@ def test_overrides_and_short_runs_left_out_change_the_fit_not_the_judging(refit_
     fewer = refit_mod.refit(tmp_path, {"bootstrap": 0}, min_steps=cut)
     assert 0 < short and fewer["n_fitted"] == full["n_fitted"] - short == len(sweep) - short
     assert [h["actual"] for h in fewer["holdouts"]] == [h["actual"] for h in full["holdouts"]]
+    worst = float(sweep["val_bpb"].quantile(0.9))  # --max-loss: the sweep's highest losses out, the held-out row kept
+    high = int((sweep["val_bpb"] >= worst).sum())
+    capped = refit_mod.refit(tmp_path, {"bootstrap": 0}, max_loss=worst)
+    assert 0 < high and capped["n_fitted"] == len(sweep) - high
+    assert [h["actual"] for h in capped["holdouts"]] == [h["actual"] for h in full["holdouts"]]
     env = refit_mod.refit(tmp_path, {"bootstrap": 0, "frontier": {"source": "envelope"}})
     # the frontier through lowest observed losses: the same a (parabola optima), another loss prediction for
     # Approach 2 (grid points lie above the parabola minima), and Approach 3 untouched

@@ -15,8 +15,10 @@ import pytest
 
 import harness.train
 from harness.counting import flops_per_token
+from harness.data import eval_windows, load_corpus
 from harness.errors import HarnessError
 from harness.model import GPTConfig
+from harness.ngram import bigram_loss
 from harness.plan import plan_steps
 from harness.results import COLUMNS, find_ok, write_record
 from harness.train import run
@@ -67,6 +69,11 @@ def test_run_spends_budget_and_writes_one_row(first_run, tmp_path: Path) -> None
     assert math.isfinite(rec["val_bpb"]) and 0 < rec["val_bpb"] < 8  # learned something beyond uniform bytes
     assert rec["val_bpb"] == pytest.approx(rec["val_loss"] / math.log(2))
     assert math.isfinite(rec["train_loss"])
+    # the bigram reference on the very windows val_loss is measured on (harness.ngram)
+    corpus = load_corpus(cfg.data, 32)
+    windows = eval_windows(corpus.val, int(cfg.train.eval_windows), 32).numpy()
+    assert rec["bigram_val_loss"] == pytest.approx(bigram_loss(corpus.train, windows, 256))
+    assert rec["bigram_val_bpb"] == pytest.approx(rec["bigram_val_loss"] / math.log(2))
     assert set(COLUMNS) <= set(rec)
     assert rec["threads"] == 1 and rec["world_size"] == 1 and rec["seed"] == 0 and rec["role"] == "sweep"
 
@@ -204,6 +211,10 @@ def test_token_dir_run_uses_meta_vocab_and_bytes_per_token(compose_cfg, tmp_path
     rec = run(cfg)
     assert rec["status"] == "ok" and rec["vocab_size"] == 300
     assert rec["val_bpb"] == pytest.approx(rec["val_loss"] / math.log(2) / 2.0)
+    # iid uniform tokens: no bigram model beats ln(300), and 20,000 pairs over 300 x 300 cells cost a sparse one
+    # a little more; the bpb column converts as val_bpb does
+    assert 0.99 * math.log(300) < rec["bigram_val_loss"] < 1.1 * math.log(300)
+    assert rec["bigram_val_bpb"] == pytest.approx(rec["bigram_val_loss"] / math.log(2) / 2.0)
     assert rec["flops_per_token"] == flops_per_token(
         GPTConfig(n_layer=2, n_head=2, d_model=64, d_ff=256, seq_len=32, vocab_size=300))
     assert abs(rec["flops"] - 3e9) / 3e9 < 0.01

@@ -32,6 +32,7 @@ from harness.analysis.load import Selection, canonicalize, derivation_warnings, 
 from harness.analysis.noise import has_repeats, point_codes, seed_noise
 from harness.analysis.outliers import fit_screened, screen_block
 from harness.analysis.parametric import single_blas_thread
+from harness.analysis.plateau import bigram_plateau
 from harness.analysis.resample import bootstrap_fits, valid_counts
 from harness.errors import HarnessError
 
@@ -237,10 +238,11 @@ def fit_all(df: pd.DataFrame, cfg: Any = None, settings: Settings | None = None)
     for w in derivation_warnings(used, "D_opt and Approach 3", f"{grouped}the exponents in C"):
         diag.warn(w)
     noise = seed_noise(used, diag, settings.noise_floor, settings.noise_source)
+    data = {**_data_summary(df, sel, len(iso.rows), len(iso.layout.C), runs.kappa), "bigram": bigram_plateau(used, diag)}
     scheme = "budget, then seed within point" if has_repeats(points) else "budget"
     return Fits(
         inputs=_inputs_summary(df, used), settings=dataclasses.asdict(settings),
-        data=_data_summary(df, sel, len(iso.rows), len(iso.layout.C), runs.kappa), budgets=budgets,
+        data=data, budgets=budgets,
         approach2=approach2, frontier=frontier_block, approach3=approach3,
         bootstrap={"n": settings.bootstrap, "scheme": settings.bootstrap_scheme, "seed": settings.seed, "level": level,
                    "stratified_by": scheme,

@@ -9,7 +9,6 @@ column is which lives in harness.analysis.columns.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from harness.analysis.columns import PARAM_CONVENTIONS as PARAM_CONVENTIONS
 from harness.analysis.columns import ColumnMap as ColumnMap
 from harness.analysis.columns import cfg_get as cfg_get
 from harness.analysis.columns import source_columns
+from harness.analysis.tablefile import read_table
 from harness.errors import HarnessError
 
 CANONICAL = ["run_id", "params", "tokens", "flops", "loss", "budget", "status", "role", "tokens_derived",
@@ -30,82 +30,6 @@ CANONICAL = ["run_id", "params", "tokens", "flops", "loss", "budget", "status", 
 # Runs whose FLOPs lie within this relative distance of a group's first run share a budget when the
 # table has no budget column (IsoFLOP sweeps aim every size at the same C; step rounding moves it <1%).
 DEFAULT_BUDGET_TOLERANCE = 0.10
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (the inputs' fingerprint recorded in fits.json)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def shown_path(path: Path) -> str:
-    """The path fits.json and report.md record as the source: relative to the working directory when the file
-    lies under it (a committed results dir then names itself on every machine), else absolute (also from /)."""
-    full, cwd = path.resolve(), Path.cwd().resolve()
-    return str(full.relative_to(cwd)) if full.is_relative_to(cwd) and cwd != Path(cwd.anchor) else str(full)
-
-
-DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
-_DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
-_THOUSANDS = re.compile(r"^\s*-?\d{1,3},\d{3}\s*$")  # 1,234: a decimal comma or a thousands separator
-
-
-def sniff_dialect(head: bytes) -> tuple[str, str]:
-    """(delimiter, decimal mark) of a table from its first bytes: the delimiter the header uses most (a comma on a
-    tie), and a decimal comma when a non-comma table writes numbers like 3,14 (spreadsheets in many locales)."""
-    lines = [line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip()]
-    if not lines:
-        return ",", "."
-    header = re.sub(r'"[^"]*"', "", lines[0])  # a quoted column name may hold any delimiter
-    counts = {d: header.count(d) for d in DELIMITERS}
-    sep = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
-    if sep == "," or counts[sep] == 0:
-        return ",", "."
-    fields = [f for line in lines[1:] for f in line.split(sep)]
-    # a decimal comma only when some number cannot be a thousands separator (3,14 or 6,1e+18); if every comma
-    # could be either, the numbers stay text and the loader names the first one
-    decimal = any(_DECIMAL_COMMA.match(f) and not _THOUSANDS.match(f) for f in fields)
-    return sep, ("," if decimal else ".")
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a table file (or DIR/results.csv), refusing things that are not a readable table. Comma-, tab-,
-    semicolon- and pipe-separated files are read alike (sniff_dialect), so a spreadsheet's export needs no edit."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        p = p / "results.csv"
-    if not p.exists():
-        raise HarnessError(f"results file {str(p)!r} does not exist; pass results=PATH to a results CSV")
-    with open(p, "rb") as fh:
-        head = fh.read(4096)
-    if b"\x00" in head:
-        raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
-    sep, decimal = sniff_dialect(head)
-    try:
-        df = pd.read_csv(p, sep=sep, decimal=decimal, skipinitialspace=True)
-    except pd.errors.EmptyDataError:
-        raise HarnessError(f"{str(p)!r} is empty; pass a CSV with a header row and one row per run") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HarnessError(f"{str(p)!r} is not a readable table ({first}); pass a CSV (or tab- or "
-                          "semicolon-separated) file with a header row") from None
-    if df.shape[1] < 2:
-        raise HarnessError(
-            f"{str(p)!r} is not a table (found {df.shape[1]} column); pass a file with a header row and columns "
-            "separated by commas, tabs, semicolons or pipes"
-        )
-    df.columns = [str(c).strip() for c in df.columns]
-    # a spreadsheet's export pads with empty rows and unnamed empty columns: they hold no run
-    df = df.dropna(how="all").reset_index(drop=True)
-    df = df.loc[:, [not (c.startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
-    df.attrs["source"] = shown_path(p)
-    df.attrs["sha256"] = file_sha256(p)
-    df.attrs["dialect"] = "" if (sep, decimal) == (",", ".") else f"{DELIMITERS[sep]}-separated" + (
-        ", decimal comma" if decimal == "," else "")
-    return df
 
 
 # Counts as papers write them: 70M parameters, 1.4B, 300B tokens (G as giga, for FLOPs)
@@ -238,9 +162,7 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
         "status": status, "role": role, "tokens_derived": derived, "flops_derived": src["flops"] is None,
         "fingerprint": fingerprint,
     }).reset_index(drop=True)
-    for col in ("epochs", "bpb_method"):  # data provenance the fit warns about (harness.analysis.load.data_warnings)
-        if col in raw.columns:
-            df[col] = raw[col].to_numpy()
+    _carry_provenance(raw, df, str(src["loss"]))
     if not fp_col:
         _refuse_mixed_experiments(raw, df, {c for c in src.values() if c})
     df = _select_fingerprint(df, cfg_get(cfg, "fingerprint"))
@@ -320,6 +242,15 @@ def _refuse_mixed_experiments(raw: pd.DataFrame, df: pd.DataFrame, mapped: set[s
         "repeat a (budget, N, D) point differ in it, so fitted together they would read as seed repeats of one law. "
         f"Fit one at a time: columns.fingerprint={col} fingerprint={counts.index[0]} (if the repeats are seeds, "
         "add a column named seed that numbers them)")
+
+
+def _carry_provenance(raw: pd.DataFrame, df: pd.DataFrame, loss_col: str) -> None:
+    """Copy what the fit reports about the data: epochs and bpb_method (data_warnings), and a bigram model's value
+    of the metric (harness.ngram's bigram_<metric> column) as `bigram` (harness.analysis.plateau)."""
+    ref = f"bigram_{loss_col}"
+    for col in ("epochs", "bpb_method", ref):
+        if col in raw.columns:
+            df["bigram" if col == ref else col] = raw[col].to_numpy()
 
 
 def load_results(path: str | Path, cfg: Any = None) -> pd.DataFrame:

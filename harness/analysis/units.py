@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.columns import ColumnMap, cfg_get, source_columns, split_header
-from harness.analysis.load import canonicalize, read_table
+from harness.analysis.load import canonicalize
+from harness.analysis.tablefile import read_table
 from harness.errors import HarnessError
 
 PF_DAY = 8.64e19
@@ -99,9 +100,11 @@ def apply_units(raw: pd.DataFrame, cfg: Any) -> pd.DataFrame:
         for col in dict.fromkeys(src[name] for name in canon if src[name] is not None):
             num = pd.to_numeric(out[col], errors="coerce")
             out[col] = out[col].where(num.isna(), num * factor)
-    if loss == "perplexity":
-        num = pd.to_numeric(out[src["loss"]], errors="coerce")
-        out[src["loss"]] = out[src["loss"]].where(num.isna() | (num <= 0), np.log(num.where(num > 0)))
+    # a perplexity's log is the loss; so is that of a bigram reference beside it (harness.ngram)
+    for col in (src["loss"], f"bigram_{src['loss']}") if loss == "perplexity" else ():
+        if col in out.columns:
+            num = pd.to_numeric(out[col], errors="coerce")
+            out[col] = out[col].where(num.isna() | (num <= 0), np.log(num.where(num > 0)))
     out.attrs.update(raw.attrs)
     out.attrs["units_resolved"] = (factors, loss)  # what load_table states in the report
     return out
