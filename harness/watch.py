@@ -138,10 +138,14 @@ def _float(x: Any) -> float | None:
         return None
 
 
-def _unrecorded(rid: str, plan: dict[str, Any], live: dict[str, Any] | None, alive: bool) -> RunState:
+def _unrecorded(rid: str, plan: dict[str, Any], live: dict[str, Any] | None, alive: bool,
+                resumable: bool = False) -> RunState:
+    """A planned run without its record: running, or stopped (resumable: a checkpoint of it is on disk)."""
     src = {**plan, **(live or {})}
     state = "running" if live and alive else "missing"
-    note = "" if state == "running" or not live else f"stopped at step {live.get('step')} (rerun the sweep to resume)"
+    again = ("rerun the sweep to resume from its checkpoint" if resumable
+             else "no checkpoint on disk: a rerun trains it from the start")
+    note = "" if state == "running" or not live else f"stopped at step {live.get('step')} ({again})"
     return RunState(rid, str(src.get("model", "")), float(src.get("budget") or 0), str(plan.get("role", "sweep")),
                     state, _int(src.get("step")) if live else None, _int(src.get("steps")), _float(src.get("loss")),
                     None, float(plan.get("est_seconds") or 0), note, *_cost(plan))
@@ -179,7 +183,8 @@ def sweep_state(results_dir: Path, stale_s: float = 600.0) -> SweepState:
         else:
             live = lives.get(rid)
             alive = live is not None and rid in current and _alive(live, stale_s, now)
-            out.runs.append(_unrecorded(rid, plan.get(rid, {}), live, alive))
+            resumable = (results_dir / "checkpoints" / f"{rid}.pt").exists()
+            out.runs.append(_unrecorded(rid, plan.get(rid, {}), live, alive, resumable))
     return out
 
 

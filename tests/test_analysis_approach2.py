@@ -83,3 +83,21 @@ def test_two_budgets_get_a_note() -> None:
     diag = Diagnostics()
     fit_approach2(fit_isoflop(used(budgets=(1e18, 1e19)), Settings(), diag), diag)
     assert any("exactly 2 budgets" in n for n in diag.notes)
+
+
+def test_budgets_of_exactly_three_single_runs_are_flagged_as_exact_fits() -> None:
+    rows = select_fit_rows(canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19, 1e20), sizes_per_budget=3, span=6,
+                                                      noise=0.01))).used
+    diag = Diagnostics()
+    isoflop_rows(rows, Settings(), diag)
+    assert len(diag.warnings) == 1 and "exactly 3 sizes" in diag.warnings[0] and "1e+18, 1e+19, 1e+20" in diag.warnings[0]
+    # what the warning is about: Bayesian weights cannot move a parabola through 3 points
+    fits = fit_parabolas(fit_isoflop(rows, Settings(), Diagnostics()).layout, np.random.default_rng(0).dirichlet(
+        np.ones(len(rows)), size=20) * len(rows))
+    assert np.ptp(fits.lnN_opt, axis=0).max() < 1e-9
+    repeated = select_fit_rows(canonicalize(isoflop_sweep(LAW, budgets=(1e18, 1e19), sizes_per_budget=3, seeds=2))).used
+    seeds = Diagnostics()
+    isoflop_rows(repeated, Settings(), seeds)  # repeats: the seeds' spread moves each point's mean
+    five = Diagnostics()
+    isoflop_rows(used(), Settings(), five)
+    assert not seeds.warnings and not five.warnings

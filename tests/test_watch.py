@@ -59,7 +59,10 @@ def test_status_classifies_done_failed_running_and_missing(tmp_path: Path) -> No
     assert {k: r.state for k, r in states.items()} == {"run0": "done", "run1": "failed", "run2": "running",
                                                         "run3": "missing", "old": "missing"}
     assert (states["run2"].step, states["run2"].steps, states["run2"].loss) == (4, 10, 4.0)
-    assert "stopped at step 7" in states["run3"].note
+    assert "stopped at step 7 (no checkpoint on disk: a rerun trains it from the start)" in states["run3"].note
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "run3.pt").write_bytes(b"")  # a checkpoint of it: a rerun resumes
+    assert "resume from its checkpoint" in {r.run_id: r for r in sweep_state(tmp_path).runs}["run3"].note
     table = status_command([str(tmp_path)])
     assert "sweep toy: 4 planned | 1 done | 1 running | 1 failed | 2 missing" in table
     assert re.search(r"^running\s+run2 .* 4/10\s+4\.0000", table, re.M)

@@ -92,12 +92,25 @@ def isoflop_rows(used: pd.DataFrame, settings: Settings, diag: Diagnostics) -> p
             )
         diag.warn(f"budget(s) {desc} have fewer than {settings.min_sizes} sizes and were left out of Approach 2")
     rows = used[~used["budget"].isin(small.index)]
+    _warn_exact_parabolas(rows, diag)
     if rows["budget"].nunique() < 2:
         raise HarnessError(
             f"only {rows['budget'].nunique()} budget with >= {settings.min_sizes} sizes; Approach 2 needs >= 2 "
             "budgets: add a budget to the sweep (or map the budget column with columns.budget=<column>)"
         )
     return rows
+
+
+def _warn_exact_parabolas(rows: pd.DataFrame, diag: Diagnostics) -> None:
+    """Flag budgets of exactly 3 sizes and one run each: a parabola passes through 3 points exactly, so resampled
+    weights cannot move it and the bootstrap intervals built on those budgets understate their uncertainty."""
+    g = rows.groupby("budget")["params"]
+    exact = [b for b, sizes, runs in zip(g.nunique().index, g.nunique(), g.size()) if sizes == 3 and runs == 3]
+    if exact:
+        diag.warn(f"budget(s) {', '.join(f'{b:.3g}' for b in exact)} have exactly 3 sizes and one run each: each "
+                  "parabola passes through its 3 points exactly, so the bootstrap cannot move it and the intervals of "
+                  "N*, L*, a and b understate the uncertainty; train >= 4 sizes per budget (5 or more preferred) "
+                  "or repeat seeds")
 
 
 def _warn_mixed_compute(rows: pd.DataFrame, layout: BudgetLayout, diag: Diagnostics) -> None:
