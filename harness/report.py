@@ -383,13 +383,18 @@ def render_outputs(fits: Fits, plots: Sequence[RenderedPlot] = (),
 
 def write_report(fits: Fits, plots: Sequence[RenderedPlot], out_dir: str | Path,
                  extra_sections: Sequence[Any] | None = None) -> dict[str, Path]:
-    """Write fits.json, bootstrap_samples.npz, report.md and the plots (harness.plots.render_plots) into out_dir.
-
-    extra_sections: markdown strings, or mappings {title, body, image} where image is a matplotlib Figure or a
-    PNG path (copied in). Everything is rendered before anything is written, so a failure leaves the old
-    outputs alone; each file is replaced atomically and fits.json, the completion mark, comes last.
-    Returns {name: path} of the files written.
-    """
+    """Write fits.json, bootstrap_samples.npz, report.md and the plots into out_dir; extra_sections are markdown
+    strings or {title, body, image} (a Figure or a PNG path). All is rendered first, so a failure leaves the old
+    outputs alone; each file is replaced atomically, fits.json (the completion mark) last. Returns {name: path}."""
     files = render_outputs(fits, plots, extra_sections)
-    stale = [] if "bootstrap_samples.npz" in files else ["bootstrap_samples.npz"]
-    return publish(Path(out_dir).expanduser(), files, last="fits.json", stale=stale)
+    return publish(Path(out_dir).expanduser(), files, last="fits.json", stale=stale_outputs(files))
+
+
+# Every file an analysis may write (this IsoFLOP report, and harness.table_report's for other tables)
+ANALYSIS_FILES = ("report.md", "fits.json", "bootstrap_samples.npz", "isoflop.png", "optimal_nd.png", "frontier.png",
+                  "approach3.png", "backtest.png", "holdout.png", "law_N.png", "law_D.png", "law_C.png")
+
+
+def stale_outputs(files: Sequence[str] | dict[str, bytes]) -> list[str]:
+    """The analysis files a new set lacks: removed on publishing, so a rerun never leaves an old analysis's plots."""
+    return [name for name in ANALYSIS_FILES if name not in files]

@@ -30,6 +30,7 @@ from harness.analysis.tables import TableFits, fit_table
 from harness.analysis.targets import Targets, isoflop_model_target, predict_targets
 from harness.figures import colors, png_bytes
 from harness.fsutil import publish
+from harness.report import stale_outputs
 
 AXIS = {"N": "parameters N", "D": "training tokens D", "C": "training compute C (FLOPs)"}
 COLUMN = {"N": "params", "D": "tokens", "C": "flops"}
@@ -225,7 +226,7 @@ def write_table_report(tf: TableFits, plots: Sequence[TablePlot], out_dir: str |
     files = {p.name: p.png for p in plots}
     files["report.md"] = (render_markdown(tf, plots, units) + "".join(f"\n{e.rstrip()}\n" for e in extra)).encode()
     files["fits.json"] = tf.to_json().encode()
-    return publish(Path(out_dir).expanduser(), files, last="fits.json")
+    return publish(Path(out_dir).expanduser(), files, last="fits.json", stale=stale_outputs(files))
 
 
 def summary_lines(tf: TableFits) -> list[str]:

@@ -102,3 +102,14 @@ def test_nothing_fittable_names_what_is_missing() -> None:
     df = runs_table(np.array([1e8, 2e8]), np.array([1e9, 1e9]))
     with pytest.raises(HarnessError, match=r"no scaling law can be fitted.*L\(N\): no size ladder"):
         fit(df)
+
+
+def test_a_flat_ladder_is_named_not_a_crash() -> None:
+    """Every size at one loss: Kaplan's exponent is 0 and its x_c undefined (it divided by zero before)."""
+    from harness.analysis.laws import law_warnings
+
+    law = fit_law("N", SIZES, np.full(SIZES.size, 3.0), KAPLAN, n_boot=20)
+    block = summarize_law(law)
+    assert block["alpha"].value == pytest.approx(0.0, abs=1e-9) and block["x_c"].value is None
+    assert any("alpha = 0" in w for w in law_warnings("L(N) kaplan", law, 20))
+    assert not any("alpha = 0" in w for w in law_warnings("L(N)", fit_law("N", SIZES, 2 + SIZES ** -0.3, KAPLAN), 0))

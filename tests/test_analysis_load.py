@@ -292,3 +292,28 @@ def test_flops_not_proportional_to_nd_is_flagged() -> None:
     raw["budget_flops"] = raw.groupby("budget_flops")["flops"].transform("mean")
     fits = fit_all(canonicalize(raw), {"bootstrap": 0, "isoflop": {"exclude_edge": False}})
     assert any("not proportional to N D" in w for w in fits.warnings)
+
+
+def test_status_and_role_columns_in_any_case_and_other_tables_words(tmp_path: Path) -> None:
+    raw = sweep().rename(columns={"status": "Status", "role": "Role"})
+    raw.loc[0, "Status"], raw.loc[1, "Role"] = "FAILED", "held-out"
+    sel = select_fit_rows(load_results(write(tmp_path, raw)))
+    assert sel.excluded == {"status=failed": 1, "holdout": 1} and not sel.warnings
+    raw.loc[2:, "Role"] = "train"  # a word the harness does not know: fitted, and said so
+    sel = select_fit_rows(load_results(write(tmp_path, raw)))
+    assert len(sel.used) == len(raw) - 2 and any("role values the harness does not know" in w and "train: "
+                                                 in w for w in sel.warnings)
+    raw["Status"] = "completed"
+    with pytest.raises(HarnessError, match=r"'completed' mean finished runs.*columns\.status=none"):
+        select_fit_rows(load_results(write(tmp_path, raw)))
+
+
+def test_exact_copies_of_rows_are_dropped_not_read_as_seeds(tmp_path: Path) -> None:
+    raw = sweep()
+    doubled = pd.concat([raw, raw.iloc[:4]], ignore_index=True)
+    doubled["run_id"] = [f"r{i}" for i in range(len(doubled))]  # copied lines under new ids are still copies
+    sel = select_fit_rows(load_results(write(tmp_path, doubled)))
+    assert len(sel.used) == len(raw) and sel.excluded == {"duplicate": 4}
+    assert any("4 row(s) repeat another row exactly" in w for w in sel.warnings)
+    seeds = isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes_per_budget=5, noise=0.01, seeds=2)  # repeats differ: kept
+    assert len(select_fit_rows(load_results(write(tmp_path, seeds))).used) == len(seeds)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from harness import CONF_DIR
 from harness.analysis.synthetic import isoflop_sweep, runs_table
@@ -210,3 +211,19 @@ def test_planning_refuses_a_table_analysis(tmp_path: Path) -> None:
     run_analysis(cfg(f"results={path}", f"out={tmp_path / 'o'}", "bootstrap=0", *LADDER_ARGS))
     with pytest.raises(HarnessError, match="non-IsoFLOP table"):
         load_fits(tmp_path / "o")
+
+
+def test_a_rerun_into_the_same_out_directory_leaves_no_files_of_the_earlier_analysis(tmp_path: Path) -> None:
+    """An IsoFLOP table, then a size ladder, into one out= directory: only the ladder's files stay, and back."""
+    grid, ladder = tmp_path / "grid.csv", tmp_path / "ladder.csv"
+    isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes_per_budget=5, noise=0.005).to_csv(grid, index=False)
+    pd.DataFrame({"N": np.geomspace(1e7, 1e9, 6), "D": 2e10,
+                  "loss": 1.7 + 400 * np.geomspace(1e7, 1e9, 6) ** -0.34}).to_csv(ladder, index=False)
+    out = tmp_path / "out"
+    cfg = {"bootstrap": 20, "backtest": {"bootstrap": 10}, "out": str(out)}
+    first = set(run_analysis(OmegaConf.create({**cfg, "results": str(grid)}))["files"])
+    assert {"isoflop.png", "bootstrap_samples.npz"} <= first
+    second = set(run_analysis(OmegaConf.create({**cfg, "results": str(ladder)}))["files"])
+    assert {p.name for p in out.iterdir()} == second and "law_N.png" in second and "isoflop.png" not in second
+    third = set(run_analysis(OmegaConf.create({**cfg, "results": str(grid)}))["files"])
+    assert {p.name for p in out.iterdir()} == third == first

@@ -123,6 +123,9 @@ def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in ("tokens", "budget", "status", "role", "run_id", "fingerprint"):
         col = getattr(cmap, name)
+        if col is not None and col not in cols and name not in cmap.explicit:  # Status, ROLE: any case
+            col = next((c for c in cols if c.strip().lower() == col.lower()), col)
+            setattr(cmap, name, col)
         if col is not None and col not in cols:
             if name in cmap.explicit:
                 raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")

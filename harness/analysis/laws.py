@@ -113,7 +113,7 @@ def summarize_law(law: LawFit, level: float = 0.95) -> dict[str, Any]:
         block["A"] = estimate(np.exp(lnA), None if s is None else np.exp(s[:, 1] + s[:, 2] * law.lnx_ref), level)
     else:
         with np.errstate(all="ignore"):
-            block["x_c"] = estimate(np.exp(law.lnx_ref + lnK / k),
+            block["x_c"] = estimate(np.exp(law.lnx_ref + lnK / k) if k != 0 else float("nan"),  # flat: no x_c
                                     None if s is None else np.exp(law.lnx_ref + s[:, 1] / s[:, 2]), level)
     block["valid_resamples"] = 0 if s is None else int(np.isfinite(s[:, 2]).sum())
     return block
@@ -128,6 +128,9 @@ def law_warnings(name: str, law: LawFit, n_boot: int) -> list[str]:
     if law.form == IRREDUCIBLE and np.isfinite(E) and E <= E_BOUND_TOL:
         out.append(f"{name}: the irreducible term E sits at its bound 0 (these points do not identify it); "
                    "Kaplan's pure power law describes them with one parameter fewer")
+    if np.isfinite(k) and abs(float(k)) < 1e-9:
+        out.append(f"{name}: exponent alpha = 0, the loss does not change with {law.variable} over these points; "
+                   "no power law is identified (check the loss column)")
     if law.samples is not None and n_boot > 0:
         valid = int(np.isfinite(law.samples[:, 2]).sum())
         if valid < 0.95 * n_boot:

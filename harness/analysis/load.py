@@ -101,10 +101,15 @@ def group_budgets(flops: np.ndarray, tolerance: float = DEFAULT_BUDGET_TOLERANCE
     return out
 
 
+KNOWN_ROLES = ("sweep", "holdout", "tune")  # what harness runs record; other tables' words are warned about
+HOLDOUT_WORDS = ("held-out", "held_out", "heldout", "hold-out", "hold_out")  # other tables' spellings of holdout
+
+
 def _labels(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
-    """A lower-cased text column (status, role), `default` where absent or empty."""
+    """A lower-cased text column (status, role), `default` where absent or empty; `held-out` and its spellings
+    read as holdout."""
     values = raw[col].astype(str).str.strip().str.lower() if col else pd.Series([default] * len(raw))
-    values = values.where(~values.isin(["nan", "none", ""]), default)
+    values = values.where(~values.isin(["nan", "none", ""]), default).replace(dict.fromkeys(HOLDOUT_WORDS, "holdout"))
     values.index = raw.index
     return values
 
@@ -302,17 +307,34 @@ def select_fit_rows(df: pd.DataFrame) -> Selection:
             f"{int(nan_loss.sum())} run(s) with status ok have a NaN/inf loss and were excluded ({ids}"
             f"{', ...' if nan_loss.sum() > 5 else ''})"
         )
-    used = df[~bad_status & ~holdout & ~nan_loss].reset_index(drop=True)
+    keep = ~bad_status & ~holdout & ~nan_loss
+    copies = keep & df.duplicated(subset=["params", "tokens", "flops", "loss", "budget"], keep="first")
+    if copies.any():  # a seed repeat never matches a loss to every digit: these are copies, not seeds
+        excluded["duplicate"] = int(copies.sum())
+        warnings.append(f"{int(copies.sum())} row(s) repeat another row exactly (N, D, C and loss) and were dropped "
+                        "as copies, not counted as seeds; remove the duplicated lines from the table")
+    used = df[keep & ~copies].reset_index(drop=True)
     if used.empty:
-        parts = ", ".join(f"{k}: {v}" for k, v in excluded.items()) or "no rows"
-        raise HarnessError(
-            f"no usable runs: all {len(df)} rows are excluded ({parts}); train runs that finish with status ok"
-        )
+        raise HarnessError(_no_usable_runs(df, excluded, bad_status))
+    unknown = used.loc[~used["role"].isin(KNOWN_ROLES), "role"].value_counts()
+    if len(unknown):
+        warnings.append(f"role values the harness does not know were fitted as sweep runs "
+                        f"({', '.join(f'{r}: {n}' for r, n in unknown.head(5).items())}); mark held-out runs "
+                        "role=holdout (or held-out), or ignore the column with columns.role=none")
     for col in ("params", "tokens", "flops", "loss", "budget"):
         vals = used[col].astype(float).to_numpy()
         if not np.all(np.isfinite(vals)) or np.any(vals <= 0):
             raise HarnessError(f"column {col!r} has non-positive or missing values among usable runs; fix the table")
     return Selection(used=used, excluded=excluded, warnings=warnings + data_warnings(used))
+
+
+def _no_usable_runs(df: pd.DataFrame, excluded: dict[str, int], bad_status: pd.Series) -> str:
+    """The error for a table none of whose rows can be fitted, with a hint where its status words are not ours."""
+    parts = ", ".join(f"{k}: {v}" for k, v in excluded.items()) or "no rows"
+    foreign = sorted(set(df.loc[bad_status, "status"]) - {"diverged", "failed"})
+    hint = (f"; if the status values {', '.join(map(repr, foreign[:3]))} mean finished runs, ignore the column "
+            "with columns.status=none") if foreign else ""
+    return f"no usable runs: all {len(df)} rows are excluded ({parts}); train runs that finish with status ok{hint}"
 
 
 def data_warnings(used: pd.DataFrame) -> list[str]:
