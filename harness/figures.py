@@ -4,6 +4,7 @@ bytes (so reports are rendered in memory and written atomically)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,3 +30,13 @@ def bar_lengths(value: Any, lo: Any, hi: Any) -> list[Any]:
     interval need not contain the point estimate (an LR vertex near its grid's edge), and errorbar refuses negatives."""
     v, lo, hi = np.asarray(value, float), np.asarray(lo, float), np.asarray(hi, float)
     return [np.maximum(0.0, v - lo).ravel(), np.maximum(0.0, hi - v).ravel()]
+
+
+# Every file an analysis may write (harness.report for IsoFLOP tables, harness.table_report for the rest)
+ANALYSIS_FILES = ("report.md", "fits.json", "bootstrap_samples.npz", "isoflop.png", "optimal_nd.png", "frontier.png",
+                  "approach3.png", "backtest.png", "holdout.png", "law_N.png", "law_D.png", "law_C.png")
+
+
+def stale_outputs(files: Sequence[str] | dict[str, bytes]) -> list[str]:
+    """The analysis files a new set lacks: removed on publishing, so a rerun never leaves an old analysis's plots."""
+    return [name for name in ANALYSIS_FILES if name not in files]

@@ -16,7 +16,7 @@ from harness.analysis.approach3 import form_choice_text, form_rule_text, formula
 from harness.analysis.estimate import format_cell, format_estimate, format_flag, format_number, markdown_table
 from harness.analysis.noise import noise_floor, prediction_interval, within_noise
 from harness.analysis.outliers import outlier_lines
-from harness.figures import png_bytes
+from harness.figures import png_bytes, stale_outputs
 from harness.fsutil import publish
 
 
@@ -388,13 +388,3 @@ def write_report(fits: Fits, plots: Sequence[RenderedPlot], out_dir: str | Path,
     outputs alone; each file is replaced atomically, fits.json (the completion mark) last. Returns {name: path}."""
     files = render_outputs(fits, plots, extra_sections)
     return publish(Path(out_dir).expanduser(), files, last="fits.json", stale=stale_outputs(files))
-
-
-# Every file an analysis may write (this IsoFLOP report, and harness.table_report's for other tables)
-ANALYSIS_FILES = ("report.md", "fits.json", "bootstrap_samples.npz", "isoflop.png", "optimal_nd.png", "frontier.png",
-                  "approach3.png", "backtest.png", "holdout.png", "law_N.png", "law_D.png", "law_C.png")
-
-
-def stale_outputs(files: Sequence[str] | dict[str, bytes]) -> list[str]:
-    """The analysis files a new set lacks: removed on publishing, so a rerun never leaves an old analysis's plots."""
-    return [name for name in ANALYSIS_FILES if name not in files]

@@ -28,9 +28,8 @@ from harness.analysis.parametric import predict_log_loss
 from harness.analysis.shapes import detect_shape
 from harness.analysis.tables import TableFits, fit_table
 from harness.analysis.targets import Targets, isoflop_model_target, predict_targets
-from harness.figures import colors, png_bytes
+from harness.figures import colors, png_bytes, stale_outputs
 from harness.fsutil import publish
-from harness.report import stale_outputs
 
 AXIS = {"N": "parameters N", "D": "training tokens D", "C": "training compute C (FLOPs)"}
 COLUMN = {"N": "params", "D": "tokens", "C": "flops"}

@@ -317,3 +317,27 @@ def test_exact_copies_of_rows_are_dropped_not_read_as_seeds(tmp_path: Path) -> N
     assert any("4 row(s) repeat another row exactly" in w for w in sel.warnings)
     seeds = isoflop_sweep(budgets=(1e18, 1e19, 1e20), sizes_per_budget=5, noise=0.01, seeds=2)  # repeats differ: kept
     assert len(select_fit_rows(load_results(write(tmp_path, seeds))).used) == len(seeds)
+
+
+def test_grouping_splits_at_gaps_and_bounds_a_continuum() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.repeat([1e18, 3e18, 1e19, 3e19, 1e20], 7)
+    jittered = centres * rng.uniform(0.94, 1.06, centres.size)  # spreads of up to 12.8% > the 10% tolerance
+    keys = group_budgets(jittered, 0.1)
+    assert len(set(keys)) == 5 and all(len(set(keys[i:i + 7])) == 1 for i in range(0, 35, 7))
+    continuum = np.geomspace(1e18, 1e20, 200)  # no budgets at all: groups stay within the tolerance
+    keys = group_budgets(continuum, 0.1)
+    for k in set(keys):
+        members = continuum[keys == k]
+        assert members.max() / members.min() <= 1.1 + 1e-12
+
+
+def test_a_budget_column_that_jitters_is_grouped_and_said_so(tmp_path: Path) -> None:
+    raw = sweep()
+    exact = raw.assign(budget_flops=raw["budget_flops"] * 1.2345)  # exact values are kept as written
+    assert set(load_results(write(tmp_path, exact))["budget"]) == set(raw["budget_flops"] * 1.2345)
+    rng = np.random.default_rng(1)
+    raw["budget_flops"] = raw["budget_flops"] * rng.uniform(0.995, 1.005, len(raw))
+    sel = select_fit_rows(load_results(write(tmp_path, raw)))
+    assert sel.used["budget"].nunique() == 3
+    assert any("grouped into 3 budgets" in w for w in sel.warnings)

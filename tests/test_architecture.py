@@ -18,7 +18,7 @@ PACKAGE = ROOT / "harness"
 FLOORS: dict[str, int] = {
     "harness": 0, "harness.errors": 0, "harness.fsutil": 0, "harness.shape": 0,
     "harness.model": 1, "harness.tokenize": 1, "harness.hf_data": 1, "harness.runtime": 1, "harness.lr_rule": 1, "harness.figures": 1, "harness.confcheck": 1,
-    "harness.trackers": 1, "harness.schedule": 1,
+    "harness.trackers": 1, "harness.schedule": 1, "harness.ngram": 1,
     "harness.counting": 2, "harness.data": 2, "harness.ensemble": 2,
     "harness.plan": 3,
     "harness.results": 4, "harness.repetition": 4, "harness.curves": 4, "harness.ladder": 4, "harness.chain": 4,

@@ -88,7 +88,8 @@ def isoflop_rows(used: pd.DataFrame, settings: Settings, diag: Diagnostics) -> p
         if not settings.drop_small_budgets:
             raise HarnessError(
                 f"budget(s) {desc} have fewer than {settings.min_sizes} distinct model sizes, too few for a parabola; "
-                "add sizes to those budgets or drop them with isoflop.drop_small_budgets=true"
+                "add sizes to those budgets or drop them with isoflop.drop_small_budgets=true (budgets grouped from "
+                "jittered FLOPs may join under a wider budget_tolerance, e.g. budget_tolerance=0.2)"
             )
         diag.warn(f"budget(s) {desc} have fewer than {settings.min_sizes} sizes and were left out of Approach 2")
     rows = used[~used["budget"].isin(small.index)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -81,24 +82,42 @@ def _numeric(raw: pd.DataFrame, col: str, what: str, rows: pd.Series, allow_nan:
 
 
 def group_budgets(flops: np.ndarray, tolerance: float = DEFAULT_BUDGET_TOLERANCE) -> np.ndarray:
-    """Budget key per run when the table has none: cluster sorted log C, starting a new group whenever a run's
-    FLOPs exceed the group's first run by more than `tolerance` (relative); key = group's geometric mean."""
+    """Budget key per run when the table has none: sorted log C is split wherever two neighbours differ by more than
+    `tolerance` (relative). A group wider than that stays one budget only if it is jitter around one: at most twice
+    the tolerance wide and 3x further from its neighbours; else (a continuum of C) it is split from each group's
+    first run. Key: the geometric mean."""
     out = np.full(flops.shape, np.nan)
-    ok = np.isfinite(flops) & (flops > 0)
-    idx = np.flatnonzero(ok)
+    idx = np.flatnonzero(np.isfinite(flops) & (flops > 0))
     if idx.size == 0:
         return out
     order = idx[np.argsort(flops[idx])]
-    start = 0
-    limit = math.log1p(tolerance)
     logs = np.log(flops[order])
-    for i in range(1, order.size + 1):
-        if i == order.size or logs[i] - logs[start] > limit:
-            members = order[start:i]
-            key = float(np.exp(np.mean(logs[start:i])))
-            out[members] = float(f"{key:.3g}")
-            start = i
+    limit = math.log1p(tolerance)
+    cuts = [0, *(np.flatnonzero(np.diff(logs) > limit) + 1), logs.size]
+    padded = np.concatenate([[-np.inf], logs, [np.inf]])
+    for a, b in pairwise(cuts):
+        starts, span = [a], logs[b - 1] - logs[a]
+        isolated = min(padded[a + 1] - padded[a], padded[b + 1] - padded[b]) >= 3 * span  # gaps >> its own width
+        if span > limit and not (span <= 2 * limit and isolated):  # not one jittered budget: anchored split
+            for i in range(a + 1, b):
+                if logs[i] - logs[starts[-1]] > limit:
+                    starts.append(i)
+        for s, e in zip(starts, [*starts[1:], b]):
+            out[order[s:e]] = float(f"{float(np.exp(np.mean(logs[s:e]))):.3g}")
     return out
+
+
+def _budget_column(values: pd.Series, tolerance: float) -> tuple[pd.Series, str | None]:
+    """A budget column as given, unless its values jitter: several within `tolerance` of each other are one budget
+    written per run (a run's own FLOPs), grouped like C (group_budgets) and said so."""
+    arr = values.to_numpy(dtype=float)
+    grouped = group_budgets(arr, tolerance)
+    before, after = np.unique(arr[np.isfinite(arr)]).size, np.unique(grouped[np.isfinite(grouped)]).size
+    if after == before:
+        return values, None
+    note = (f"the budget column's {before} distinct values lie within {tolerance:.0%} of each other in {after} groups "
+            f"(a run's own FLOPs, not one value per budget): grouped into {after} budgets (budget_tolerance)")
+    return pd.Series(np.where(np.isfinite(grouped), grouped, arr), index=values.index), note
 
 
 KNOWN_ROLES = ("sweep", "holdout", "tune")  # what harness runs record; other tables' words are warned about
@@ -126,10 +145,11 @@ def _tokens_flops_budget(raw: pd.DataFrame, src: dict[str, str | None], params: 
     derived = pd.Series(tokens is None, index=raw.index)
     if tokens is None:
         tokens = flops / (6.0 * params)
+    tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
     if src["budget"]:
-        budget = _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False, counts=True)
+        budget, raw.attrs["budget_grouped"] = _budget_column(
+            _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False, counts=True), tol)
     else:
-        tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
         budget = pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol), index=raw.index)
     return tokens, derived, flops, budget
 
@@ -316,6 +336,8 @@ def select_fit_rows(df: pd.DataFrame) -> Selection:
     used = df[keep & ~copies].reset_index(drop=True)
     if used.empty:
         raise HarnessError(_no_usable_runs(df, excluded, bad_status))
+    if df.attrs.get("budget_grouped"):
+        warnings.append(str(df.attrs["budget_grouped"]))
     unknown = used.loc[~used["role"].isin(KNOWN_ROLES), "role"].value_counts()
     if len(unknown):
         warnings.append(f"role values the harness does not know were fitted as sweep runs "

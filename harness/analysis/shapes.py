@@ -145,6 +145,13 @@ def _labels(shape: Shape, one_per_level: bool) -> list[str]:
     return labels
 
 
+def _isoflop_budgets(budgets: np.ndarray, levels: np.ndarray, sizes: np.ndarray, min_sizes: int) -> int:
+    """Budgets with >= min_sizes distinct sizes, counted only when they hold at least half of the runs: scattered
+    runs whose C happen to fall close together form a few such budgets by chance, an IsoFLOP grid is made of them."""
+    grid = levels[sizes >= min_sizes]
+    return int(grid.size) if np.isin(budgets, grid).mean() >= 0.5 else 0
+
+
 def detect_shape(used: pd.DataFrame, min_sizes: int = 3) -> Shape:
     """The shape of the usable rows (canonical columns params, tokens, loss, budget); HarnessError when nothing
     in the table varies enough for any fit."""
@@ -157,7 +164,7 @@ def detect_shape(used: pd.DataFrame, min_sizes: int = 3) -> Shape:
     refuse_unidentifiable(len(used), points)
     shape = Shape(labels=[], n_runs=len(used), n_points=points, n_N=int(np.unique(n_lab).size),
                   n_D=int(np.unique(d_lab).size), n_levels=int(levels.size),
-                  isoflop_budgets=int((sizes_per_budget >= min_sizes).sum()))
+                  isoflop_budgets=_isoflop_budgets(budgets, levels, sizes_per_budget, min_sizes))
     shape.size_ladders = (_ladders(d_lab, n_lab, D, np.log(N), "N", "D")
                           + _ladders(r_lab, n_lab, D / N, np.log(N), "N", "D/N"))
     shape.data_ladders = _ladders(n_lab, d_lab, N, np.log(D), "D", "N")
