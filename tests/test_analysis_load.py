@@ -341,3 +341,14 @@ def test_a_budget_column_that_jitters_is_grouped_and_said_so(tmp_path: Path) -> 
     sel = select_fit_rows(load_results(write(tmp_path, raw)))
     assert sel.used["budget"].nunique() == 3
     assert any("grouped into 3 budgets" in w for w in sel.warnings)
+
+
+def test_a_misread_unit_shows_in_c_over_nd(tmp_path: Path) -> None:
+    raw = sweep()
+    plain = pd.DataFrame({"N": raw["params_total"], "D": raw["tokens"], "C": raw["flops"], "loss": raw["val_bpb"]})
+    assert not any("C/(N D)" in w for w in select_fit_rows(load_results(write(tmp_path, plain))).warnings)
+    slipped = plain.assign(C=plain["C"] / 8.64e19)  # PF-days under a plain header: read as FLOPs
+    warned = [w for w in select_fit_rows(load_results(write(tmp_path, slipped))).warnings if "C/(N D)" in w]
+    assert len(warned) == 1 and "units.flops" in warned[0]
+    derived = plain.drop(columns=["D"]).assign(C=plain["C"] / 8.64e19)  # D from C: C/(N D) is 6 by construction
+    assert not any("C/(N D)" in w for w in select_fit_rows(load_results(write(tmp_path, derived))).warnings)

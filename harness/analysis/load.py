@@ -31,6 +31,7 @@ CANONICAL = ["run_id", "params", "tokens", "flops", "loss", "budget", "status", 
 # Runs whose FLOPs lie within this relative distance of a group's first run share a budget when the
 # table has no budget column (IsoFLOP sweeps aim every size at the same C; step rounding moves it <1%).
 DEFAULT_BUDGET_TOLERANCE = 0.10
+KAPPA_RANGE = (1.0, 100.0)  # C/(N D) outside it: a unit slip (6 for dense transformers; tiny ones reach ~15)
 
 
 # Counts as papers write them: 70M parameters, 1.4B, 300B tokens (G as giga, for FLOPs)
@@ -369,6 +370,13 @@ def data_warnings(used: pd.DataFrame) -> list[str]:
             out.append(f"{int((ep > 1).sum())} of {len(used)} fitted runs trained on repeated data (up to "
                        f"{ep.max():.1f} epochs of the train split): their losses mix scaling with repetition "
                        "(Muennighoff et al. 2023); use a bigger corpus or smaller budgets")
+    given = ~used["tokens_derived"].astype(bool) & ~used["flops_derived"].astype(bool)
+    kappa = float(np.median(used.loc[given, "flops"] / (used.loc[given, "params"] * used.loc[given, "tokens"]))) \
+        if given.any() else 6.0
+    if not KAPPA_RANGE[0] <= kappa <= KAPPA_RANGE[1]:  # unit slips are factors of 1e3 and more, not of 2
+        out.append(f"C/(N D) is {kappa:.3g} at the median run, where training FLOPs give about 6 (Kaplan et al. 2020): "
+                   "a column's unit is probably misread (FLOPs in PF-days, N in millions, D in billions?); check the "
+                   "report's Units line and set units.flops, units.params or units.tokens")
     if "bpb_method" in used.columns and (used["bpb_method"].astype(str) == "approximate").any():
         out.append("val_bpb is approximate for some runs: pre-tokenized data without a tokenizer converts nats per "
                    "token with a mean data.bytes_per_token, not exact per-token byte counts")
