@@ -187,8 +187,8 @@ def targets_lines(targets: dict[str, Any]) -> list[str]:
         out += ["", *skipped] if skipped else []
     for c in targets.get("C", []):
         out += ["", f"Compute C = {format_number(c['C'], 3)} FLOPs:", ""]
-        if c["predictions"]:
-            out += [_table(["law", "loss", "beyond fitted range", "how"], _prediction_rows(c["predictions"]))]
+        out += [_table(["law", "loss", "beyond fitted range", "how"], _prediction_rows(c["predictions"]))
+                if c["predictions"] else NO_COMPUTE_LAW]
     recs = [_recommendation_line(c) for c in targets.get("C", [])]
     return out + (["", "Recommended N and D:", "", *recs] if recs else [])
 
@@ -242,6 +242,10 @@ def summary_lines(tf: TableFits) -> list[str]:
     return out + target_summary(tf.targets)
 
 
+NO_COMPUTE_LAW = ("no fitted law predicts a loss at a compute budget: that needs L(C) (runs that grow N and D "
+                  "together), Approach 2 or Approach 3; this table's shape does not identify one (see 'not fitted')")
+
+
 def target_summary(targets: dict[str, Any]) -> list[str]:
     """Terminal lines for the predictions at the user's targets."""
     out = []
@@ -252,7 +256,7 @@ def target_summary(targets: dict[str, Any]) -> list[str]:
         out += [f"  {r['law']} does not apply: {r['reason']}" for r in model["not_applicable"]]
     for c in (targets or {}).get("C", []):
         out += [f"predicted loss at C={format_number(c['C'], 3)}: {r['law']} {fmt_est(r['loss'])}"
-                for r in c["predictions"]]
+                for r in c["predictions"]] or [f"C={format_number(c['C'], 3)}: {NO_COMPUTE_LAW}"]
         out += [_recommendation_line(c)[2:]] if c.get("recommendation") is not None else []
     return out
 

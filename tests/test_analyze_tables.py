@@ -227,3 +227,13 @@ def test_a_rerun_into_the_same_out_directory_leaves_no_files_of_the_earlier_anal
     assert {p.name for p in out.iterdir()} == second and "law_N.png" in second and "isoflop.png" not in second
     third = set(run_analysis(OmegaConf.create({**cfg, "results": str(grid)}))["files"])
     assert {p.name for p in out.iterdir()} == third == first
+
+
+def test_a_compute_target_no_law_can_price_says_so(tmp_path: Path) -> None:
+    ladder = tmp_path / "ladder.csv"
+    sizes = np.geomspace(1e7, 1e9, 6)
+    pd.DataFrame({"N": sizes, "D": 2e10, "loss": 1.7 + 400 * sizes ** -0.34}).to_csv(ladder, index=False)
+    res = run_analysis(OmegaConf.create({"results": str(ladder), "out": str(tmp_path / "out"), "bootstrap": 20,
+                                         "predict": {"C": 1e30}}))
+    assert any(line.startswith("C=1.00e+30: no fitted law predicts") for line in res["summary"]["lines"])
+    assert "no fitted law predicts a loss at a compute budget" in (tmp_path / "out" / "report.md").read_text()

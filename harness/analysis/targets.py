@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from harness.analysis.estimate import Estimate, estimate
 from harness.analysis.fits import Fits
 from harness.analysis.laws import FORMS
-from harness.analysis.load import cfg_get
+from harness.analysis.load import cfg_get, suffixed_counts
 from harness.analysis.parametric import compute_optimal, predict_log_loss
 from harness.analysis.powerlaw import fit_loglog
 from harness.analysis.predict import DEFAULT_MULTIPLES, approach2_curves, approach2_loss_at, predict_loss
@@ -36,7 +37,9 @@ def _positive(key: str, v: Any) -> float | None:
     try:
         x = float(v)
     except (TypeError, ValueError):
-        raise HarnessError(f"{key}={v!r} is not a number; use e.g. {key}=1e10") from None
+        x = float(suffixed_counts(pd.Series([v])).iloc[0])  # 70M, 1.4B, 2T: as a table's cells may be written
+        if math.isnan(x):
+            raise HarnessError(f"{key}={v!r} is not a number; use e.g. {key}=1e10 or {key}=10B") from None
     if not (math.isfinite(x) and x > 0):
         raise HarnessError(f"{key}={v!r} must be a positive finite number")
     return x
