@@ -13,7 +13,6 @@ single files and token files are split by a contiguous tail; hf documents by doc
 
 from __future__ import annotations
 
-import glob as globlib
 import hashlib
 import json
 import math
@@ -28,11 +27,12 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.fsutil import atomic_write
-from harness.hf_data import load_documents
+from harness.hf_data import glob_files, is_glob, load_documents
 from harness.tokenize import (
     Tokenizer,
     build_token_cache,
     cache_dtype,
+    exactness,
     load_tokenizer_file,
     make_tokenizer,
     open_split,
@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # torch loads only where batches are made, so planning and an
     import torch
 
 _CHUNK = 1 << 24
+DEFAULT_VAL_FRACTION = 0.05  # the split every committed result was measured on (see split_suffix)
 
 
 @dataclass
@@ -99,18 +100,12 @@ def stdlib_files() -> tuple[Path, list[Path]]:
     return root, sorted(p for p in found if skip.isdisjoint(p.parts))
 
 
-def _glob_files(pattern: str) -> tuple[Path, list[Path]]:
-    """The files a glob matches and their deepest common directory (the root their names are taken from)."""
-    files = sorted(Path(p) for p in globlib.glob(pattern, recursive=True) if Path(p).is_file())
-    if not files:
-        raise HarnessError(f"data.path glob {pattern!r} matches no file; check the pattern")
-    return Path(os.path.commonpath([str(f.parent) for f in files])), files
-
-
 def _text_files(path: str, pattern: str) -> tuple[Path, list[Path]]:
-    """data.path as (root, files): a glob, one file, or a directory's files matching data.pattern."""
-    if any(ch in path for ch in "*?["):
-        return _glob_files(path)
+    """data.path as (root, files): one file, a directory's files matching data.pattern, or a glob (a path with
+    *, ? or [ that does not exist; the root is then the matches' deepest common directory)."""
+    if is_glob(path):
+        files = glob_files(path)
+        return Path(os.path.commonpath([str(f.parent) for f in files])), files
     p = Path(path).expanduser()
     if not p.exists():
         raise HarnessError(f"data.path {str(p)!r} does not exist; point data.path at a text file or directory")
@@ -141,10 +136,8 @@ def _text_only(files: list[Path], skip_binary: bool) -> list[Path]:
     if len(files) == 1:
         raise HarnessError(f"data.path {str(first)!r} {why}: it is not a text file; pass text (or data=tokens)")
     if not skip_binary:
-        raise HarnessError(
-            f"{len(bad)} of {len(files)} files are not text (first: {str(first)!r} {why}); remove them, narrow "
-            "data.pattern, or set data.skip_binary=true to leave them out"
-        )
+        raise HarnessError(f"{len(bad)} of {len(files)} files are not text (first: {str(first)!r} {why}); remove "
+                           "them, narrow data.pattern, or set data.skip_binary=true to leave them out")
     if len(bad) == len(files):
         raise HarnessError(f"all {len(files)} files are binary (first: {str(first)!r} {why}); pass a text corpus")
     print(f"warning: skipped {len(bad)} binary file(s) of {len(files)} (first: {first})")
@@ -152,8 +145,35 @@ def _text_only(files: list[Path], skip_binary: bool) -> list[Path]:
     return [f for f in files if f not in skip]
 
 
+def split_suffix(val_fraction: float) -> str:
+    """What a byte corpus' fingerprint (sha256 prefix-total bytes) gets for its split rule: nothing at the default
+    data.val_fraction=0.05, so committed results keep their fingerprint and run ids, else '+vf<fraction>' (e.g.
+    4aed743daa1919b2-31525224+vf0.1), so runs on another val split never share a results directory and the
+    tokenizer and token caches, keyed by the fingerprint, keep the splits apart (data=hf hashes its rule in)."""
+    return "" if val_fraction == DEFAULT_VAL_FRACTION else f"+vf{val_fraction!r}"
+
+
+def _check_file_split(root: Path, files: list[Path], val_fraction: float, name: str) -> None:
+    """Refuse a by-file split that leaves train or val without a file, saying so and how to fix it (rather than
+    'the val split holds 0 tokens', which points at model.seq_len)."""
+    if len(files) < 2:
+        return
+    rels = [str(f.relative_to(root)) for f in files]
+    n_val = sum(_is_val_file(r, val_fraction) for r in rels)
+    if 0 < n_val < len(files):
+        return
+    h = sorted(zlib.crc32(r.encode()) % 10_000 for r in rels)
+    split, other, fix = (("val", "train", f">={(h[0] + 1) / 10_000:g} holds one out") if not n_val
+                         else ("train", "val", f"<={h[-1] / 10_000:g} keeps one in train"))
+    raise HarnessError(f"{name}: no file landed in the {split} split: all {len(files)} files under {root} hash into "
+                       f"{other} (the split is by file: a file is held out when a hash of its name falls below "
+                       f"data.val_fraction={val_fraction:g}); add files, or set data.val_fraction{fix}")
+
+
 def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir: Path, name: str) -> Corpus:
-    """Byte-tokenize a list of files into cached train/val arrays; fingerprint = sha256 of names + bytes."""
+    """Byte-tokenize a list of files into cached train/val arrays; fingerprint = sha256 of names + bytes, plus
+    split_suffix(val_fraction)."""
+    _check_file_split(root, files, val_fraction, name)
     stat_key = hashlib.sha256(f"val_fraction={val_fraction!r}\n".encode())
     for f in files:
         st = f.stat()
@@ -169,7 +189,8 @@ def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir:
     size = meta["train_bytes"] + meta["val_bytes"]
     desc = (f"{name}: {files[0]} ({size} bytes)" if len(files) == 1
             else f"{name}: {len(files)} files, {size} bytes under {root}")
-    return Corpus(train, val, 256, 1.0, meta["fingerprint"], desc, np.ones(256, dtype=np.int64))
+    fp = meta["fingerprint"] + split_suffix(val_fraction)
+    return Corpus(train, val, 256, 1.0, fp, desc, np.ones(256, dtype=np.int64))
 
 
 def _build_files_cache(root: Path, files: list[Path], val_fraction: float, key_dir: Path) -> dict:
@@ -219,14 +240,12 @@ def _check_token_range(arr: np.ndarray, vocab_size: int, path: Path) -> None:
     for start in range(0, len(arr), _CHUNK):
         hi = int(arr[start : start + _CHUNK].max(initial=0))
         if hi >= vocab_size:
-            raise HarnessError(
-                f"token file {str(path)!r} holds token id {hi} >= data.vocab_size={vocab_size}; "
-                "set data.vocab_size to your tokenizer's vocabulary size (or check data.token_dtype)"
-            )
+            raise HarnessError(f"token file {str(path)!r} holds token id {hi} >= data.vocab_size={vocab_size}; set "
+                               "data.vocab_size to your tokenizer's vocabulary size (or check data.token_dtype)")
 
 
 def _token_meta(dc: Any, p: Path) -> tuple[int, float]:
-    """(vocab size, mean bytes per token) of token data: data.* settings, else meta.json beside the .bin."""
+    """(vocab size, mean bytes per token > 0) of token data: data.* settings, else meta.json beside the .bin."""
     meta_file = (p if p.is_dir() else p.parent) / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     vocab = int(dc.vocab_size if dc.vocab_size is not None else meta.get("vocab_size", 0))
@@ -234,11 +253,17 @@ def _token_meta(dc: Any, p: Path) -> tuple[int, float]:
     if not vocab:
         raise HarnessError("token data needs its vocabulary size; set data.vocab_size=<V> (or meta.json)")
     if bpt is None:
-        raise HarnessError(
-            "token data needs the mean bytes per token to report bits per byte; set "
-            "data.bytes_per_token=<x> (or write {\"bytes_per_token\": x} to meta.json beside the .bin)"
-        )
-    return vocab, float(bpt)
+        raise HarnessError("token data needs the mean bytes per token to report bits per byte; set data.bytes_per_token"
+                           "=<x> (or write {\"bytes_per_token\": x} to meta.json beside the .bin)")
+    try:
+        x = float(bpt)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):  # 0 divides by zero later, a negative one records a negative val_bpb
+        where = "data.bytes_per_token" if dc.bytes_per_token is not None else f"bytes_per_token in {str(meta_file)!r}"
+        raise HarnessError(f"{where}={bpt!r} must be a positive number, the mean UTF-8 bytes per token of the "
+                           "tokenizer that made the ids (e.g. 4.2); set it to that")
+    return vocab, x
 
 
 def _token_files(p: Path, dtype: np.dtype) -> list[Path]:
@@ -273,41 +298,48 @@ def _tokens_corpus(dc: Any, cache_dir: Path) -> Corpus:
         train, val = arrays[0][:cut], arrays[0][cut:]
     digest = hashlib.sha256("".join(_file_digest(f, cache_dir) for f in files).encode()).hexdigest()[:16]
     nbytes = sum(f.stat().st_size for f in files)
+    fp = f"{digest}-{nbytes}" + (split_suffix(float(dc.val_fraction)) if len(arrays) == 1 else "")
     if tok is not None:  # the tokenizer that made the ids: exact bytes per token (harness.tokenize)
-        return Corpus(train, val, vocab, float(tok.token_bytes.mean()), f"{digest}-{nbytes}/{tok.tag}",
+        return Corpus(train, val, vocab, float(tok.token_bytes.mean()), f"{fp}/{tok.tag}",
                       f"tokens: {p} ({dtype.name}), {tok.tag} tokens", tok.token_bytes, tok.tag)
-    return Corpus(train, val, vocab, bpt, f"{digest}-{nbytes}", f"tokens: {p} ({dtype.name})",
+    return Corpus(train, val, vocab, bpt, fp, f"tokens: {p} ({dtype.name})",
                   tokenizer=f"none (bytes_per_token={bpt:g}, approximate bpb)")
 
 
-def _token_corpus(splits: dict, tok: Tokenizer, dc: Any, cache_dir: Path, fp: str, nbytes: int, desc: str) -> Corpus:
-    """Text splits tokenized once into a memmapped cache keyed by (corpus, tokenizer) fingerprint."""
+def _token_corpus(splits: dict, tok: Tokenizer, dc: Any, cache_dir: Path, fp: str, split_bytes: dict[str, int],
+                  desc: str, late: Any = None) -> Corpus:
+    """Text splits tokenized once into a memmapped cache keyed by (corpus, tokenizer) fingerprint; per-token
+    byte lengths are used only where they add up to each split's true bytes (harness.tokenize.exactness)."""
     dtype = cache_dtype(tok.vocab_size, dc.get("token_dtype"))
     key = hashlib.sha256(f"{fp}\0{tok.fingerprint}\0{dtype.name}".encode()).hexdigest()[:20]
     key_dir = cache_dir / "tokens" / key
-    meta = build_token_cache(key_dir, splits, tok, dtype, nbytes, {"corpus": fp, "bytes": nbytes})
+    nbytes = sum(split_bytes.values())
+    meta = build_token_cache(key_dir, splits, tok, dtype, nbytes, {"corpus": fp, "bytes": nbytes}, late)
     train = open_split(key_dir, "train", dtype, meta["train_tokens"])
     val = open_split(key_dir, "val", dtype, meta["val_tokens"])
-    bpt = nbytes / max(1, len(train) + len(val))
-    return Corpus(train, val, tok.vocab_size, bpt, f"{fp}/{tok.tag}", f"{desc}, {tok.tag} tokens",
-                  tok.token_bytes, tok.tag)
+    token_bytes, val_bpt = exactness(tok, meta, {"train": train, "val": val}, split_bytes)
+    bpt = val_bpt if val_bpt is not None else nbytes / max(1, len(train) + len(val))
+    return Corpus(train, val, tok.vocab_size, bpt, f"{fp}/{tok.tag}", f"{desc}, {tok.tag} tokens", token_bytes,
+                  tok.tag)
 
 
 def _retokenized(corpus: Corpus, dc: Any, cache_dir: Path) -> Corpus:
-    """A byte corpus (stdlib, text) under data.tokenizer: itself for bytes, else its byte splits tokenized."""
+    """A byte corpus (stdlib, text) under data.tokenizer: itself for bytes, else its byte splits tokenized
+    (counting the bytes that are not UTF-8, which the tokenizer sees as U+FFFD)."""
     if str(dc.get("tokenizer") or "bytes") == "bytes":
         return corpus
-    tr, va = corpus.train, corpus.val
+    tr, va, bad = corpus.train, corpus.val, [0]
     tok = make_tokenizer(dc, lambda: text_chunks(tr), corpus.fingerprint, cache_dir)
-    splits = {"train": lambda: text_chunks(tr), "val": lambda: text_chunks(va)}
-    return _token_corpus(splits, tok, dc, cache_dir, corpus.fingerprint, len(tr) + len(va), corpus.description)
+    splits = {"train": lambda: text_chunks(tr, invalid=bad), "val": lambda: text_chunks(va, invalid=bad)}
+    return _token_corpus(splits, tok, dc, cache_dir, corpus.fingerprint, {"train": len(tr), "val": len(va)},
+                         corpus.description, lambda: {"invalid_utf8_bytes": bad[0]})
 
 
 def _hf_corpus(dc: Any, cache_dir: Path) -> Corpus:
     """A datasets corpus (harness.hf_data) tokenized by data.tokenizer (bytes included) into the token cache."""
     docs = load_documents(dc, cache_dir)
     tok = make_tokenizer(dc, docs.splits["train"], docs.fingerprint, cache_dir)
-    return _token_corpus(docs.splits, tok, dc, cache_dir, docs.fingerprint, docs.nbytes, docs.description)
+    return _token_corpus(docs.splits, tok, dc, cache_dir, docs.fingerprint, docs.split_bytes, docs.description)
 
 
 def _open_corpus(dc: Any, kind: str, val_fraction: float, cache_dir: Path) -> Corpus:

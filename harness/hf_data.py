@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
+import logging
 import os
 import re
 import zlib
@@ -39,15 +40,27 @@ class Documents:
     fingerprint: str
     nbytes: int
     description: str
+    split_bytes: dict[str, int]  # "train", "val" -> UTF-8 bytes of the split's text (checks per-token lengths)
+
+
+def is_glob(path: str) -> bool:
+    """Whether data.path is a glob: it holds *, ? or [ and names no existing file or directory (a real
+    path such as 'set [v2]' is used as given)."""
+    return any(ch in path for ch in "*?[") and not Path(path).expanduser().exists()
+
+
+def glob_files(pattern: str) -> list[Path]:
+    """The files a glob matches, sorted, or a HarnessError when it matches none."""
+    files = sorted(Path(p) for p in globlib.glob(os.path.expanduser(pattern), recursive=True) if Path(p).is_file())
+    if not files:
+        raise HarnessError(f"data.path {pattern!r} does not exist and, as a glob, matches no file; check the path")
+    return files
 
 
 def _files(path: str) -> list[Path]:
     """The data files data.path names: a glob, a file, or a directory's files of a known format."""
-    if any(ch in path for ch in "*?["):
-        files = sorted(Path(p) for p in globlib.glob(path, recursive=True) if Path(p).is_file())
-        if not files:
-            raise HarnessError(f"data.path glob {path!r} matches no file; check the pattern")
-        return files
+    if is_glob(path):
+        return glob_files(path)
     p = Path(path).expanduser()
     if not p.exists():
         raise HarnessError(f"data.path {str(p)!r} does not exist; point it at a JSONL/Parquet/CSV/Arrow file or directory")
@@ -73,14 +86,15 @@ def _builder(files: list[Path]) -> str:
 
 
 def _split_files(files: list[Path]) -> dict[str, list[str]]:
-    """{split: files} from file names (train.jsonl, validation-0001.parquet, ...); all train when none say."""
+    """{split: files} from file names (train.jsonl, validation-0001.parquet, ...); all train when none say. Names
+    are glob-escaped: `datasets` reads data_files as patterns, so 'c[1].jsonl' would match no file."""
     named: dict[str, list[str]] = {}
     for f in files:
         m = _SPLIT_FILE.match(f.name)
-        named.setdefault(m.group(1).lower() if m else "", []).append(str(f))
+        named.setdefault(m.group(1).lower() if m else "", []).append(globlib.escape(str(f)))
     if "train" in named and any(v in named for v in VAL_NAMES) and "" not in named:
         return {k: v for k, v in named.items() if k}
-    return {"train": [str(f) for f in files]}
+    return {"train": [globlib.escape(str(f)) for f in files]}
 
 
 def _is_saved(p: Path) -> bool:
@@ -90,9 +104,35 @@ def _is_saved(p: Path) -> bool:
 def _source_files(path: str) -> list[Path]:
     """The files data.path reads (a save_to_disk directory's own files included), for the memo's stat key."""
     p = Path(path).expanduser()
-    if not any(ch in path for ch in "*?[") and _is_saved(p):
+    if not is_glob(path) and _is_saved(p):
         return sorted(f for f in p.rglob("*") if f.is_file())
     return _files(path)
+
+
+def _read_error(e: BaseException, files: list[Path], logged: list[str]) -> HarnessError:
+    """A `datasets` read failure as one line naming the file that failed: the one a message of the exception
+    chain or the builder's log names, the only file, or else the directory with the file count."""
+    chain: list[str] = []
+    while e is not None and len(chain) < 8:
+        chain.append(str(e).strip() or type(e).__name__)
+        e = e.__cause__ or e.__context__
+    why = next((m for m in chain if not m.startswith("An error occurred")), chain[0]).splitlines()[0][:200]
+    hits = (f for f in files for m in chain + logged if str(f) in m or str(f.resolve()) in m)
+    named = next(hits, files[0] if len(files) == 1 else None)
+    where = (repr(str(named)) if named is not None
+             else f"one of the {len(files)} files under {os.path.commonpath([str(f.parent) for f in files])!r}")
+    return HarnessError(f"cannot read {where} as a dataset ({why}); check that file")
+
+
+class _Logged(logging.Handler):
+    """Keeps the messages `datasets` logs while reading (its JSON builder names the file it failed on)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
 
 
 def _load(path: str, files: list[Path], cache_dir: Path) -> dict[str, Any]:
@@ -106,15 +146,17 @@ def _load(path: str, files: list[Path], cache_dir: Path) -> dict[str, Any]:
                            "(scripts/setup.sh installs it)") from None
     datasets.disable_progress_bars()
     p = Path(path).expanduser()
-    if not any(ch in path for ch in "*?[") and _is_saved(p):
+    if not is_glob(path) and _is_saved(p):
         loaded = datasets.load_from_disk(str(p))
     else:
+        builder, log = _builder(files), _Logged()
+        logging.getLogger("datasets").addHandler(log)
         try:
-            loaded = datasets.load_dataset(_builder(files), data_files=_split_files(files),
-                                           cache_dir=str(cache_dir / "hf"))
+            loaded = datasets.load_dataset(builder, data_files=_split_files(files), cache_dir=str(cache_dir / "hf"))
         except Exception as e:  # pyarrow/json parse errors come in many types
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise HarnessError(f"cannot read {str(files[0].parent)!r} as a dataset ({first}); check the files") from None
+            raise _read_error(e, files, log.messages) from None
+        finally:
+            logging.getLogger("datasets").removeHandler(log)
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
 
 
@@ -206,4 +248,5 @@ def load_documents(dc: Any, cache_dir: Path) -> Documents:
     desc = (f"hf: {path} [{field}] ({summary['train_docs']}+{summary['val_docs']} docs, {nbytes} bytes, "
             f"split {summary['rule']})")
     streams = {split: (lambda split=split: opened()["streams"][split]()) for split in ("train", "val")}
-    return Documents(streams, summary["fingerprint"], nbytes, desc)
+    split_bytes = {split: summary[f"{split}_bytes"] for split in ("train", "val")}
+    return Documents(streams, summary["fingerprint"], nbytes, desc, split_bytes)

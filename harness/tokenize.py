@@ -1,10 +1,11 @@
 """Tokenizers (bytes, a byte-level BPE trained on the train split, or a tokenizer.json) and the token cache.
 
-Every tokenizer carries its per-token UTF-8 byte lengths, so bits per byte is exact for any vocabulary:
+Every tokenizer carries its per-token UTF-8 byte lengths (measured in context), so bits per byte is exact:
 summed nats over the eval tokens / (ln 2 x the bytes those tokens decode to) (the metric of Gao et al.
-2020, The Pile). Text is tokenized once, in batches (HF `tokenizers` encodes a batch on all cores), into
-uint8/uint16/uint32 files that are memory-mapped afterwards; a cache is built in a temporary directory and
-renamed into place whole, so a failure or a kill never leaves a half-written cache behind.
+2020, The Pile) wherever those lengths add up to each split's true bytes (`exactness`; else approximate).
+Text is tokenized once, in batches (HF `tokenizers` encodes a batch on all cores), into uint8/uint16/uint32
+files that are memory-mapped afterwards; a cache is built in a temporary directory and renamed into place
+whole, so a failure or a kill never leaves a half-written cache behind.
 """
 
 from __future__ import annotations
@@ -66,24 +67,54 @@ def _has_byte_level(node: Any) -> bool:
     return any(_has_byte_level(n) for key in ("decoders", "pretokenizers") for n in node.get(key) or [])
 
 
+_ANCHORS = "aeoitnsrlhdcumAEOITNSRL0123456789"  # plain one-character tokens to measure other tokens after
+
+
+def _anchor(hf: Any, special: set[int]) -> int | None:
+    """A token that decodes alone to one ASCII letter or digit: what other tokens are decoded after, so a
+    decoder that treats the first token specially (Metaspace drops its leading '▁', WordPiece keeps '##')
+    measures each token as it reads inside a text. None when the vocabulary has no such token."""
+    for ch in _ANCHORS:
+        i = hf.token_to_id(ch)
+        if i is not None and i not in special and hf.decode([i], skip_special_tokens=False) == ch:
+            return i
+    return None
+
+
+def _vocabulary(hf: Any, spec: dict[str, Any]) -> tuple[dict[int, str], set[int]]:
+    """({id: token} for every id that has one, the ids of special added tokens) of a tokenizer and its JSON."""
+    special = {t["id"] for t in spec.get("added_tokens") or [] if t.get("special")}
+    return {i: t for i in range(hf.get_vocab_size()) if (t := hf.id_to_token(i)) is not None}, special
+
+
 def token_byte_lengths(hf: Any) -> np.ndarray:
-    """UTF-8 bytes each id decodes to: a ByteLevel token has one byte per character (GPT-2's byte-to-unicode
-    map), a <0xNN> byte-fallback token one byte, a special token none, any other token its decoded text."""
+    """UTF-8 bytes each id stands for inside a text: a ByteLevel token has one byte per character (GPT-2's
+    byte-to-unicode map), a <0xNN> byte-fallback token one byte (even if marked special), another special token
+    none, any other token the bytes it adds when decoded after a plain anchor token (decode([anchor, id]) -
+    decode([anchor]); alone, '▁the' decodes to 'the' and loses its space). Without a decoder (tokens joined by
+    spaces) or an anchor, decode([id]); `exactness` checks the sums against the text's true bytes."""
     spec = json.loads(hf.to_str())
     byte_level = _has_byte_level(spec.get("decoder")) or _has_byte_level(spec.get("pre_tokenizer"))
-    special = {t["id"] for t in spec.get("added_tokens") or [] if t.get("special")}
+    names, special = _vocabulary(hf, spec)
     out = np.zeros(hf.get_vocab_size(), dtype=np.int64)
-    for i in range(len(out)):
-        tok = hf.id_to_token(i)
-        if tok is None or i in special:
-            continue
-        if byte_level:
-            out[i] = len(tok)
-        elif _BYTE_FALLBACK.match(tok):
-            out[i] = 1
-        else:
-            out[i] = len(hf.decode([i], skip_special_tokens=False).encode("utf-8"))
+    if byte_level:
+        kept = [i for i in names if i not in special]
+        out[kept] = [len(names[i]) for i in kept]
+        return out
+    fallback = {i for i, t in names.items() if _BYTE_FALLBACK.match(t)}  # special or not: trainers may mark them
+    out[list(fallback)] = 1
+    plain = [i for i in names if i not in special and i not in fallback]
+    out[plain] = _decoded_lengths(hf, plain, _anchor(hf, special) if spec.get("decoder") else None)
     return out
+
+
+def _decoded_lengths(hf: Any, ids: list[int], anchor: int | None) -> list[int]:
+    """UTF-8 bytes each id adds to a text: decoded after the anchor, less the anchor's own bytes, or alone."""
+    if anchor is None:
+        return [len(t.encode("utf-8")) for t in hf.decode_batch([[i] for i in ids], skip_special_tokens=False)]
+    base = len(hf.decode([anchor], skip_special_tokens=False).encode("utf-8"))
+    texts = hf.decode_batch([[anchor, i] for i in ids], skip_special_tokens=False)
+    return [max(0, len(t.encode("utf-8")) - base) for t in texts]
 
 
 def _from_hf(hf: Any, name: str) -> Tokenizer:
@@ -171,19 +202,23 @@ def batches(texts: Iterable[str], limit: int = BATCH_BYTES) -> Iterator[list[str
 
 
 def _encoded(texts: Iterable[str], tok: Tokenizer, dtype: np.dtype, bar: tqdm, counts: list[int]) -> Iterator[bytes]:
-    """The split's tokens as raw bytes of dtype, one batch at a time; counts[0] accumulates the token count."""
+    """The split's tokens as raw bytes of dtype, one batch at a time; counts accumulates [tokens, their summed
+    per-token byte lengths] (the second is checked against the text's true bytes by `exactness`)."""
     for batch in batches(texts):
         ids = tok.encode_batch(batch)
         arr = np.concatenate(ids) if ids else np.zeros(0, np.int64)
         counts[0] += len(arr)
+        counts[1] += int(tok.token_bytes[arr].sum())
         bar.update(sum(len(t.encode("utf-8", "replace")) for t in batch))
         yield arr.astype(dtype).tobytes()
 
 
 def build_token_cache(key_dir: Path, splits: dict[str, Callable[[], Iterable[str]]], tok: Tokenizer,
-                      dtype: np.dtype, total_bytes: int, meta: dict[str, Any]) -> dict[str, Any]:
-    """Tokenize each split into key_dir/<split>.bin plus meta.json; built in a temporary sibling directory and
-    renamed into place whole (a concurrent builder's identical result wins; a failure leaves nothing)."""
+                      dtype: np.dtype, total_bytes: int, meta: dict[str, Any],
+                      late: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Tokenize each split into key_dir/<split>.bin plus meta.json (with `late()`, what reading the text
+    counted, merged in); built in a temporary sibling directory and renamed into place whole (a concurrent
+    builder's identical result wins; a failure leaves nothing)."""
     if (key_dir / "meta.json").exists():
         return json.loads((key_dir / "meta.json").read_text())
     key_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -194,9 +229,10 @@ def build_token_cache(key_dir: Path, splits: dict[str, Callable[[], Iterable[str
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"tokenizing ({tok.name})",
                   dynamic_ncols=True, leave=False) as bar:
             for split, texts in splits.items():
-                counts = [0]
+                counts = [0, 0]
                 atomic_write(tmp / f"{split}.bin", _encoded(texts(), tok, dtype, bar, counts))
-                meta[f"{split}_tokens"] = counts[0]
+                meta[f"{split}_tokens"], meta[f"{split}_token_bytes"] = counts
+        meta.update(late() if late else {})
         atomic_write(tmp / "meta.json", [json.dumps(meta).encode()])
         try:
             os.replace(tmp, key_dir)
@@ -229,9 +265,10 @@ def make_tokenizer(dc: Any, train_texts: Callable[[], Iterable[str]], corpus_fp:
     return tok
 
 
-def text_chunks(arr: np.ndarray, size: int = 1 << 20) -> Iterator[str]:
+def text_chunks(arr: np.ndarray, size: int = 1 << 20, invalid: list[int] | None = None) -> Iterator[str]:
     """A byte array (a cached byte split) as text chunks of about `size` bytes, cut after a newline where one
-    is near, so tokenization matches the whole text except at rare chunk edges."""
+    is near, so tokenization matches the whole text except at rare chunk edges. Invalid UTF-8 becomes U+FFFD;
+    invalid[0], when given, accumulates how many bytes were invalid (what the tokenizer did not see)."""
     start, n = 0, len(arr)
     while start < n:
         end = min(n, start + size)
@@ -241,5 +278,39 @@ def text_chunks(arr: np.ndarray, size: int = 1 << 20) -> Iterator[str]:
                 end = max(start, end - 65536) + int(nl[-1]) + 1
             while end > start + 1 and (int(arr[end]) & 0xC0) == 0x80:  # never split a UTF-8 character
                 end -= 1
-        yield bytes(arr[start:end]).decode("utf-8", "replace")
+        raw = bytes(arr[start:end])
+        text = raw.decode("utf-8", "replace")
+        if invalid is not None and "\ufffd" in text:  # (a real U+FFFD in the text is valid: it is not counted)
+            invalid[0] += len(raw) - len(raw.decode("utf-8", "ignore").encode("utf-8"))
+        yield text
         start = end
+
+
+TOLERANCE = 0.001  # per-token byte sums may differ from a split's true bytes by this fraction and stay exact
+
+
+def _summed(token_bytes: np.ndarray, arr: np.ndarray) -> int:
+    """Summed per-token byte lengths of a token split (for a token cache written before meta recorded them)."""
+    return sum(int(token_bytes[np.asarray(arr[i:i + (1 << 24)])].sum()) for i in range(0, len(arr), 1 << 24))
+
+
+def exactness(tok: Tokenizer, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+              true_bytes: dict[str, int]) -> tuple[np.ndarray | None, float | None]:
+    """(per-token byte lengths, None) when they add up to each split's true UTF-8 bytes within TOLERANCE, else
+    (None, the val split's true bytes / its tokens) with a warning: val_bpb is then approximate, never wrongly
+    exact (a decoder the lengths misread, text normalised by the tokenizer, invalid UTF-8 replaced)."""
+    bad = int(meta.get("invalid_utf8_bytes", 0))
+    if bad:
+        print(f"warning: {bad:,} of {sum(true_bytes.values()):,} bytes of the text are not valid UTF-8, so "
+              f"{tok.name} tokenized replacement characters (U+FFFD) in their place; convert the text to UTF-8 "
+              "(e.g. iconv -f latin1 -t utf-8) or use data.tokenizer=bytes")
+    for split, n in true_bytes.items():
+        got = meta.get(f"{split}_token_bytes")
+        got = _summed(tok.token_bytes, arrays[split]) if got is None else int(got)
+        if abs(got - n) > TOLERANCE * n:
+            bpt = true_bytes["val"] / max(1, len(arrays["val"]))
+            print(f"warning: the per-token byte lengths of {tok.tag} add up to {got:,} bytes on the {split} "
+                  f"split, which holds {n:,}; val_bpb uses the val split's mean of {bpt:.4f} bytes per token "
+                  "instead (bpb_method=approximate)")
+            return None, bpt
+    return tok.token_bytes, None

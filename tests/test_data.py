@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,89 @@ def test_eval_windows_deterministic_and_spread() -> None:
     assert few.shape == (3, 33)  # capped by how many windows fit
     one = eval_windows(np.arange(33, dtype=np.int64), 8, 32)
     assert one.shape == (1, 33)
+
+
+# ---------------------------------------------------------------- split rule, bad settings, odd paths
+
+
+def test_val_fraction_is_part_of_the_fingerprint_and_of_every_cache(text_corpus: Path, tmp_path: Path) -> None:
+    """The default split keeps its historic fingerprint (sha256-bytes); another data.val_fraction adds '+vf<x>',
+    so a results dir cannot mix val sets, and the BPE and token caches (keyed by it) keep the splits apart."""
+    cache = tmp_path / "c"
+    default = load_corpus(text_dc(text_corpus, cache), 32)
+    half = load_corpus(text_dc(text_corpus, cache, val_fraction=0.5), 32)
+    assert re.fullmatch(r"[0-9a-f]{16}-\d+", default.fingerprint)
+    assert half.fingerprint == default.fingerprint + "+vf0.5"
+    bpe = {vf: load_corpus(text_dc(text_corpus, cache, val_fraction=vf, tokenizer="bpe", vocab_size=400), 32)
+           for vf in (0.05, 0.5)}  # the 0.05 tokenizer and token cache exist when 0.5 is asked for
+    assert bpe[0.05].fingerprint.startswith(default.fingerprint + "/bpe-400@")
+    assert bpe[0.5].fingerprint.startswith(half.fingerprint + "/bpe-400@")
+    for vf, byte in ((0.05, default), (0.5, half)):  # each token split spells exactly its own byte split
+        c = bpe[vf]
+        assert int(c.token_bytes[np.asarray(c.val)].sum()) == len(byte.val)
+        assert int(c.token_bytes[np.asarray(c.train)].sum()) == len(byte.train)
+    assert len(list((cache / "tokenizers").glob("*.json"))) == 2  # trained on each train split
+    # a single token file is split by a tail of val_fraction too; a train.bin + val.bin directory is not
+    path = tmp_path / "t.bin"
+    np.arange(3000, dtype=np.uint16).tofile(path)
+    tok = [load_corpus(tokens_dc(path, cache, vocab_size=3000, bytes_per_token=2.0, val_fraction=vf), 32)
+           for vf in (0.05, 0.1)]
+    assert tok[1].fingerprint == tok[0].fingerprint + "+vf0.1" and len(tok[1].val) == 300
+    d = tmp_path / "tokdir"
+    d.mkdir()
+    for name in ("train.bin", "val.bin"):
+        np.arange(500, dtype=np.uint16).tofile(d / name)
+    fps = {load_corpus(tokens_dc(d, cache, vocab_size=500, bytes_per_token=2.0, val_fraction=vf), 32).fingerprint
+           for vf in (0.05, 0.3)}
+    assert len(fps) == 1 and "+vf" not in fps.pop()
+
+
+@pytest.mark.parametrize("bad", [0, -1, "nan", "four"])
+def test_bytes_per_token_must_be_positive(tmp_path: Path, bad) -> None:
+    path = tmp_path / "t.bin"
+    np.arange(1000, dtype=np.uint16).tofile(path)
+    with pytest.raises(HarnessError, match=r"data.bytes_per_token=.* must be a positive number"):
+        load_corpus(tokens_dc(path, tmp_path / "c", vocab_size=1000, bytes_per_token=bad), 32)
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 1000, "bytes_per_token": bad}))
+    with pytest.raises(HarnessError, match=r"bytes_per_token in '.*meta.json'=.* must be a positive number"):
+        load_corpus(tokens_dc(path, tmp_path / "c"), 32)
+    (tmp_path / "meta.json").write_text(json.dumps({"vocab_size": 1000, "bytes_per_token": 0.5}))
+    assert load_corpus(tokens_dc(path, tmp_path / "c"), 32).bytes_per_token == 0.5
+
+
+def test_paths_with_glob_characters_that_exist_are_used_as_given(text_corpus: Path, tmp_path: Path) -> None:
+    d = tmp_path / "set [v2]"
+    d.mkdir()
+    for f in sorted(text_corpus.glob("*.txt")):
+        (d / f.name).write_bytes(f.read_bytes())
+    c = load_corpus(text_dc(d, tmp_path / "c"), 32)
+    assert len(c.train) + len(c.val) == sum(f.stat().st_size for f in text_corpus.glob("*.txt"))
+    one = tmp_path / "notes[1].txt"
+    one.write_bytes(b"some notes\n" * 100)
+    assert len(load_corpus(text_dc(one, tmp_path / "c"), 32).train) == 1100 - 55
+    assert len(load_corpus(text_dc(f"{tmp_path}/notes?1?.txt", tmp_path / "c"), 32).val) == 55  # still a glob
+    with pytest.raises(HarnessError, match=r"'.*set \[v3\]' does not exist and, as a glob, matches no file"):
+        load_corpus(text_dc(tmp_path / "set [v3]", tmp_path / "c"), 32)
+
+
+def test_a_by_file_split_with_an_empty_side_says_so(tmp_path: Path) -> None:
+    """Two files that both hash into train (a.txt 7066, b.txt 8346 of 10,000): the message names the by-file
+    split, the file count and the fix, not model.seq_len; nothing is cached."""
+    d = tmp_path / "ab"
+    d.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (d / name).write_text("plenty of text\n" * 500)
+    cache = tmp_path / "c"
+    with pytest.raises(HarnessError, match=r"no file landed in the val split: all 2 files under .* hash into train "
+                                           r".*add files, or set data.val_fraction>=0.7067") as e:
+        load_corpus(text_dc(d, cache), 32)
+    assert "seq_len" not in str(e.value)
+    with pytest.raises(HarnessError, match=r"no file landed in the train split: all 2 files .* hash into val .*"
+                                           r"data.val_fraction<=0.8346 keeps one in train"):
+        load_corpus(text_dc(d, cache, val_fraction=0.9), 32)
+    assert not cache.exists()
+    c = load_corpus(text_dc(d, cache, val_fraction=0.7067), 32)  # the suggested fraction works
+    assert len(c.val) == len(c.train) == 15 * 500
+    (d / "b.txt").write_text("")  # a genuinely too-short split still speaks of the context window
+    with pytest.raises(HarnessError, match="the train split holds 0 tokens, fewer than one context window"):
+        load_corpus(text_dc(d, cache, val_fraction=0.7067), 32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,32 @@ def test_harness_train_hf_bpe_row(run_cli, tiny_overrides: list[str], tmp_path: 
     bad = run_cli("harness-train", *over, "data=hf", f"data.path={p}", "data.text_field=body",
                   f"data.cache_dir={tmp_path / 'cache'}", f"results_dir={tmp_path / 'res2'}")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: the dataset has no field")
+
+
+def test_read_errors_name_the_file(tmp_path: Path) -> None:
+    """A broken file is named (alone or among good files), not its directory; a .txt is refused as not data."""
+    broken = tmp_path / "d" / "broken.jsonl"
+    broken.parent.mkdir()
+    broken.write_text('{"text": "a"}\n{"text": broken\n')
+    with pytest.raises(HarnessError, match=rf"cannot read '{re.escape(str(broken))}' as a dataset \(JSON parse error"):
+        load_corpus(hf_dc(broken, tmp_path / "c"), 32)
+    write_jsonl(tmp_path / "d" / "good.jsonl", docs(30))
+    with pytest.raises(HarnessError, match=rf"cannot read '{re.escape(str(broken))}' as a dataset"):
+        load_corpus(hf_dc(tmp_path / "d", tmp_path / "c"), 32)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("plain text\n" * 50)
+    with pytest.raises(HarnessError, match=rf"^'{re.escape(str(txt))}' is not a .jsonl/.json/.parquet/.csv/.arrow file; use data=text"):
+        load_corpus(hf_dc(txt, tmp_path / "c"), 32)
+
+
+def test_paths_with_glob_characters_that_exist_are_used_as_given(tmp_path: Path) -> None:
+    rows = docs(80, seed=3)
+    plain = load_corpus(hf_dc(write_jsonl(tmp_path / "plain.jsonl", rows), tmp_path / "c"), 32)
+    odd = write_jsonl(tmp_path / "c[1].jsonl", rows)  # also a name `datasets` would read as a pattern
+    assert bytes(load_corpus(hf_dc(odd, tmp_path / "c"), 32).val) == bytes(plain.val)
+    d = tmp_path / "set [v2]"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", rows)
+    assert bytes(load_corpus(hf_dc(d, tmp_path / "c"), 32).train) == bytes(plain.train)
+    with pytest.raises(HarnessError, match="does not exist and, as a glob, matches no file"):
+        load_corpus(hf_dc(tmp_path / "set [v3]", tmp_path / "c"), 32)

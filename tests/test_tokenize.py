@@ -179,3 +179,115 @@ def test_token_files_are_exact_with_their_tokenizer_and_approximate_without(tmp_
     assert approx.eval_bytes_per_token(w) == 3.0 and approx.row(100)["bpb_method"] == "approximate"
     assert "approximate" in approx.tokenizer and exact.tokenizer.startswith("bytes.json@")
     assert exact.fingerprint.startswith(approx.fingerprint + "/")
+
+
+def metaspace_tokenizer(path: Path, text: str) -> Path:
+    """A SentencePiece-style tokenizer.json: BPE with byte fallback, Metaspace pre-tokenizer and decoder, trained
+    on ASCII text (so é and 中 are spelled by <0xNN> byte tokens)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="always"),
+                                     decoders.ByteFallback()])
+    fallback = [f"<0x{b:02X}>" for b in range(256)]
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=600, special_tokens=fallback, show_progress=False))
+    tok.save(str(path))
+    return path
+
+
+def wordpiece_tokenizer(path: Path, text: str) -> Path:
+    """A BERT-style WordPiece tokenizer.json: whitespace is dropped, so no per-token lengths can spell the text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator([text], trainers.WordPieceTrainer(vocab_size=400, special_tokens=["[UNK]"],
+                                                              show_progress=False))
+    tok.save(str(path))
+    return path
+
+
+def test_metaspace_byte_fallback_lengths_add_up_to_the_texts_bytes(text_corpus: Path, tmp_path: Path, capsys) -> None:
+    """'▁the' is 4 bytes in a text (decoded alone it is 'the'), <0xE2> is 1 (alone it decodes to U+FFFD), so the
+    lengths of a text's tokens add up to its UTF-8 bytes, plus the one '▁' Metaspace puts before the first word."""
+    train = "".join(f.read_text() for f in sorted(text_corpus.glob("*.txt")))
+    tj = metaspace_tokenizer(tmp_path / "ms.json", train)
+    tok = load_tokenizer_file(tj)
+    ids = {t: tok.hf.token_to_id(t) for t in ("▁the", "▁", "<0xE2>", "<0x41>", "<0x0A>")}
+    assert [int(tok.token_bytes[i]) for i in ids.values()] == [4, 1, 1, 1, 1]
+    text = "the naïve café\nserves 中文 tokens,  twice spaced\n" * 40 + train[:3000]
+    enc = tok.hf.encode(text, add_special_tokens=False).ids
+    assert any(tok.hf.id_to_token(i) == "<0xE4>" for i in enc)  # byte fallback was used
+    assert int(tok.token_bytes[enc].sum()) == len(text.encode()) + 1
+    # through the corpus: exact, no warning, and each split's lengths sum to its true bytes (+1 per text chunk)
+    byte = load_corpus(dc(text_corpus, tmp_path / "c"), 32)
+    c = load_corpus(dc(text_corpus, tmp_path / "c", tokenizer=str(tj)), 32)
+    assert c.row(1)["bpb_method"] == "exact" and c.token_bytes is not None
+    assert "warning" not in capsys.readouterr().out
+    for split in ("train", "val"):
+        assert int(c.token_bytes[np.asarray(getattr(c, split))].sum()) == len(getattr(byte, split)) + 1
+
+
+def indented(text_corpus: Path, root: Path) -> Path:
+    """The test corpus with every line indented by four spaces (whitespace WordPiece drops)."""
+    root.mkdir()
+    for f in text_corpus.glob("*.txt"):
+        (root / f.name).write_text(f.read_text().replace("\n", "\n    "))
+    return root
+
+
+def test_lengths_that_do_not_spell_the_text_fall_back_to_an_approximate_mean(text_corpus: Path, tmp_path: Path,
+                                                                              capsys) -> None:
+    """WordPiece drops whitespace (a line's indentation): its lengths cannot add up to the text's bytes, so val_bpb
+    uses the val split's true bytes per token, is marked approximate, and a warning says why (again when cached)."""
+    corpus = indented(text_corpus, tmp_path / "indented")
+    tj = wordpiece_tokenizer(tmp_path / "wp.json", "".join(f.read_text() for f in corpus.glob("*.txt")))
+    byte = load_corpus(dc(corpus, tmp_path / "c"), 32)
+    for _ in range(2):
+        c = load_corpus(dc(corpus, tmp_path / "c", tokenizer=str(tj)), 32)
+        out = capsys.readouterr().out
+        assert out.count("warning:") == 1 and "per-token byte lengths of wp.json@" in out
+        assert f"on the train split, which holds {len(byte.train):,}" in out and "approximate" in out
+        assert c.token_bytes is None and c.row(1)["bpb_method"] == "approximate"
+        assert c.bytes_per_token == len(byte.val) / len(c.val)
+        assert c.eval_bytes_per_token(eval_windows(c.val, 4, 32)) == c.bytes_per_token
+        assert c.tokenizer.startswith("wp.json@")
+
+
+def test_invalid_utf8_is_counted_and_bpb_is_not_called_exact(tmp_path: Path, capsys) -> None:
+    """Latin-1 text under a text tokenizer: the warning counts the invalid bytes (each é, ï is one), and the
+    replacement characters' extra bytes make the lengths disagree with the true bytes: approximate bpb."""
+    line = "café naïve résumé and some plain ascii words to merge\n"
+    raw = (line * 400).encode("latin-1")
+    f = tmp_path / "l.txt"
+    f.write_bytes(raw)
+    c = load_corpus(dc(f, tmp_path / "c", tokenizer="bpe", vocab_size=300), 32)
+    out = capsys.readouterr().out
+    n_bad = 400 * sum(ch in "éï" for ch in line)
+    assert f"warning: {n_bad:,} of {len(raw):,} bytes of the text are not valid UTF-8" in out
+    assert "per-token byte lengths of bpe-300@" in out
+    assert c.row(1)["bpb_method"] == "approximate"
+    n_val = math.ceil(len(raw) * 0.05)
+    assert c.bytes_per_token == n_val / len(c.val)
+    utf8 = tmp_path / "u.txt"  # the same text in UTF-8: no warning, exact
+    utf8.write_text(line * 400)
+    assert load_corpus(dc(utf8, tmp_path / "c", tokenizer="bpe", vocab_size=300), 32).row(1)["bpb_method"] == "exact"
+    assert "warning" not in capsys.readouterr().out
+
+
+def test_a_token_cache_without_recorded_sums_is_still_checked(text_corpus: Path, tmp_path: Path) -> None:
+    """A token cache written before meta.json recorded per-split byte sums: they are summed from the tokens."""
+    corpus = indented(text_corpus, tmp_path / "indented")
+    tj = wordpiece_tokenizer(tmp_path / "wp.json", "".join(f.read_text() for f in corpus.glob("*.txt")))
+    methods = []
+    for spec in ("bpe", str(tj)):
+        first = load_corpus(dc(corpus, tmp_path / "c", tokenizer=spec, vocab_size=400), 32)
+        for meta in (tmp_path / "c" / "tokens").glob("*/meta.json"):
+            m = json.loads(meta.read_text())
+            meta.write_text(json.dumps({k: v for k, v in m.items() if not k.endswith("_token_bytes")}))
+        again = load_corpus(dc(corpus, tmp_path / "c", tokenizer=spec, vocab_size=400), 32)
+        assert again.row(1) == first.row(1) and again.bytes_per_token == first.bytes_per_token
+        methods.append(again.row(1)["bpb_method"])
+    assert methods == ["exact", "approximate"]
