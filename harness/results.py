@@ -86,13 +86,26 @@ def read_csv_rows(path: Path) -> list[dict[str, str]]:
     return list(reader)
 
 
+def read_record(path: Path) -> dict[str, Any]:
+    """One run's JSON record; a file that is empty or not a record (a disk that filled up, a hand edit) is one error
+    naming it, not a traceback (records are written atomically, so a kill never leaves one half-written)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        rec = None
+    if not isinstance(rec, dict) or "run_id" not in rec:
+        raise HarnessError(f"run record {str(path)!r} is empty or not a run record; delete it (the run is then "
+                           "trained again) or restore it from a copy")
+    return rec
+
+
 def read_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     """All records of a directory keyed by run_id: CSV rows, overridden by per-run JSON records."""
     records: dict[str, dict[str, Any]] = {r["run_id"]: dict(r) for r in read_csv_rows(results_dir / "results.csv")}
     runs = results_dir / "runs"
     if runs.is_dir():
         for p in sorted(runs.glob("*.json")):
-            rec = json.loads(p.read_text())
+            rec = read_record(p)
             records[rec["run_id"]] = rec
     return records
 
@@ -141,7 +154,7 @@ def find_ok(results_dir: Path, rid: str) -> dict[str, Any] | None:
     table) do not count as done: rerunning trains them and replaces their rows."""
     p = results_dir / "runs" / f"{rid}.json"
     if p.exists():
-        rec = json.loads(p.read_text())
+        rec = read_record(p)
         return rec if rec.get("status") == "ok" else None
     return None
 

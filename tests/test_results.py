@@ -181,3 +181,15 @@ def test_results_dir_that_is_a_file(tmp_path: Path) -> None:
         check_results_dir(f)
     check_results_dir(tmp_path / "new")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]", '{"status": "ok"}'])
+def test_a_damaged_run_record_is_one_error_naming_it(tmp_path: Path, content: str) -> None:
+    from harness.results import find_ok, read_records
+
+    (tmp_path / "runs").mkdir()
+    bad = tmp_path / "runs" / "abc.json"
+    bad.write_text(content)
+    for read in (lambda: read_records(tmp_path), lambda: find_ok(tmp_path, "abc")):
+        with pytest.raises(HarnessError, match=r"abc\.json' is empty or not a run record; delete it"):
+            read()
