@@ -383,4 +383,4 @@ def compute_optimal(theta: np.ndarray, C: np.ndarray | float,
         lnN = lnG + (be / s) * lnCk
         lnD = lnCk - lnN
         L = np.exp(predict_log_loss(th, lnN, lnD))
-    return np.exp(lnN), np.exp(lnD), L
+        return np.exp(lnN), np.exp(lnD), L  # an absurd table (C of 2 FLOPs) may overflow: inf, said by the caller

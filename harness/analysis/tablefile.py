@@ -6,8 +6,11 @@ harness.analysis.load maps what it reads onto the canonical columns.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -33,18 +36,29 @@ def shown_path(path: Path) -> str:
 DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
 _DECIMAL_COMMA = re.compile(r"^\s*-?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
 _THOUSANDS = re.compile(r"^\s*-?\d{1,3},\d{3}\s*$")  # 1,234: a decimal comma or a thousands separator
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SEP_HINT = re.compile(r'^"?sep=([,;\t|])"?[,;\t|]*$', re.IGNORECASE)  # Excel's first line: sep=; (padded: sep=;;;)
+_RULE = re.compile(r"^[\s|:-]*-[\s|:-]*$")  # a markdown table's |---|:--:| row under its header
+_COMMENT = re.compile(r"^\s*#(?:\s|#|$)")  # '# note' between rows ('#3,...' may be a run's id: kept)
+_NUMBER = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
 
 
-def sniff_dialect(head: bytes) -> tuple[str, str]:
-    """(delimiter, decimal mark) of a table from its first bytes: the delimiter the header uses most (a comma on a
-    tie), and a decimal comma when a non-comma table writes numbers like 3,14 (spreadsheets in many locales)."""
-    lines = [line for line in head.decode("utf-8-sig", errors="replace").splitlines() if line.strip()]
+def _unquoted(line: str) -> str:
+    """A line with its quoted fields removed: a quoted column name may hold any delimiter."""
+    return re.sub(r'"[^"]*"', "", line)
+
+
+def _sniff(lines: list[str], sep: str | None = None) -> tuple[str, str]:
+    """sniff_dialect on a table's lines, header first (blank lines dropped); `sep` fixes the delimiter."""
     if not lines:
-        return ",", "."
-    header = re.sub(r'"[^"]*"', "", lines[0])  # a quoted column name may hold any delimiter
-    counts = {d: header.count(d) for d in DELIMITERS}
-    sep = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
-    if sep == "," or counts[sep] == 0:
+        return sep or ",", "."
+    if sep is None:
+        header = _unquoted(lines[0])
+        counts = {d: header.count(d) for d in DELIMITERS}
+        sep = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+        if counts[sep] == 0:
+            return ",", "."
+    if sep == ",":
         return ",", "."
     fields = [f for line in lines[1:] for f in line.split(sep)]
     # a decimal comma only when some number cannot be a thousands separator (3,14 or 6,1e+18); if every comma
@@ -53,9 +67,98 @@ def sniff_dialect(head: bytes) -> tuple[str, str]:
     return sep, ("," if decimal else ".")
 
 
+def sniff_dialect(head: bytes, sep: str | None = None) -> tuple[str, str]:
+    """(delimiter, decimal mark) of a table from its first bytes: the delimiter the header uses most (a comma on a
+    tie; `sep` when a hint named it), and a decimal comma when a non-comma table writes numbers like 3,14."""
+    text = head.decode("utf-8-sig", errors="replace")
+    return _sniff([line for line in _LINE_BREAK.split(text) if line.strip()], sep)
+
+
+def _preamble(lines: list[str]) -> tuple[int, str | None]:
+    """(lines above the header row, the delimiter Excel's 'sep=X' line names or None): blank lines, '# ...'
+    comments and that hint are skipped (a header's own '#' column, '#,N,...', is no comment)."""
+    skip, hint = 0, None
+    for line in lines:
+        stripped = line.strip()
+        m = _SEP_HINT.match(line.strip(" "))  # not strip(): 'sep=<tab>' names a tab
+        if m and hint is None:
+            hint = m.group(1)
+        elif stripped and not (stripped.startswith("#") and stripped.lstrip("#")[:1] not in DELIMITERS):
+            break
+        skip += 1
+    return skip, hint
+
+
+def _refuse_json(name: str, lines: list[str]) -> None:
+    """One error for a JSON or JSON-lines file (pandas would read its first line as kilobytes of column names)."""
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if first[:1] in "{[" and (len(first) == 1 or '"' in first[:3] or ":" in first):
+        lines_kw = ", lines=True" if first.startswith("{") else ""
+        raise HarnessError(f"{name!r} is JSON, not a table (line 1: {first[:40]!r}); convert it first, e.g. "
+                           f"pandas.read_json(path{lines_kw}).to_csv('table.csv', index=False), and pass "
+                           "results=table.csv")
+
+
+def _refuse_headless(name: str, lines: list[str], skip: int) -> None:
+    """One error when the line the header should be on is not one: a title above it (no delimiter, while the rows
+    below have some), or a row of numbers (a commented-out or missing header)."""
+    rest = [line for line in lines[skip:] if line.strip()][:2]
+    if len(rest) < 2:
+        return
+    header, below = _unquoted(rest[0]), _unquoted(rest[1])
+    shown = rest[0].strip()[:60]
+    if not any(d in header for d in DELIMITERS) and any(d in below for d in DELIMITERS):
+        raise HarnessError(f"{name!r} line {skip + 1} ({shown!r}) is not a header row: it has no delimiter while "
+                           "the rows below have several; delete the lines above the header row (or start them with #)")
+    fields = [f for f in rest[0].split(_sniff(rest[:1])[0]) if f.strip()]
+    if len(fields) >= 2 and all(_NUMBER.match(f) for f in fields):
+        raise HarnessError(f"{name!r} has no header row: line {skip + 1} ({shown!r}) holds only numbers; add a "
+                           "header row naming the columns (N,D,C,loss) or remove the # before one")
+
+
+def _cleaned(p: Path, skip: int, pipe: bool) -> io.StringIO | None:
+    """The table's text without '# ...' comment lines below the header and, in a pipe table, markdown separator
+    rows (|---|:--:|); None when it has neither (read_csv then reads the file itself, as it always did)."""
+    lines = p.read_text(encoding="utf-8-sig").split("\n")
+    keep = [line for line in lines[skip:] if not (_COMMENT.match(line) or (pipe and _RULE.match(line)))]
+    return io.StringIO("\n".join(lines[:skip] + keep)) if len(keep) < len(lines) - skip else None
+
+
+def _parse(p: Path, sep: str, decimal: str, skip: int) -> pd.DataFrame:
+    """pd.read_csv of the table below its preamble. Data rows with more fields than the header (a trailing
+    delimiter: '1,2,3,') would make pandas take the first column as the index and shift every column; empty
+    extra fields are dropped (index_col=False), filled ones refused."""
+    source: Path | io.StringIO = _cleaned(p, skip, sep == "|") or p
+    kw: dict[str, Any] = {"sep": sep, "decimal": decimal, "skipinitialspace": True, "skiprows": skip}
+    df = pd.read_csv(source, **kw)
+    if isinstance(df.index, pd.RangeIndex):
+        return df
+    extra = df.index.nlevels
+    if df.iloc[:, -extra:].notna().any().any() or df.shape[1] <= extra:
+        raise HarnessError(f"{str(p)!r}: its data rows hold {extra} field(s) more than its header row (line "
+                           f"{skip + 1}) names; name every column in the header row, or delete the extra fields")
+    if isinstance(source, io.StringIO):
+        source.seek(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)  # the dropped fields are empty
+        return pd.read_csv(source, index_col=False, **kw)
+
+
+def _dialect(name: str, head: bytes) -> tuple[int, str, str]:
+    """(lines above the header, delimiter, decimal mark) of a table from its first bytes, refusing JSON and a
+    missing header row."""
+    lines = _LINE_BREAK.split(head.decode("utf-8-sig", errors="replace"))
+    _refuse_json(name, lines)
+    skip, hint = _preamble(lines)
+    _refuse_headless(name, lines, skip)
+    body = [line for line in lines[skip:] if line.strip() and not (hint is None and _RULE.match(line))]
+    return (skip, *_sniff(body, hint))
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a table file (or DIR/results.csv), refusing things that are not a readable table. Comma-, tab-,
-    semicolon- and pipe-separated files are read alike (sniff_dialect), so a spreadsheet's export needs no edit."""
+    semicolon- and pipe-separated files (markdown tables too) are read alike (sniff_dialect), below any '#'
+    comment lines and Excel's 'sep=;' line, so a spreadsheet's export or a pasted table needs no edit."""
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "results.csv"
@@ -65,9 +168,9 @@ def read_table(path: str | Path) -> pd.DataFrame:
         head = fh.read(4096)
     if b"\x00" in head:
         raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
-    sep, decimal = sniff_dialect(head)
+    skip, sep, decimal = _dialect(str(p), head)
     try:
-        df = pd.read_csv(p, sep=sep, decimal=decimal, skipinitialspace=True)
+        df = _parse(p, sep, decimal, skip)
     except pd.errors.EmptyDataError:
         raise HarnessError(f"{str(p)!r} is empty; pass a CSV with a header row and one row per run") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
@@ -80,7 +183,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
             "separated by commas, tabs, semicolons or pipes"
         )
     df.columns = [str(c).strip() for c in df.columns]
-    # a spreadsheet's export pads with empty rows and unnamed empty columns: they hold no run
+    # a spreadsheet's export pads with empty rows and unnamed empty columns (so do a markdown table's outer pipes):
+    # they hold no run
     df = df.dropna(how="all").reset_index(drop=True)
     df = df.loc[:, [not (c.startswith("Unnamed: ") and df[c].isna().all()) for c in df.columns]]
     df.attrs["source"] = shown_path(p)
