@@ -352,3 +352,14 @@ def test_a_misread_unit_shows_in_c_over_nd(tmp_path: Path) -> None:
     assert len(warned) == 1 and "units.flops" in warned[0]
     derived = plain.drop(columns=["D"]).assign(C=plain["C"] / 8.64e19)  # D from C: C/(N D) is 6 by construction
     assert not any("C/(N D)" in w for w in select_fit_rows(load_results(write(tmp_path, derived))).warnings)
+
+
+def test_a_perplexity_column_is_found_by_name_and_a_wide_tables_columns_are_capped(tmp_path: Path) -> None:
+    raw = sweep()
+    ppl = pd.DataFrame({"N": raw["params_total"], "D": raw["tokens"], "C": raw["flops"], "ppl": np.exp(raw["val_bpb"])})
+    from harness.analysis.units import load_table
+
+    np.testing.assert_allclose(load_table(str(write(tmp_path, ppl)), {})["loss"], raw["val_bpb"])
+    wide = pd.DataFrame({f"c{i}": [1.0, 2.0] for i in range(50)})
+    with pytest.raises(HarnessError, match=r"'c19', \.\.\. \(30 more\)\)$"):
+        load_results(write(tmp_path, wide))

@@ -30,7 +30,7 @@ ALIASES = {
     "params": ("params", "parameters", "N"),
     "tokens": ("tokens", "D"),
     "flops": ("flops", "C", "compute"),
-    "loss": ("loss",),
+    "loss": ("loss", "perplexity", "ppl"),  # a perplexity's log is fitted (harness.analysis.units)
     "budget": ("budget",),
 }
 WHAT = {"params": "parameter count N", "loss": "the loss metric", "flops": "training compute C"}
@@ -107,6 +107,11 @@ def split_header(col: str) -> tuple[str, str | None]:
     return (m.group(1), m.group(2)) if m and m.group(1) else (str(col).strip(), None)
 
 
+def _listed(cols: list[str], most: int = 20) -> str:
+    """A table's column names for an error line: the first `most`, then how many more (a wide table's are many)."""
+    return ", ".join(map(repr, cols[:most])) + (f", ... ({len(cols) - most} more)" if len(cols) > most else "")
+
+
 def _alias(cols: list[str], name: str) -> str | None:
     """The first column named as one of `name`'s plain aliases (words in any case, single letters as given), with or
     without a bracketed unit after the name (split_header)."""
@@ -128,7 +133,7 @@ def _optional(cols: list[str], cmap: ColumnMap) -> dict[str, str | None]:
             setattr(cmap, name, col)
         if col is not None and col not in cols:
             if name in cmap.explicit:
-                raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {cols})")
+                raise HarnessError(f"columns.{name}={col!r} is not a column of the results table (columns: {_listed(cols)})")
             col = None
             setattr(cmap, name, None)  # fits.json records the mapping that was used
         out[name] = col
@@ -165,6 +170,6 @@ def source_columns(raw: pd.DataFrame, cmap: ColumnMap) -> dict[str, str | None]:
         if name in out:
             continue
         if col is None or col not in cols:
-            raise HarnessError(f"no column {col!r} for {WHAT[name]} in the results table; {HOW[name]} (columns: {cols})")
+            raise HarnessError(f"no column {col!r} for {WHAT[name]} in the results table; {HOW[name]} (columns: {_listed(cols)})")
         out[name] = col
     return out
