@@ -1,11 +1,14 @@
 """Config and filesystem mistakes as one `error:` line: Hydra's composition errors translated, the composed
-config's keys and types checked against the YAML defaults of the chosen presets, OSError mapped by errno."""
+config's keys and types checked against the YAML defaults of the chosen presets, OSError mapped by errno, and the
+ranges of run, sweep and held-out values: one check per setting, shared by every command that reads it
+(harness-train through RunContext.resolve, the sweep's dry run, harness-validate), before anything trains."""
 
 from __future__ import annotations
 
 import difflib
 import errno
 import functools
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness.errors import HarnessError
 
@@ -206,3 +209,185 @@ def filesystem_message(e: OSError) -> str:
     path = e.filename if e.filename is not None else "?"
     fix = _FS_FIXES.get(e.errno or 0, f"{e.strerror or e}; check the path")
     return f"cannot write or read {str(path)!r}: {fix}"
+
+
+# ---------------------------------------------------------------- value ranges the key and type check cannot see
+
+ROLES = ("sweep", "holdout", "tune")  # a result row's role: a grid run (fitted), held out (never fitted), LR sweep
+
+
+def _value(key: str, raw: Any, ok: Callable[[float], bool], want: str) -> float:
+    """raw as a float when ok(it) holds, else a HarnessError '{key}={raw} must be {want}'."""
+    try:
+        x = math.nan if isinstance(raw, bool) else float(raw)
+    except (TypeError, ValueError):
+        x = math.nan
+    if math.isnan(x) or not ok(x):
+        raise HarnessError(f"{key}={raw!r} must be {want}")
+    return x
+
+
+def _count(key: str, raw: Any, least: int, want: str) -> int:
+    """raw as an integer >= least (a whole float such as 8.0 counts), else a HarnessError naming key."""
+    return int(_value(key, raw, lambda x: x.is_integer() and x >= least, want))
+
+
+def fixed_lr(value: Any) -> float | None:
+    """train.lr as a positive number, or None for auto and rule; a HarnessError for anything else."""
+    if str(value) in ("auto", "rule"):
+        return None
+    return _value("train.lr", value, lambda x: 0 < x < math.inf, "auto, rule or a positive number like 1e-3")
+
+
+def check_train_settings(cfg: Any) -> None:
+    """Refuse train.* values out of range and an unknown role: each would train and write a row that looks fine
+    (warmup_frac=2 warms up for twice the run, eval_windows=0 evaluates one window, role=holdoutt is fitted as
+    neither a sweep nor a held-out run)."""
+    tc = cfg.train
+    fixed_lr(tc.get("lr", "auto"))
+    _count("train.batch_size", tc.get("batch_size", 16), 1, "a positive integer (sequences per optimizer step)")
+    _value("train.warmup_frac", tc.get("warmup_frac", 0.05), lambda x: 0 <= x < 1,
+           "in [0, 1): the fraction of the steps that warms up (default 0.05)")
+    _value("train.min_lr_ratio", tc.get("min_lr_ratio", 0.1), lambda x: 0 <= x <= 1,
+           "in [0, 1]: the final LR as a fraction of the peak (default 0.1)")
+    _count("train.eval_windows", tc.get("eval_windows", 1024), 1,
+           "an integer >= 1: the windows of the fixed held-out slice the final loss is measured on (default 1024)")
+    _count("train.curve_points", tc.get("curve_points", 10), 0,
+           "an integer >= 0: validation points on each run's learning curve (0 = none; default 10)")
+    _count("train.curve_eval_windows", tc.get("curve_eval_windows", 32), 1,
+           "an integer >= 1: the windows of the learning curve's eval slice (default 32)")
+    role = str(cfg.get("role", "sweep"))
+    if role not in ROLES:
+        raise HarnessError(f"unknown role={role!r}{_suggest(role, list(ROLES))}; use one of {', '.join(ROLES)} "
+                           "(holdout rows are never fitted, tune rows belong to the LR sweep)")
+
+
+def parse_budget(value: Any) -> float:
+    """A budget in FLOPs as a positive finite float, or a HarnessError saying how to write one."""
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        raise HarnessError(f"budget={value!r} is not a number; give FLOPs like budget=1e12") from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise HarnessError(f"budget={value!r} must be a positive number of FLOPs, e.g. budget=1e12")
+    return budget
+
+
+def _listed_budget(key: str, b: Any) -> float:
+    """One entry of a list of budgets (sweep.budgets, sweep.holdout.budgets) as FLOPs, or a HarnessError naming key."""
+    try:
+        return parse_budget(b)
+    except HarnessError:
+        raise HarnessError(f"{key} holds {b!r}, not a positive number of FLOPs; use e.g. {key}=[1e12,3e12]") from None
+
+
+def sweep_budgets(sc: Any) -> list[float]:
+    """sweep.budgets, sorted and deduplicated; a single value counts as a list of one."""
+    raw = sc.get("budgets")
+    if raw is not None and not isinstance(raw, (list, tuple, ListConfig)):
+        raw = [raw]  # a single budget (sweep.budgets=1e12) or a typo (sweep.budgets=abc), not its characters
+    if raw is None or len(raw) == 0:
+        raise HarnessError("sweep.budgets is empty; give FLOP budgets like sweep.budgets=[1e12,3e12,1e13]")
+    return sorted({_listed_budget("sweep.budgets", b) for b in raw})
+
+
+def as_list(value: Any) -> list[Any]:
+    """A config value as a list: None -> [], a scalar -> [it], a list (or ListConfig) -> its items."""
+    if value is None:
+        return []
+    if isinstance(value, (str, int, float)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def show(value: Any) -> str:
+    """A config value as the user wrote it (lists in brackets)."""
+    if value is None or isinstance(value, (str, int, float)):
+        return str(value)
+    return "[" + ",".join(str(v) for v in as_list(value)) + "]"
+
+
+def seed_list(raw: Any, default: int, key: str) -> list[int]:
+    """Seeds as distinct integers: null -> [default] (the run's seed); an empty list, a non-integer or a repeat is
+    a HarnessError naming key (an empty list would silently train the run's seed, a repeat the same run twice)."""
+    if raw is None:
+        return [default]
+    seeds = as_list(raw)
+    if not seeds:
+        raise HarnessError(f"{key}=[] names no seed; give e.g. {key}=[0,1], or null for the run's seed")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) or len(set(seeds)) != len(seeds):
+        raise HarnessError(f"{key}={show(raw)} must be distinct integers; use e.g. {key}=[0,1], or null for the "
+                           "run's seed")
+    return [int(x) for x in seeds]
+
+
+def sizes_per_budget(raw: Any) -> int:
+    """sweep.sizes_per_budget, refused below 3 (a parabola needs three points)."""
+    return _count("sweep.sizes_per_budget", raw, 3, "an integer >= 3: an IsoFLOP parabola needs at least 3 sizes "
+                  "per budget (5 or more give its bootstrap room)")
+
+
+def sizes_warning(k: int) -> list[str]:
+    """A warning when each budget gets exactly 3 sizes: the parabola then passes through them exactly, so
+    resampling them cannot move it and Approach 2's bootstrap intervals come out zero-width."""
+    if k != 3:
+        return []
+    return ["sweep.sizes_per_budget=3: a parabola through exactly 3 sizes fits them exactly, so Approach 2's "
+            "bootstrap intervals come out zero-width (no measure of their uncertainty); use sweep.sizes_per_budget>=4 "
+            "(5 or more preferred)"]
+
+
+def grid_prior(sc: Any) -> tuple[float, float]:
+    """(sweep.tokens_per_param, sweep.spread): the prior optimum's tokens per parameter (> 0) and the factor in N
+    the grid spans around it (> 1), or a HarnessError naming the setting."""
+    r = _value("sweep.tokens_per_param", sc.get("tokens_per_param"), lambda x: 0 < x < math.inf,
+               "a positive number: the prior optimum's tokens per parameter (~20 in Hoffmann et al. 2022)")
+    spread = _value("sweep.spread", sc.get("spread"), lambda x: 1 < x < math.inf,
+                    "a number > 1: the factor in N the sizes of a budget span around the prior optimum (e.g. 8)")
+    return r, spread
+
+
+def holdout_multiples(h: Any) -> list[float]:
+    """sweep.holdout.multiples (or the single-element alias `multiple`), each a number > 1, sorted, unique."""
+    key = "multiples" if h.get("multiples") is not None else "multiple"
+    raw = as_list(h.get(key))
+    fix = (f"sweep.holdout.{key}={show(h.get(key))} must be numbers > 1 (multiples of the largest sweep budget); "
+           "use e.g. sweep.holdout.multiples=[2,4,8], or absolute FLOPs with sweep.holdout.budgets=[...]")
+    try:
+        multiples = [float(m) for m in raw]
+    except (TypeError, ValueError):
+        raise HarnessError(fix) from None
+    if not multiples or not all(math.isfinite(m) and m > 1 for m in multiples):
+        raise HarnessError(fix)
+    return sorted(set(multiples))
+
+
+def target_budgets(cfg: Any) -> list[float]:
+    """The held-out ladder's budgets, ascending: sweep.holdout.budgets (or budget) as absolute FLOPs if set, else
+    each of sweep.holdout.multiples (or multiple) x the largest sweep budget."""
+    h = cfg.sweep.holdout
+    key = "budgets" if h.get("budgets") is not None else "budget"
+    if h.get(key) is not None:
+        budgets = [_listed_budget(f"sweep.holdout.{key}", b) for b in as_list(h.get(key))]
+        if not budgets:
+            raise HarnessError("sweep.holdout.budgets=[] names no budget; give FLOPs like [1e13] or use multiples")
+        return sorted(set(budgets))
+    largest = sweep_budgets(cfg.sweep)[-1]
+    return [m * largest for m in holdout_multiples(h)]
+
+
+def holdout_seeds(cfg: Any) -> list[int]:
+    """Seeds of every held-out run: sweep.holdout.seeds (repeats measure the held-out run's own seed noise), else
+    the run's seed."""
+    return seed_list(cfg.sweep.holdout.get("seeds"), int(cfg.seed), "sweep.holdout.seeds")
+
+
+def check_holdout(cfg: Any) -> list[float]:
+    """The held-out ladder's budgets after every held-out setting is checked (budgets, multiples, seeds): what
+    harness-validate checks first, and the sweep's dry run too, so a bad ladder stops before the grid trains."""
+    budgets = target_budgets(cfg)
+    holdout_seeds(cfg)
+    return budgets

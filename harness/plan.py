@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from harness.confcheck import check_train_settings, fixed_lr, grid_prior, parse_budget, seed_list, sizes_per_budget
+from harness.confcheck import sweep_budgets as sweep_budgets  # re-exported: the LR sweep plans its budgets with it
 from harness.counting import flops_per_token, param_counts
 from harness.errors import HarnessError
 from harness.lr_rule import load_rule, rule_size, rule_warnings
@@ -60,19 +62,13 @@ def learning_rate(tc: DictConfig, gcfg: GPTConfig, tokens: float) -> tuple[float
     """Peak LR and where it came from: a number (fixed); auto = lr_base * (lr_ref_width / d_model) **
     lr_width_exponent (1/sqrt(width), after muP, Yang et al. 2022); rule = the fitted lr = c N^p D^q of
     train.lr_rule (harness.lr_rule, written by the LR sweep), tagged with the rule file's name and hash."""
-    text = str(tc.lr)
-    if text == "auto":
+    lr = fixed_lr(tc.lr)  # None for auto and rule; anything but those and a positive number is refused
+    if lr is not None:
+        return lr, "fixed"
+    if str(tc.lr) == "auto":
         return float(tc.lr_base) * (float(tc.lr_ref_width) / gcfg.d_model) ** float(tc.lr_width_exponent), "auto"
-    if text == "rule":
-        rule = load_rule(tc.get("lr_rule"))
-        return rule.lr(rule_size(rule.params, param_counts(gcfg), gcfg.d_model), tokens), rule.tag
-    try:
-        lr = float(text)
-    except ValueError:
-        raise HarnessError(f"train.lr={tc.lr!r} must be auto, rule or a number like 1e-3") from None
-    if not math.isfinite(lr) or lr <= 0:
-        raise HarnessError(f"train.lr={tc.lr!r} must be a positive learning rate like 1e-3 (or auto, rule)")
-    return lr, "fixed"
+    rule = load_rule(tc.get("lr_rule"))
+    return rule.lr(rule_size(rule.params, param_counts(gcfg), gcfg.d_model), tokens), rule.tag
 
 
 @dataclass
@@ -154,6 +150,7 @@ class RunContext:
         """Stage 1, no data: budget, model, step plan for `world` processes and peak LR, or a HarnessError
         (planned with vocab_size when the corpus' is known, else with the config's hint)."""
         budget = parse_budget(cfg.budget)
+        check_train_settings(cfg)  # warmup, final LR, eval windows, curve points, role: in range before anything
         tc = cfg.train
         name, gcfg = model_config(cfg.model, vocab_size or vocab_hint(cfg))
         if int(tc.batch_size) % world:
@@ -196,19 +193,8 @@ def job_config_for(cfg: DictConfig, d_model: int, budget: float, seed: int, role
 
 
 def sweep_seeds(cfg: DictConfig) -> list[int]:
-    """The seeds every sweep point trains: sweep.seeds, or the run's seed."""
-    return [int(s) for s in (cfg.sweep.get("seeds") or [int(cfg.seed)])]
-
-
-def parse_budget(value: Any) -> float:
-    """A budget in FLOPs as a positive finite float, or a HarnessError saying how to write one."""
-    try:
-        budget = float(value)
-    except (TypeError, ValueError):
-        raise HarnessError(f"budget={value!r} is not a number; give FLOPs like budget=1e12") from None
-    if not math.isfinite(budget) or budget <= 0:
-        raise HarnessError(f"budget={value!r} must be a positive number of FLOPs, e.g. budget=1e12")
-    return budget
+    """The seeds every sweep point trains: sweep.seeds (distinct integers), or the run's seed when null."""
+    return seed_list(cfg.sweep.get("seeds"), int(cfg.seed), "sweep.seeds")
 
 
 @dataclass
@@ -238,25 +224,6 @@ def family_members(mc: DictConfig, vocab_size: int, d_min: int, d_max: int) -> l
     return [model_config(OmegaConf.merge(mc, {"d_model": d}), vocab_size) for d in range(start, int(d_max) + 1, step)]
 
 
-def _sweep_budget(b: Any) -> float:
-    """One entry of sweep.budgets as FLOPs, or a HarnessError naming the sweep setting."""
-    try:
-        return parse_budget(b)
-    except HarnessError:
-        raise HarnessError(f"sweep.budgets holds {b!r}, not a positive number of FLOPs; use e.g. "
-                           "sweep.budgets=[1e12,3e12]") from None
-
-
-def sweep_budgets(sc: DictConfig) -> list[float]:
-    """sweep.budgets, sorted and deduplicated; a single value counts as a list of one."""
-    raw = sc.get("budgets")
-    if raw is not None and not isinstance(raw, (list, tuple, ListConfig)):
-        raw = [raw]  # a single budget (sweep.budgets=1e12) or a typo (sweep.budgets=abc), not its characters
-    if raw is None or len(raw) == 0:
-        raise HarnessError("sweep.budgets is empty; give FLOP budgets like sweep.budgets=[1e12,3e12,1e13]")
-    return sorted({_sweep_budget(b) for b in raw})
-
-
 def estimate_seconds(steps: int, batch_tokens: int, fpt: int, sc: DictConfig) -> float:
     """Rough wall time of one worker: matmul FLOPs at the sweep's FLOP rate plus a per-token cost for the
     non-matmul work (norms, softmax, embeddings, optimizer), which dominates the smallest models."""
@@ -275,17 +242,6 @@ class _Family:
     fpts: list[int]
 
 
-def _sizes_per_budget(sc: DictConfig) -> int:
-    """sweep.sizes_per_budget, refused below 3 (a parabola needs three points)."""
-    try:
-        k = int(sc.sizes_per_budget)
-    except (TypeError, ValueError):
-        raise HarnessError(f"sweep.sizes_per_budget={sc.sizes_per_budget!r} must be an integer >= 3") from None
-    if k < 3:
-        raise HarnessError(f"sweep.sizes_per_budget={k}; an IsoFLOP parabola needs at least 3 sizes per budget")
-    return k
-
-
 def _family(cfg: DictConfig, vocab_size: int) -> _Family:
     """The family members inside sweep.d_model_min..d_model_max, refusing an empty range."""
     sc = cfg.sweep
@@ -297,16 +253,17 @@ def _family(cfg: DictConfig, vocab_size: int) -> _Family:
                    [flops_per_token(g) for _, g in members])
 
 
-def _grid(C: float, fam: _Family, k: int, sc: DictConfig, notes: list[str]) -> list[int]:
-    """Indices of the k family members spaced evenly in log N over sweep.spread around the prior optimum."""
-    r = float(sc.tokens_per_param)
+def _grid(C: float, fam: _Family, k: int, prior: tuple[float, float], notes: list[str]) -> list[int]:
+    """Indices of the k family members spaced evenly in log N over sweep.spread around the prior optimum
+    (prior = (sweep.tokens_per_param, sweep.spread), confcheck.grid_prior)."""
+    r, spread = prior
     ratio = [C / f / p for f, p in zip(fam.fpts, fam.params)]  # tokens per param at this budget, falls with N
     log_n0 = _interp_log_n(fam.params, ratio, r)
     if log_n0 is None:
         notes.append(f"budget {C:.3g}: the prior optimum ({r:g} tokens/param) lies outside the family range "
                      f"{fam.params[0]}..{fam.params[-1]} params; the grid sits at the edge (widen d_model_min/max)")
         log_n0 = math.log(fam.params[0]) if ratio[0] < r else math.log(fam.params[-1])
-    targets = [log_n0 + math.log(float(sc.spread)) * (i / (k - 1) - 0.5) for i in range(k)]
+    targets = [log_n0 + math.log(spread) * (i / (k - 1) - 0.5) for i in range(k)]
     return _nearest_unique(fam.params, targets)
 
 
@@ -346,13 +303,14 @@ def plan_sweep(cfg: DictConfig, vocab_size: int = 256) -> tuple[list[PlannedRun]
     the schedule than about N), and budgets left with < 3 sizes are refused."""
     sc = cfg.sweep
     budgets = sweep_budgets(sc)
-    k = _sizes_per_budget(sc)
+    k = sizes_per_budget(sc.sizes_per_budget)
+    prior = grid_prior(sc)  # a non-positive prior or spread: one error here, not a math domain error below
     fam = _family(cfg, vocab_size)
     seeds = sweep_seeds(cfg)
     runs: list[PlannedRun] = []
     notes: list[str] = []
     for C in budgets:
-        budget_runs = _budget_runs(cfg, C, fam, _grid(C, fam, k, sc, notes), seeds, notes)
+        budget_runs = _budget_runs(cfg, C, fam, _grid(C, fam, k, prior, notes), seeds, notes)
         kept = len({pr.params for pr in budget_runs})
         if kept < k:
             notes.append(f"budget {C:.3g}: {kept} distinct sizes (asked {k}); the family is coarse here")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from harness.adapt import adapt_rounds, adaptive_plan
 from harness.chain import Chain, chain_costs, format_chains, plan_chains, sweep_jobs
+from harness.confcheck import check_holdout, check_train_settings, sizes_per_budget, sizes_warning
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
@@ -106,20 +107,32 @@ def dry_run_text(cfg: DictConfig, out: dict[str, Any]) -> str:
             "plan": f"{out['table']}\ncount={count}\nresults_dir={where}\nrounds={rounds}"}[print_mode(cfg)]
 
 
+def dry_run_checks(cfg: DictConfig) -> list[str]:
+    """What the dry run checks before the corpus is read, so scripts/sweep.sh stops before anything trains: the
+    print mode, train.tracker and (an IsoFLOP sweep) the held-out ladder harness-validate trains after the grid,
+    by the check harness-validate itself applies. Returns the plan's warnings (3 sizes per budget)."""
+    print_mode(cfg)
+    check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
+    if is_ladder(cfg):
+        return []
+    check_holdout(cfg)
+    return sizes_warning(sizes_per_budget(cfg.sweep.sizes_per_budget))
+
+
 def sweep(cfg: DictConfig) -> dict[str, Any]:
     """Dry run (plan_index unset): check inputs and return the plan. Job (plan_index=i): train job i, one run
     or the packed seeds of one (budget, size) (harness.pack)."""
     check_results_dir(results_dir(cfg))
+    check_train_settings(cfg)  # the checks harness-train makes, before planning (batch_size=0 divides the plan)
     runs, notes, jobs = plan_jobs(cfg)
     chains = [j for j in jobs if isinstance(j, Chain)]
     idx = cfg.get("plan_index")
     if idx is None:
-        print_mode(cfg)  # before the corpus is read
-        check_tracker(str(cfg.train.get("tracker", "none")))  # a bad train.tracker stops scripts/sweep.sh here
+        warnings = dry_run_checks(cfg)
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint,
                          (lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule)))
-        for w in check_repetition(runs, len(corpus.train), cfg.data):
+        for w in [*check_repetition(runs, len(corpus.train), cfg.data), *warnings]:
             say(f"warning: {w}", sys.stderr)
         table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")
         rounds = 1 if is_ladder(cfg) else adapt_rounds(cfg)

@@ -9,8 +9,11 @@ from every fit). Several runs at growing extrapolation follow Bhagia et al. 2024
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,17 @@ from harness.adapt import adapt_markdown, analysis_settings
 from harness.analysis.backtest import compare
 from harness.analysis.estimate import format_cell, format_flag
 from harness.analysis.noise import NOISE_Z, noise_floor, prediction_interval, wild_limit, within_noise
-from harness.counting import param_counts
+from harness.confcheck import check_holdout, check_train_settings, holdout_seeds, target_budgets
+from harness.confcheck import holdout_multiples as holdout_multiples  # re-exported beside target_budgets
+from harness.counting import flops_per_token, param_counts
+from harness.data import load_corpus
 from harness.errors import HarnessError
+from harness.fsutil import say
 from harness.lr_rule import lr_source
-from harness.plan import family_members, job_config_for, parse_budget, plan_steps, results_dir, vocab_hint
+from harness.plan import family_members, job_config_for, plan_steps, results_dir, sized_run, vocab_hint
+from harness.repetition import HOLDOUT_FIX, check_repetition
 from harness.results import check_compatible
+from harness.shape import GPTConfig
 
 APPROACHES = ("approach2", "approach3")
 
@@ -36,54 +45,6 @@ def analysis_config(cfg: DictConfig) -> DictConfig:
     acfg.results = str(results_dir(cfg) / "results.csv")
     acfg.out = str(results_dir(cfg))
     return acfg
-
-
-def _as_list(value: Any) -> list[Any]:
-    """A config value as a list: None -> [], a scalar -> [it], a list (or ListConfig) -> its items."""
-    if value is None:
-        return []
-    if isinstance(value, (str, int, float)):
-        return [value]
-    try:
-        return list(value)
-    except TypeError:
-        return [value]
-
-
-def holdout_multiples(h: Any) -> list[float]:
-    """sweep.holdout.multiples (or the single-element alias `multiple`), each a number > 1, sorted, unique."""
-    key = "multiples" if h.get("multiples") is not None else "multiple"
-    raw = _as_list(h.get(key))
-    fix = (f"sweep.holdout.{key}={_show(h.get(key))} must be numbers > 1 (multiples of the largest sweep budget); "
-           "use e.g. sweep.holdout.multiples=[2,4,8], or absolute FLOPs with sweep.holdout.budgets=[...]")
-    try:
-        multiples = [float(m) for m in raw]
-    except (TypeError, ValueError):
-        raise HarnessError(fix) from None
-    if not multiples or not all(math.isfinite(m) and m > 1 for m in multiples):
-        raise HarnessError(fix)
-    return sorted(set(multiples))
-
-
-def _show(value: Any) -> str:
-    """A config value as the user wrote it (lists in brackets)."""
-    if value is None or isinstance(value, (str, int, float)):
-        return str(value)
-    return "[" + ",".join(str(v) for v in _as_list(value)) + "]"
-
-
-def target_budgets(cfg: DictConfig) -> list[float]:
-    """The held-out ladder's budgets, ascending: sweep.holdout.budgets (or budget) as absolute FLOPs if set, else
-    each of sweep.holdout.multiples (or multiple) x the largest sweep budget."""
-    h = cfg.sweep.holdout
-    absolute = h.get("budgets") if h.get("budgets") is not None else h.get("budget")
-    if absolute is not None:
-        budgets = [parse_budget(b) for b in _as_list(absolute)]
-        if not budgets:
-            raise HarnessError("sweep.holdout.budgets=[] names no budget; give FLOPs like [1e13] or use multiples")
-        return sorted(set(budgets))
-    largest = max(parse_budget(b) for b in cfg.sweep.budgets)
-    return [m * largest for m in holdout_multiples(h)]
 
 
 def target_budget(cfg: DictConfig) -> float:
@@ -126,8 +87,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     from harness.report import write_report
     from harness.results import read_records
 
-    targets = target_budgets(cfg)  # bad multiples and seeds fail here, before anything is fitted or trained
-    holdout_seeds(cfg)
+    targets = check_holdout(cfg)  # bad budgets, multiples and seeds fail here, before anything is fitted or trained
+    check_train_settings(cfg)  # as do train.* values out of range (the sweep's dry run applies both checks too)
     check_compatible(results_dir(cfg), recipe=(lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule)))
     acfg = analysis_config(cfg)
     if not Path(acfg.results).exists():
@@ -136,9 +97,11 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     fits = fit_all(df, acfg)
     fits.predictions = predict_many(fits)
     attach_backtest(fits, df, acfg)
+    picks = [choose_holdout(cfg, acfg, fits, C) for C in targets]
+    check_holdout_repetition(cfg, picks)  # every held-out run within data.max_epochs before the first one trains
     entries, records, holdouts = [], [], []
-    for i, C in enumerate(targets):
-        entry, runs, holdout = _holdout_run(cfg, acfg, fits, C, f"{i + 1}/{len(targets)}")
+    for i, pick in enumerate(picks):
+        entry, runs, holdout = _holdout_run(cfg, acfg, fits, pick, f"{i + 1}/{len(targets)}")
         entries.append(entry)
         records.extend(runs)
         holdouts.append(holdout)
@@ -149,20 +112,51 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     return {"validation": entries, "fits": fits, "files": files, "records": records}
 
 
-def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float,
-                 which: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Predict one held-out budget, train the family member nearest N* there (role=holdout, resumable, never
-    fitted) and compare: (validation entry, the run's record, the plots' held-out point)."""
-    from harness.analysis import approach2_loss_at, predict_at_budget, predict_loss
-    from harness.train import run
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out run of the ladder, chosen before any is trained: its budget, the fits' prediction there, N*
+    (the geometric mean of the approaches') and the family member nearest it."""
+
+    budget: float
+    pred: dict[str, Any]
+    n_star: float
+    name: str
+    gcfg: GPTConfig
+
+
+def choose_holdout(cfg: DictConfig, acfg: DictConfig, fits: Any, C: float) -> HeldOut:
+    """Predict one held-out budget and pick the family member nearest N* there (nothing is trained)."""
+    from harness.analysis import predict_at_budget
 
     pred = predict_at_budget(fits, C)
     stars = [pred[a]["N"].value for a in APPROACHES if pred[a]["N"].value]
     if not stars:
         raise HarnessError("neither approach gives N* at the held-out budget; see the warnings in the analysis")
-    n_star = statistics.geometric_mean(stars)  # of the approaches' N*
+    n_star = statistics.geometric_mean(stars)
+    name, g = choose_size(cfg, n_star, C, str(acfg.params), vocab_hint(cfg))
+    return HeldOut(C, pred, n_star, name, g)
+
+
+def check_holdout_repetition(cfg: DictConfig, picks: list[HeldOut]) -> None:
+    """The sweep's repetition rule (harness.repetition) on the held-out runs, once their sizes and tokens are known
+    and before any trains: a warning above one epoch of the train split, a HarnessError naming each run and its
+    epochs above data.max_epochs (a held-out run far out on a small corpus would measure memorisation)."""
+    corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
+    runs = [dataclasses.replace(sized_run(cfg, p.budget, p.name, p.gcfg, flops_per_token(p.gcfg)), index=i + 1)
+            for i, p in enumerate(picks)]
+    for w in check_repetition(runs, len(corpus.train), cfg.data, "held-out", HOLDOUT_FIX):
+        say(f"warning: {w}", sys.stderr)
+
+
+def _holdout_run(cfg: DictConfig, acfg: DictConfig, fits: Any, pick: HeldOut,
+                 which: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Train one chosen held-out run (role=holdout, resumable, never fitted) and compare it with the fits'
+    prediction: (validation entry, the run's record, the plots' held-out point)."""
+    from harness.analysis import approach2_loss_at, predict_loss
+    from harness.train import run
+
+    C, pred, n_star, name, g = pick.budget, pick.pred, pick.n_star, pick.name, pick.gcfg
     convention = str(acfg.params)
-    name, g = choose_size(cfg, n_star, C, convention, vocab_hint(cfg))
     print(f"[validate] held-out run {which}: {name} ({param_counts(g)[f'params_{convention}']:,} params, N* ~ "
           f"{n_star:,.0f}) at {C:.3g} FLOPs ({pred['extrapolation']:.1f}x the largest sweep budget)", flush=True)
     records = [run(_holdout_job(cfg, g.d_model, C, seed)) for seed in holdout_seeds(cfg)]
@@ -195,19 +189,6 @@ def _plot_point(entry: dict[str, Any], flops: float, predictions: dict[str, Any]
     return {"flops": flops, "loss": actual if math.isfinite(actual) else None, "label": f"held-out {entry['model']}",
             "predicted": predictions,
             "prediction_interval": {a: entry["comparison"][a]["prediction_interval"] for a in APPROACHES}}
-
-
-def holdout_seeds(cfg: DictConfig) -> list[int]:
-    """Seeds of every held-out run: sweep.holdout.seeds (repeats measure the held-out run's own seed noise), else
-    the run's seed."""
-    raw = _as_list(cfg.sweep.holdout.get("seeds"))
-    if not raw:
-        return [int(cfg.seed)]
-    fix = (f"sweep.holdout.seeds={_show(cfg.sweep.holdout.get('seeds'))} must be distinct integers; use e.g. "
-           "sweep.holdout.seeds=[0,1], or null for the run's seed")
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in raw) or len(set(raw)) != len(raw):
-        raise HarnessError(fix)
-    return [int(x) for x in raw]
 
 
 def _holdout_job(cfg: DictConfig, d_model: int, C: float, seed: int) -> DictConfig:

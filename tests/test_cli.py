@@ -123,3 +123,14 @@ def test_a_plan_prints_without_importing_torch(sweep: str, stdlib_cache: Path, t
     assert out.returncode == 0, out.stderr
     assert "count=" in out.stdout, out.stdout  # the plan itself was printed
     assert out.stdout.strip().splitlines()[-1] == "TORCH False", "the dry run imported torch"
+
+
+@pytest.mark.parametrize("bad", ["train.warmup_frac=2", "role=holdoutt"])
+def test_out_of_range_train_setting_one_error_line(run_cli, tiny_overrides: list[str], tmp_path: Path,
+                                                   bad: str) -> None:
+    """harness-train trained such a run and wrote its row; now: exit 2, one `error:` line naming it, nothing written."""
+    proc = run_cli("harness-train", *tiny_overrides, bad, f"results_dir={tmp_path / 'res'}")
+    assert proc.returncode == 2
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error:") and bad.split("=")[0] in lines[0], proc.stderr
+    assert not (tmp_path / "res").exists()

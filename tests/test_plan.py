@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -274,6 +275,15 @@ def test_format_plan_has_a_row_per_run() -> None:
         (["sweep.d_model_min=8", "sweep.d_model_max=16"], "d_model_min/max"),  # only two sizes in range
         (["sweep.sizes_per_budget=2"], "at least 3"),
         (["sweep.budgets=[1e6]"], "keeps"),
+        # a math domain error, a complaint about steps, or seed 0 planned silently before
+        (["sweep.spread=-2"], r"sweep\.spread=-2 must be a number > 1"),
+        (["sweep.spread=0"], r"sweep\.spread=0 must be a number > 1"),
+        (["sweep.spread=1"], r"sweep\.spread=1 must be a number > 1"),
+        (["sweep.tokens_per_param=0"], r"sweep\.tokens_per_param=0 must be a positive number"),
+        (["sweep.tokens_per_param=-20"], r"sweep\.tokens_per_param=-20 must be a positive number"),
+        (["sweep.seeds=[]"], r"sweep\.seeds=\[\] names no seed"),
+        (["sweep.seeds=[0,1,0]"], r"sweep\.seeds=\[0,1,0\] must be distinct integers"),
+        (["sweep.seeds=[0,x]"], r"sweep\.seeds=\[0,x\] must be distinct integers"),
     ],
 )
 def test_bad_sweep_input_refused(overrides: list[str], match: str) -> None:
@@ -338,6 +348,22 @@ def test_cli_empty_budgets_exit_2(cli_args: list[str], tmp_path: Path) -> None:
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "sweep.budgets is empty" in errors[0]
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(("override", "match"), [
+    ("sweep.holdout.multiples=[0.5,2]", r"sweep\.holdout\.multiples=\[0\.5,2\] must be numbers > 1"),
+    ("train.warmup_frac=2", r"train\.warmup_frac=2 must be in \[0, 1\)"),
+    ("sweep.spread=0", r"sweep\.spread=0 must be a number > 1"),
+])
+def test_cli_dry_run_refuses_what_would_fail_later(cli_args: list[str], tmp_path: Path, override: str,
+                                                   match: str) -> None:
+    """scripts/sweep.sh runs this dry run first: a bad held-out or train setting stops it, not harness-validate
+    after the grid trained (nor a traceback)."""
+    out = harness_sweep(*cli_args, override, cwd=tmp_path)
+    assert out.returncode == 2, out.stdout
+    errors = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and re.search(match, errors[0]), out.stderr
     assert not (tmp_path / "results").exists()
 
 

@@ -74,3 +74,38 @@ def test_analysis_flags_fits_on_repeated_data_and_approximate_bpb() -> None:
     fresh = select_fit_rows(df.assign(epochs=0.5, bpb_method="approximate")).warnings
     assert len(fresh) == 1 and fresh[0].startswith("val_bpb is approximate")
     assert select_fit_rows(df.drop(columns=["epochs", "bpb_method"])).warnings == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "nan", "true"])
+def test_bad_max_epochs_is_one_error_not_the_default(text_corpus: Path, tmp_path: Path, value: str) -> None:
+    """data.max_epochs=0 was silently the default (4) and -1 refused every run as repetition; each is now refused
+    as the setting it is, by the dry run, before anything is written."""
+    from harness.repetition import max_epochs
+
+    with pytest.raises(HarnessError, match=r"data\.max_epochs=.* must be a positive number of passes"):
+        max_epochs({"max_epochs": value})
+    with pytest.raises(HarnessError, match=r"data\.max_epochs="):
+        sweep(sweep_cfg(*args(text_corpus, tmp_path, "[1e9,2e9]"), f"data.max_epochs={value}"))
+    assert not (tmp_path / "res").exists()
+
+
+def test_max_epochs_null_is_the_default_and_a_fraction_is_a_limit() -> None:
+    from omegaconf import OmegaConf
+
+    from harness.repetition import DEFAULT_MAX_EPOCHS, max_epochs
+
+    assert max_epochs(OmegaConf.create({"max_epochs": None})) == DEFAULT_MAX_EPOCHS == 4
+    assert max_epochs(OmegaConf.create({})) == 4
+    assert max_epochs(OmegaConf.create({"max_epochs": 0.5})) == 0.5
+
+
+def test_held_out_runs_are_named_with_their_own_fix() -> None:
+    from harness.repetition import HOLDOUT_FIX
+
+    runs, _ = plan_sweep(sweep_cfg(*SWEEP_SMALL))
+    most = max(pr.tokens for pr in runs)
+    with pytest.raises(HarnessError) as e:
+        check_repetition(runs[:1] + [r for r in runs if r.tokens == most][:1], most // 5, {}, "held-out", HOLDOUT_FIX)
+    msg = str(e.value)
+    assert re.match(r"\d of 2 held-out runs would repeat", msg) and "smaller sweep.holdout.multiples" in msg
+    assert "sweep.budgets" not in msg and "raise data.max_epochs" in msg

@@ -250,3 +250,45 @@ def test_progress_jsons_and_csv_agree_after_a_sweep_job(args, planned, tmp_path:
     rec = json.loads((results / "runs" / f"{planned[2]}.json").read_text())
     assert row["run_id"] == rec["run_id"] and float(row["val_bpb"]) == pytest.approx(rec["val_bpb"])
     assert int(row["tokens"]) == rec["tokens"] and float(row["flops"]) == rec["flops"]
+
+
+# ---------------------------------------------------------------- the dry run checks what later stages would refuse
+
+
+@pytest.mark.parametrize("override", [
+    "sweep.holdout.multiples=[0.5,2]", "sweep.holdout.multiples=[2,x]", "sweep.holdout.multiple=1",
+    "sweep.holdout.budgets=[]", "sweep.holdout.budgets=[-1e12]", "sweep.holdout.seeds=[0,0]", "sweep.holdout.seeds=[]",
+])
+def test_dry_run_refuses_bad_held_out_settings_as_validate_does(args: list[str], tmp_path: Path,
+                                                                 override: str) -> None:
+    """The held-out ladder trains after the whole grid: its settings are refused by the dry run, with the very
+    message harness-validate gives (one check, harness.confcheck.check_holdout), before anything is written."""
+    from harness.errors import HarnessError
+    from harness.validate import validate
+
+    cfg = sweep_cfg(*args, override)
+    with pytest.raises(HarnessError) as dry:
+        sweep(cfg)
+    with pytest.raises(HarnessError) as later:
+        validate(cfg)
+    assert str(dry.value) == str(later.value) and "sweep.holdout." in str(dry.value)
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("override", ["train.warmup_frac=2", "train.min_lr_ratio=-1", "train.eval_windows=0",
+                                      "train.curve_points=-2", "role=holdoutt", "train.batch_size=0"])
+def test_dry_run_refuses_bad_train_settings(args: list[str], tmp_path: Path, override: str) -> None:
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=re.escape(override.split("=")[0])):
+        sweep(sweep_cfg(*args, override))
+    assert not (tmp_path / "results").exists()
+
+
+def test_dry_run_warns_that_three_sizes_give_zero_width_intervals(args: list[str], capsys) -> None:
+    sweep(sweep_cfg(*args))  # SWEEP_SMALL: 3 sizes per budget
+    err = capsys.readouterr().err
+    assert "warning: sweep.sizes_per_budget=3: a parabola through exactly 3 sizes" in err and "zero-width" in err
+    out = sweep(sweep_cfg(*args, "sweep.sizes_per_budget=4", "sweep.d_model_max=64", "sweep.budgets=[2e9,4e9]"))
+    assert len({pr.params for pr in out["runs"] if pr.budget == 2e9}) == 4
+    assert "sizes_per_budget" not in capsys.readouterr().err

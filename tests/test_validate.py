@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -267,3 +268,53 @@ def test_bad_holdout_seeds_fail_before_anything_runs(text_corpus: Path, tmp_path
     with pytest.raises(HarnessError, match=r"sweep\.holdout\.seeds"):
         validate(cfg)
     assert (res / "results.csv").read_bytes() == before and not (res / "fits.json").exists()
+
+
+def _pick(cfg, multiple: float, d_model: int = 16):
+    """A held-out run chosen by hand (no fit): family member d_model at multiple x the largest sweep budget."""
+    from harness.plan import model_config
+    from harness.validate import HeldOut
+
+    name, g = model_config({**cfg.model, "d_model": d_model}, 256)
+    return HeldOut(multiple * max(BUDGETS), {}, 1.0, name, g)
+
+
+def test_held_out_runs_get_the_sweeps_repetition_rule(text_corpus: Path, tmp_path: Path, capsys) -> None:
+    """data.max_epochs refuses a held-out run as it refuses a grid run: named, with its epochs and the fixes."""
+    from harness.counting import flops_per_token
+    from harness.plan import sized_run
+    from harness.validate import check_holdout_repetition
+
+    cfg = _cfg(text_corpus, tmp_path)
+    far, near = _pick(cfg, 100), _pick(cfg, 2)
+    train_tokens = len(load_corpus(cfg.data, 32).train)
+    with pytest.raises(HarnessError) as e:
+        check_holdout_repetition(cfg, [near, far])
+    msg = str(e.value)
+    assert msg.startswith("1 of 2 held-out runs would repeat") and "data.max_epochs=4" in msg
+    assert re.search(rf"#2 {far.name} @ 3e\+11 \((\d+\.\d) ep\)", msg) and "sweep.holdout.multiples" in msg
+    epochs = float(re.search(r"\((\d+\.\d) ep\)", msg).group(1))
+    expect = sized_run(cfg, far.budget, far.name, far.gcfg, flops_per_token(far.gcfg)).tokens / train_tokens
+    assert epochs == pytest.approx(expect, abs=0.06) and epochs > 4
+    check_holdout_repetition(_cfg(text_corpus, tmp_path, "data.max_epochs=1000"), [near, far])  # the limit is a setting
+    assert "2 of 2 held-out runs train more than one epoch" in capsys.readouterr().err
+
+
+def test_held_out_run_over_max_epochs_refused_before_it_trains(text_corpus: Path, tmp_path: Path) -> None:
+    cfg = _cfg(text_corpus, tmp_path, "sweep.holdout.multiple=100", "++analysis.backtest.enabled=false")
+    res = _sweep_table(cfg, tmp_path)
+    before = (res / "results.csv").read_bytes()
+    with pytest.raises(HarnessError, match=r"held-out runs would repeat .* ep\).*raise data\.max_epochs"):
+        validate(cfg)
+    assert (res / "results.csv").read_bytes() == before  # no held-out row: nothing trained
+    assert sorted(p.name for p in res.iterdir() if p.name != ".lock") == ["results.csv"]  # no run, fits, report
+
+
+@pytest.mark.parametrize("override", ["train.warmup_frac=2", "train.eval_windows=0", "role=holdoutt",
+                                      "sweep.holdout.seeds=[]", "sweep.holdout.budgets=[-1e12]"])
+def test_bad_settings_refused_before_anything_is_fitted(text_corpus: Path, tmp_path: Path, override: str) -> None:
+    cfg = _cfg(text_corpus, tmp_path, override)
+    res = _sweep_table(cfg, tmp_path)
+    with pytest.raises(HarnessError, match=override.split("=")[0].replace(".", r"\.")):
+        validate(cfg)
+    assert sorted(p.name for p in res.iterdir()) == ["results.csv"]

@@ -24,6 +24,7 @@ from harness.analysis.columns import ColumnMap as ColumnMap
 from harness.analysis.columns import cfg_get as cfg_get
 from harness.analysis.columns import source_columns
 from harness.analysis.tablefile import read_table
+from harness.confcheck import ROLES
 from harness.errors import HarnessError
 
 CANONICAL = ["run_id", "params", "tokens", "flops", "loss", "budget", "status", "role", "tokens_derived",
@@ -121,7 +122,7 @@ def _budget_column(values: pd.Series, tolerance: float) -> tuple[pd.Series, str 
     return pd.Series(np.where(np.isfinite(grouped), grouped, arr), index=values.index), note
 
 
-KNOWN_ROLES = ("sweep", "holdout", "tune")  # what harness runs record; other tables' words are warned about
+KNOWN_ROLES = ROLES  # what harness runs record; other tables' words are warned about
 HOLDOUT_WORDS = ("held-out", "held_out", "heldout", "hold-out", "hold_out")  # other tables' spellings of holdout
 
 
@@ -370,7 +371,9 @@ def data_warnings(used: pd.DataFrame) -> list[str]:
             out.append(f"{int((ep > 1).sum())} of {len(used)} fitted runs trained on repeated data (up to "
                        f"{ep.max():.1f} epochs of the train split): their losses mix scaling with repetition "
                        "(Muennighoff et al. 2023); use a bigger corpus or smaller budgets")
-    given = ~used["tokens_derived"].astype(bool) & ~used["flops_derived"].astype(bool)
+    given = pd.Series(True, index=used.index)
+    for col in ("tokens_derived", "flops_derived"):  # a derived D or C makes C/(N D) 6 by construction
+        given &= ~used[col].astype(bool) if col in used.columns else True
     kappa = float(np.median(used.loc[given, "flops"] / (used.loc[given, "params"] * used.loc[given, "tokens"]))) \
         if given.any() else 6.0
     if not KAPPA_RANGE[0] <= kappa <= KAPPA_RANGE[1]:  # unit slips are factors of 1e3 and more, not of 2
