@@ -19,10 +19,12 @@ from harness.analysis.tables import fit_table
 from harness.analysis.targets import model_target
 from harness.analysis.units import load_table
 from harness.counting import param_counts
+from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
 from harness.ladder import ladder_job, rung_tokens, rungs
 from harness.plan import model_config, vocab_hint
+from harness.repetition import epochs, max_epochs
 from harness.table_report import render_plots, summary_lines, write_table_report
 
 
@@ -39,11 +41,22 @@ def validation_markdown(target: dict[str, Any], rows: list[dict[str, Any]], name
     return "\n".join(lines)
 
 
+def _check_epochs(cfg: DictConfig, name: str, tokens: int) -> None:
+    """The sweep's repetition limit (data.max_epochs) on the held-out size, before it trains."""
+    train_tokens = len(load_corpus(cfg.data, int(cfg.model.seq_len)).train)
+    ep, limit = epochs(tokens, train_tokens), max_epochs(cfg.data)
+    if ep > limit:
+        raise HarnessError(f"the held-out size {name} would train {tokens:,} tokens, {ep:.1f} epochs of the "
+                           f"{train_tokens:,}-token train split, above data.max_epochs={limit:g}; use a bigger corpus, "
+                           "a smaller sweep.holdout.d_model or sweep.tokens_per_param, or raise data.max_epochs")
+
+
 def _train_holdout(cfg: DictConfig, vocab: int) -> tuple[dict[str, Any], str]:
     """Train (or find) the held-out rung; returns (its record, its name)."""
     from harness.train import run
 
     _, holdout = rungs(cfg, vocab)
+    _check_epochs(cfg, holdout.name, rung_tokens(cfg, holdout))
     job = ladder_job(cfg, holdout, int(cfg.seed), "holdout")
     job.train.threads = int(cfg.sweep.holdout.get("threads", 0))
     say(f"[validate] held-out size {holdout.name} ({holdout.params:,} params, {rung_tokens(cfg, holdout):,} tokens)")

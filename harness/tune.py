@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from harness import __version__
 from harness.chain import Chain, build_chain, chain_warmup, format_chains
+from harness.confcheck import check_train_settings
 from harness.counting import flops_per_token
 from harness.data import load_corpus
 from harness.errors import HarnessError
@@ -238,6 +239,7 @@ def tune(cfg: DictConfig) -> dict[str, Any]:
     if rnd >= rounds:
         return {"runs": [], "rounds": rounds, "table": f"LR sweep round {rnd}: past sweep.max_rounds; nothing to train"}
     check_results_dir(results_dir(cfg))
+    check_train_settings(cfg)  # train.* out of range fails the dry run, before any round trains
     rule_convention(cfg)
     loss_of, _ = losses_from(cfg)
     runs = plan_round(cfg, rnd, loss_of)

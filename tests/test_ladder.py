@@ -63,18 +63,27 @@ def test_bad_ladders_are_refused(overrides: list[str], message: str) -> None:
         plan_ladder(cfg(*overrides))
 
 
-def test_validate_ladder_fits_trains_the_held_out_size_and_reports(text_corpus: Path, tmp_path: Path) -> None:
-    c = cfg("data=text", f"data.path={text_corpus}", f"data.cache_dir={tmp_path / 'cache'}",
+def c_overrides(text_corpus: Path, tmp_path: Path) -> list[str]:
+    return ["data=text", f"data.path={text_corpus}", f"data.cache_dir={tmp_path / 'cache'}",
             f"results_dir={tmp_path / 'res'}", "model.seq_len=32", "train.batch_size=4", "train.eval_windows=8",
             "train.progress=false", "train.checkpoint_every_s=0", "sweep.d_models=[8,16,24,32]",
             "sweep.holdout.d_model=40", "sweep.tokens_per_param=null", "sweep.tokens=4e4", "sweep.min_steps=5",
-            "sweep.holdout.threads=1", "analysis.bootstrap=50")
+            "sweep.holdout.threads=1", "analysis.bootstrap=50"]
+
+
+def test_validate_ladder_fits_trains_the_held_out_size_and_reports(text_corpus: Path, tmp_path: Path) -> None:
+    c = cfg(*c_overrides(text_corpus, tmp_path))
     fitted, _ = rungs(c, vocab_hint(c))
     N = np.array([r.params for r in fitted], float)
     df = runs_table(N, np.full(N.size, 4e4), law=Law(), noise=0.002)
     df["data_fingerprint"] = load_corpus(c.data, 32).fingerprint
     (tmp_path / "res").mkdir()
     df.to_csv(tmp_path / "res" / "results.csv", index=False)
+    train_tokens = len(load_corpus(c.data, 32).train)
+    tight = cfg(*c_overrides(text_corpus, tmp_path), f"data.max_epochs={4e4 / train_tokens / 2}")
+    with pytest.raises(HarnessError, match=r"held-out size family-d40-L2 would train 40,000 tokens.*data\.max_epochs"):
+        validate_ladder(tight, analysis_config(tight))  # refused before it trains: nothing written
+    assert not (tmp_path / "res" / "runs").exists()
     res = validate_ladder(c, analysis_config(c))
     assert res["status"] == "ok" and res["validation"][0]["law"].startswith("L(N) E + A N^-alpha")
     assert all(np.isfinite(r["rel_error"]) for r in res["validation"])

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from harness import CONF_DIR
 from harness.analysis.lr import fit_lr_optimum
 from harness.errors import HarnessError
-from harness.tune import lr_grid, plan_round, refine
+from harness.tune import lr_grid, plan_round, refine, tune
 
 # Small sizes and budgets so the plan (pure arithmetic) is instant; nothing here trains unless stated.
 LR_SMALL = [
@@ -78,6 +78,12 @@ def test_refinement_stops_at_the_bounds_and_the_round_limit() -> None:
 def test_a_round_waits_for_the_previous_one() -> None:
     with pytest.raises(HarnessError, match="unfinished"):
         plan_round(_cfg(), 1, lambda pt, lr: None)
+
+
+def test_the_dry_run_refuses_train_settings_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match=r"train\.warmup_frac=2 must be in \[0, 1\)"):
+        tune(_cfg("train.warmup_frac=2", f"results_dir={tmp_path / 'lr'}"))
+    assert not (tmp_path / "lr").exists()
 
 
 def test_rounds_are_a_pure_function_of_earlier_results() -> None:
