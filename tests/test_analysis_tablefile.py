@@ -124,3 +124,13 @@ def test_the_cli_prints_one_error_line_and_exits_2(tmp_path: Path) -> None:
                           text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "is JSON, not a table" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_decimal_comma_that_first_shows_past_the_first_4_kb_is_found(tmp_path: Path) -> None:
+    rows = [f"{1000 + i};{2000 + i};4,{500 + i % 400:03d}" for i in range(400)]  # each could group thousands
+    rows[300] = "1300;2300;3,7145"  # the first value that can only be a decimal comma
+    path = tmp_path / "late.csv"
+    path.write_text("N;D;loss\n" + "\n".join(rows) + "\n")
+    assert path.stat().st_size > 4096 and "3,7145" not in path.read_text()[:4096]
+    df = read_table(path)
+    assert df["loss"].dtype.kind == "f" and df["loss"].iloc[0] == 4.5 and df["loss"].iloc[300] == 3.7145

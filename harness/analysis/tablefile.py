@@ -67,6 +67,9 @@ def _sniff(lines: list[str], sep: str | None = None) -> tuple[str, str]:
     return sep, ("," if decimal else ".")
 
 
+SNIFF_BYTES = 1 << 20
+
+
 def sniff_dialect(head: bytes, sep: str | None = None) -> tuple[str, str]:
     """(delimiter, decimal mark) of a table from its first bytes: the delimiter the header uses most (a comma on a
     tie; `sep` when a hint named it), and a decimal comma when a non-comma table writes numbers like 3,14."""
@@ -164,8 +167,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         p = p / "results.csv"
     if not p.exists():
         raise HarnessError(f"results file {str(p)!r} does not exist; pass results=PATH to a results CSV")
-    with open(p, "rb") as fh:
-        head = fh.read(4096)
+    with open(p, "rb") as fh:  # the dialect is judged on up to 1 MB (a decimal comma may first show late)
+        head = fh.read(SNIFF_BYTES)
+    if len(head) == SNIFF_BYTES and b"\n" in head:
+        head = head[:head.rfind(b"\n") + 1]  # whole lines only: a cut '1,500' must not read as a decimal '1,5'
     if b"\x00" in head:
         raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
     skip, sep, decimal = _dialect(str(p), head)
