@@ -122,11 +122,10 @@ def _budget_column(values: pd.Series, tolerance: float) -> tuple[pd.Series, str 
     return pd.Series(np.where(np.isfinite(grouped), grouped, arr), index=values.index), note
 
 
-KNOWN_ROLES = ROLES  # what harness runs record; other tables' words are warned about
 HOLDOUT_WORDS = ("held-out", "held_out", "heldout", "hold-out", "hold_out")  # other tables' spellings of holdout
 
 
-def _labels(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
+def label_column(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
     """A lower-cased text column (status, role), `default` where absent or empty; `held-out` and its spellings
     read as holdout."""
     values = raw[col].astype(str).str.strip().str.lower() if col else pd.Series([default] * len(raw))
@@ -136,9 +135,10 @@ def _labels(raw: pd.DataFrame, col: str | None, default: str) -> pd.Series:
 
 
 def _tokens_flops_budget(raw: pd.DataFrame, src: dict[str, str | None], params: pd.Series, ok: pd.Series,
-                         cfg: Any) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
-    """(tokens, tokens_derived, flops, budget): D and C from their columns, or one derived from the other (D = C/(6N),
-    C = 6ND); budget from its column or grouped by C."""
+                         cfg: Any) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series, str | None]:
+    """(tokens, tokens_derived, flops, budget, note): D and C from their columns, or one derived from the other
+    (D = C/(6N), C = 6ND); budget from its column (note: said when its jittered values were grouped) or grouped
+    by C."""
     tokens = _numeric(raw, src["tokens"], "training tokens D", ok, allow_nan=False, counts=True) if src["tokens"] else None
     if src["flops"]:
         flops = _numeric(raw, src["flops"], "training compute C", ok, allow_nan=False, counts=True)
@@ -149,11 +149,10 @@ def _tokens_flops_budget(raw: pd.DataFrame, src: dict[str, str | None], params: 
         tokens = flops / (6.0 * params)
     tol = float(cfg_get(cfg, "budget_tolerance", DEFAULT_BUDGET_TOLERANCE))
     if src["budget"]:
-        budget, raw.attrs["budget_grouped"] = _budget_column(
+        return tokens, derived, flops, *_budget_column(
             _numeric(raw, src["budget"], "FLOP budget", ok, allow_nan=False, counts=True), tol)
-    else:
-        budget = pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol), index=raw.index)
-    return tokens, derived, flops, budget
+    return tokens, derived, flops, pd.Series(group_budgets(flops.where(ok).to_numpy(dtype=float), tol),
+                                             index=raw.index), None
 
 
 def derivation_warnings(used: pd.DataFrame, d_inherits: str, c_inherits: str) -> list[str]:
@@ -176,11 +175,11 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
     n = len(raw)
     if n == 0:
         raise HarnessError("the results table has a header but no rows; train some runs or point results= elsewhere")
-    status, role = _labels(raw, src["status"], "ok"), _labels(raw, src["role"], "sweep")
+    status, role = label_column(raw, src["status"], "ok"), label_column(raw, src["role"], "sweep")
     ok = status == "ok"
     params = _numeric(raw, src["params"], "parameter count N", ok, allow_nan=False, counts=True)
     loss = _numeric(raw, src["loss"], "loss", ok, allow_nan=True)
-    tokens, derived, flops, budget = _tokens_flops_budget(raw, src, params, ok, cfg)
+    tokens, derived, flops, budget, grouped = _tokens_flops_budget(raw, src, params, ok, cfg)
     run_col, fp_col = src["run_id"], src["fingerprint"]
     run_id = raw[run_col].astype(str) if run_col else pd.Series([f"row{i + 1}" for i in range(n)], index=raw.index)
     fingerprint = raw[fp_col].astype(str).str.strip() if fp_col else pd.Series([""] * n, index=raw.index)
@@ -194,6 +193,7 @@ def canonicalize(raw: pd.DataFrame, cfg: Any = None) -> pd.DataFrame:
         _refuse_mixed_experiments(raw, df, {c for c in src.values() if c})
     df = _select_fingerprint(df, cfg_get(cfg, "fingerprint"))
     df.attrs.update(raw.attrs)
+    df.attrs["budget_grouped"] = grouped  # select_fit_rows warns with it
     df.attrs["columns"] = cmap.as_dict()
     df.attrs["tokens_derived"] = src["tokens"] is None
     df.attrs["budget_inferred"] = src["budget"] is None
@@ -340,7 +340,7 @@ def select_fit_rows(df: pd.DataFrame) -> Selection:
         raise HarnessError(_no_usable_runs(df, excluded, bad_status))
     if df.attrs.get("budget_grouped"):
         warnings.append(str(df.attrs["budget_grouped"]))
-    unknown = used.loc[~used["role"].isin(KNOWN_ROLES), "role"].value_counts()
+    unknown = used.loc[~used["role"].isin(ROLES), "role"].value_counts()  # other tables' words: warned about
     if len(unknown):
         warnings.append(f"role values the harness does not know were fitted as sweep runs "
                         f"({', '.join(f'{r}: {n}' for r, n in unknown.head(5).items())}); mark held-out runs "

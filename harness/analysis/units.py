@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis.columns import ColumnMap, cfg_get, source_columns, split_header
-from harness.analysis.load import canonicalize
+from harness.analysis.load import canonicalize, label_column
 from harness.analysis.tablefile import read_table
 from harness.errors import HarnessError
 
@@ -51,7 +51,6 @@ _PF_DAYS = re.compile(r"^(?:pf|pfs|pflops?|petaflops?)days?$")  # PF-days, PFLOP
 _SCALE = re.compile(r"^(?:x|\*)?\s*(10\s*(?:\^|\*\*)\s*[+-]?\d+|\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*(.*)$")
 _SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁺⁻", "0123456789+-")
 PERPLEXITY_NAMES = ("ppl", "perplexity")
-OK_WORDS = ("ok", "", "nan", "none", "completed", "complete", "success", "succeeded", "finished", "done")
 
 
 def _normal(text: str) -> str:
@@ -175,7 +174,7 @@ def _refuse_small_perplexity(raw: pd.DataFrame, col: str, status: str | None, wh
     """One error for a perplexity <= 1 (its log, the loss, would be <= 0) in a run that is fitted, naming the value
     as the table writes it."""
     num = pd.to_numeric(raw[col], errors="coerce")
-    fitted = raw[status].astype(str).str.strip().str.lower().isin(OK_WORDS) if status else True
+    fitted = label_column(raw, status, "ok") == "ok"  # the loader's own rule for a fitted run
     bad = (num <= 1) & fitted
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
