@@ -7,6 +7,7 @@ A held-out check of a fitted law in the manner of Bhagia et al. 2024's model lad
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,12 @@ from harness.counting import param_counts
 from harness.data import load_corpus
 from harness.errors import HarnessError
 from harness.fsutil import say
-from harness.ladder import ladder_job, rung_tokens, rungs
-from harness.plan import model_config, vocab_hint
-from harness.repetition import epochs, max_epochs
+from harness.ladder import Rung, ladder_job, rung_budget, rung_tokens, rungs
+from harness.plan import PlannedRun, model_config, vocab_hint
+from harness.repetition import check_repetition
 from harness.table_report import render_plots, summary_lines, write_table_report
+
+LADDER_HOLDOUT_FIX = "a smaller sweep.holdout.d_model or sweep.tokens_per_param"
 
 
 def validation_markdown(target: dict[str, Any], rows: list[dict[str, Any]], name: str, status: str) -> str:
@@ -41,14 +44,14 @@ def validation_markdown(target: dict[str, Any], rows: list[dict[str, Any]], name
     return "\n".join(lines)
 
 
-def _check_epochs(cfg: DictConfig, name: str, tokens: int) -> None:
-    """The sweep's repetition limit (data.max_epochs) on the held-out size, before it trains."""
+def _check_epochs(cfg: DictConfig, holdout: Rung) -> None:
+    """The sweep's repetition rule (harness.repetition) on the held-out size, before it trains: a warning above
+    one epoch of the train split, a HarnessError above data.max_epochs."""
     train_tokens = len(load_corpus(cfg.data, int(cfg.model.seq_len)).train)
-    ep, limit = epochs(tokens, train_tokens), max_epochs(cfg.data)
-    if ep > limit:
-        raise HarnessError(f"the held-out size {name} would train {tokens:,} tokens, {ep:.1f} epochs of the "
-                           f"{train_tokens:,}-token train split, above data.max_epochs={limit:g}; use a bigger corpus, "
-                           "a smaller sweep.holdout.d_model or sweep.tokens_per_param, or raise data.max_epochs")
+    run = PlannedRun(1, rung_budget(cfg, holdout), int(cfg.seed), holdout.d_model, holdout.name, holdout.params,
+                     rung_tokens(cfg, holdout), 0, 0.0)
+    for w in check_repetition([run], train_tokens, cfg.data, "held-out", LADDER_HOLDOUT_FIX):
+        say(f"warning: {w}", sys.stderr)
 
 
 def _train_holdout(cfg: DictConfig, vocab: int) -> tuple[dict[str, Any], str]:
@@ -56,7 +59,7 @@ def _train_holdout(cfg: DictConfig, vocab: int) -> tuple[dict[str, Any], str]:
     from harness.train import run
 
     _, holdout = rungs(cfg, vocab)
-    _check_epochs(cfg, holdout.name, rung_tokens(cfg, holdout))
+    _check_epochs(cfg, holdout)
     job = ladder_job(cfg, holdout, int(cfg.seed), "holdout")
     job.train.threads = int(cfg.sweep.holdout.get("threads", 0))
     say(f"[validate] held-out size {holdout.name} ({holdout.params:,} params, {rung_tokens(cfg, holdout):,} tokens)")

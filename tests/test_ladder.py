@@ -81,7 +81,8 @@ def test_validate_ladder_fits_trains_the_held_out_size_and_reports(text_corpus: 
     df.to_csv(tmp_path / "res" / "results.csv", index=False)
     train_tokens = len(load_corpus(c.data, 32).train)
     tight = cfg(*c_overrides(text_corpus, tmp_path), f"data.max_epochs={4e4 / train_tokens / 2}")
-    with pytest.raises(HarnessError, match=r"held-out size family-d40-L2 would train 40,000 tokens.*data\.max_epochs"):
+    with pytest.raises(HarnessError, match=r"1 of 1 held-out runs would repeat the [\d,]+-token train split more than "
+                                           r"data\.max_epochs=.*#1 family-d40-L2 @ .*sweep\.holdout\.d_model"):
         validate_ladder(tight, analysis_config(tight))  # refused before it trains: nothing written
     assert not (tmp_path / "res" / "runs").exists()
     res = validate_ladder(c, analysis_config(c))
