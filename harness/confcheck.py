@@ -216,8 +216,9 @@ def filesystem_message(e: OSError) -> str:
 ROLES = ("sweep", "holdout", "tune")  # a result row's role: a grid run (fitted), held out (never fitted), LR sweep
 
 
-def _value(key: str, raw: Any, ok: Callable[[float], bool], want: str) -> float:
-    """raw as a float when ok(it) holds, else a HarnessError '{key}={raw} must be {want}'."""
+def number_in(key: str, raw: Any, ok: Callable[[float], bool], want: str) -> float:
+    """raw as a float when ok(it) holds, else a HarnessError '{key}={raw} must be {want}' (a bool, text or NaN is
+    never a number here): the one range check every numeric setting goes through."""
     try:
         x = math.nan if isinstance(raw, bool) else float(raw)
     except (TypeError, ValueError):
@@ -229,14 +230,14 @@ def _value(key: str, raw: Any, ok: Callable[[float], bool], want: str) -> float:
 
 def _count(key: str, raw: Any, least: int, want: str) -> int:
     """raw as an integer >= least (a whole float such as 8.0 counts), else a HarnessError naming key."""
-    return int(_value(key, raw, lambda x: x.is_integer() and x >= least, want))
+    return int(number_in(key, raw, lambda x: x.is_integer() and x >= least, want))
 
 
 def fixed_lr(value: Any) -> float | None:
     """train.lr as a positive number, or None for auto and rule; a HarnessError for anything else."""
     if str(value) in ("auto", "rule"):
         return None
-    return _value("train.lr", value, lambda x: 0 < x < math.inf, "auto, rule or a positive number like 1e-3")
+    return number_in("train.lr", value, lambda x: 0 < x < math.inf, "auto, rule or a positive number like 1e-3")
 
 
 def check_train_settings(cfg: Any) -> None:
@@ -246,9 +247,9 @@ def check_train_settings(cfg: Any) -> None:
     tc = cfg.train
     fixed_lr(tc.get("lr", "auto"))
     _count("train.batch_size", tc.get("batch_size", 16), 1, "a positive integer (sequences per optimizer step)")
-    _value("train.warmup_frac", tc.get("warmup_frac", 0.05), lambda x: 0 <= x < 1,
+    number_in("train.warmup_frac", tc.get("warmup_frac", 0.05), lambda x: 0 <= x < 1,
            "in [0, 1): the fraction of the steps that warms up (default 0.05)")
-    _value("train.min_lr_ratio", tc.get("min_lr_ratio", 0.1), lambda x: 0 <= x <= 1,
+    number_in("train.min_lr_ratio", tc.get("min_lr_ratio", 0.1), lambda x: 0 <= x <= 1,
            "in [0, 1]: the final LR as a fraction of the peak (default 0.1)")
     _count("train.eval_windows", tc.get("eval_windows", 1024), 1,
            "an integer >= 1: the windows of the fixed held-out slice the final loss is measured on (default 1024)")
@@ -343,9 +344,9 @@ def sizes_warning(k: int) -> list[str]:
 def grid_prior(sc: Any) -> tuple[float, float]:
     """(sweep.tokens_per_param, sweep.spread): the prior optimum's tokens per parameter (> 0) and the factor in N
     the grid spans around it (> 1), or a HarnessError naming the setting."""
-    r = _value("sweep.tokens_per_param", sc.get("tokens_per_param"), lambda x: 0 < x < math.inf,
+    r = number_in("sweep.tokens_per_param", sc.get("tokens_per_param"), lambda x: 0 < x < math.inf,
                "a positive number: the prior optimum's tokens per parameter (~20 in Hoffmann et al. 2022)")
-    spread = _value("sweep.spread", sc.get("spread"), lambda x: 1 < x < math.inf,
+    spread = number_in("sweep.spread", sc.get("spread"), lambda x: 1 < x < math.inf,
                     "a number > 1: the factor in N the sizes of a budget span around the prior optimum (e.g. 8)")
     return r, spread
 

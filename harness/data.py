@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from harness.confcheck import number_in
 from harness.errors import HarnessError
 from harness.fsutil import atomic_write
 from harness.hf_data import glob_files, is_glob, load_documents
@@ -255,14 +256,10 @@ def _token_meta(dc: Any, p: Path) -> tuple[int, float]:
     if bpt is None:
         raise HarnessError("token data needs the mean bytes per token to report bits per byte; set data.bytes_per_token"
                            "=<x> (or write {\"bytes_per_token\": x} to meta.json beside the .bin)")
-    try:
-        x = float(bpt)
-    except (TypeError, ValueError):
-        x = math.nan
-    if not (math.isfinite(x) and x > 0):  # 0 divides by zero later, a negative one records a negative val_bpb
-        where = "data.bytes_per_token" if dc.bytes_per_token is not None else f"bytes_per_token in {str(meta_file)!r}"
-        raise HarnessError(f"{where}={bpt!r} must be a positive number, the mean UTF-8 bytes per token of the "
-                           "tokenizer that made the ids (e.g. 4.2); set it to that")
+    # 0 divides by zero later, a negative one records a negative val_bpb
+    where = "data.bytes_per_token" if dc.bytes_per_token is not None else f"bytes_per_token in {str(meta_file)!r}"
+    x = number_in(where, bpt, lambda v: 0 < v < math.inf, "a positive number, the mean UTF-8 bytes per token of the "
+                  "tokenizer that made the ids (e.g. 4.2); set it to that")
     return vocab, x
 
 

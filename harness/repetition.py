@@ -8,9 +8,9 @@ and refuses above data.max_epochs, and harness-validate applies the same rule to
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from harness.confcheck import number_in
 from harness.errors import HarnessError
 from harness.plan import PlannedRun
 
@@ -32,14 +32,8 @@ def max_epochs(dc: Any) -> float:
     raw = dc.get("max_epochs")
     if raw is None:
         return DEFAULT_MAX_EPOCHS
-    try:
-        limit = math.nan if isinstance(raw, bool) else float(raw)
-    except (TypeError, ValueError):
-        limit = math.nan
-    if not limit > 0:
-        raise HarnessError(f"data.max_epochs={raw!r} must be a positive number of passes over the train split "
-                           f"(default {DEFAULT_MAX_EPOCHS:g}; null for the default)")
-    return limit
+    return number_in("data.max_epochs", raw, lambda x: x > 0, "a positive number of passes over the train split "
+                     f"(default {DEFAULT_MAX_EPOCHS:g}; null for the default)")
 
 
 def _names(runs: list[PlannedRun], train_tokens: int, limit: int = 4) -> str:
