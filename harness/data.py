@@ -33,6 +33,7 @@ from harness.tokenize import (
     Tokenizer,
     build_token_cache,
     cache_dtype,
+    check_token_width,
     exactness,
     load_tokenizer_file,
     make_tokenizer,
@@ -178,7 +179,7 @@ def _files_corpus(root: Path, files: list[Path], val_fraction: float, cache_dir:
     stat_key = hashlib.sha256(f"val_fraction={val_fraction!r}\n".encode())
     for f in files:
         st = f.stat()
-        stat_key.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        stat_key.update(f"{f.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
     key_dir = cache_dir / "text" / stat_key.hexdigest()[:20]
     meta_path = key_dir / "meta.json"
     if meta_path.exists():
@@ -223,9 +224,10 @@ def _build_files_cache(root: Path, files: list[Path], val_fraction: float, key_d
 
 
 def _file_digest(path: Path, cache_dir: Path) -> str:
-    """sha256 of a (possibly huge) file, memoised by path + size + mtime so reruns don't rehash it."""
+    """sha256 of a (possibly huge) file, memoised by path, size, mtime and ctime (which no `touch -r` or `cp -p` can
+    set back) so reruns do not rehash it."""
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    key = hashlib.sha256(f"{path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}".encode()).hexdigest()[:20]
     memo = cache_dir / "digests" / key
     if memo.exists():
         return memo.read_text()
@@ -238,6 +240,7 @@ def _file_digest(path: Path, cache_dir: Path) -> str:
 
 
 def _check_token_range(arr: np.ndarray, vocab_size: int, path: Path) -> None:
+    check_token_width(arr, path)
     for start in range(0, len(arr), _CHUNK):
         hi = int(arr[start : start + _CHUNK].max(initial=0))
         if hi >= vocab_size:

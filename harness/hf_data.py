@@ -237,7 +237,7 @@ def load_documents(dc: Any, cache_dir: Path) -> Documents:
     key = hashlib.sha256(f"{field}\0{vf!r}\0".encode())
     for f in files:
         st = f.stat()
-        key.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        key.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
     memo = cache_dir / "hf_docs" / f"{key.hexdigest()[:20]}.json"
     if memo.exists():
         summary = json.loads(memo.read_text())

@@ -169,6 +169,16 @@ def train_bpe(texts: Callable[[], Iterable[str]], vocab_size: int, corpus_fp: st
     return tok
 
 
+def check_token_width(arr: np.ndarray, path: Path) -> None:
+    """Refuse a uint32 token file read as uint16: its ids (< 65,536) then read as the id followed by a zero high
+    half, a zero at nearly every odd position, which a real token stream never shows."""
+    head = np.asarray(arr[: 1 << 20])
+    if arr.dtype == np.uint16 and len(arr) % 2 == 0 and len(head) >= 1024 and (head[1::2] == 0).mean() > 0.99 > 2 * (
+            head[0::2] == 0).mean():
+        raise HarnessError(f"token file {str(path)!r} reads as uint32 ids (every second uint16 is 0); set "
+                           "data.token_dtype=uint32")
+
+
 def cache_dtype(vocab_size: int, token_dtype: str | None) -> np.dtype:
     """The smallest id type for the vocabulary: uint8 for bytes, uint16, or uint32 when data.token_dtype asks."""
     if vocab_size <= 256:

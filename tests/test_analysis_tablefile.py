@@ -4,6 +4,7 @@ header."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -134,3 +135,61 @@ def test_a_decimal_comma_that_first_shows_past_the_first_4_kb_is_found(tmp_path:
     assert path.stat().st_size > 4096 and "3,7145" not in path.read_text()[:4096]
     df = read_table(path)
     assert df["loss"].dtype.kind == "f" and df["loss"].iloc[0] == 4.5 and df["loss"].iloc[300] == 3.7145
+
+
+def test_a_trailing_delimiter_on_a_later_row_only_is_dropped_a_filled_one_refused(tmp_path: Path) -> None:
+    """Only the third row ends in ',': pandas refused the whole file ('Expected 5 fields in line 4, saw 6')."""
+    later = "N,D,C,loss,lr\n" + lines(ROWS[:2]) + lines(ROWS[2:], end=", ,")
+    assert_reads_as_want(read_table(table(tmp_path, later)), list(WANT.columns))
+    quoted = 'name,N\n"a,",1\n"b,",2,\n'  # a quoted field holding the delimiter is one field, not a trailing one
+    df = read_table(table(tmp_path, quoted, "q.csv"))
+    assert df["name"].tolist() == ["a,", "b,"] and df["N"].tolist() == [1, 2]
+    filled = "N,D,C,loss,lr\n" + lines(ROWS[:2]) + lines(ROWS[2:], end=",7")
+    with pytest.raises(HarnessError, match=r"not a readable table \(.*Expected 5 fields in line 4, saw 6"):
+        read_table(table(tmp_path, filled, "f.csv"))
+
+
+@pytest.mark.parametrize("kind", ["gz", "bz2", "xz", "zip"])
+def test_compressed_tables_read_like_the_plain_one(tmp_path: Path, kind: str) -> None:
+    """pandas reads results.csv.gz and the like; so does the harness (the file's own sha256 is recorded)."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    text = ("N;D;C;loss;lr\n" + lines(ROWS, ";")).replace(".", ",").encode()  # a dialect the sniffing must see
+    path = tmp_path / f"t.csv.{kind}"
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("t.csv", text)
+    else:
+        path.write_bytes({"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress}[kind](text))
+    df = read_table(path)
+    assert_reads_as_want(df, list(WANT.columns))
+    assert df.attrs["dialect"] == "semicolon-separated, decimal comma"
+    assert df.attrs["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_zip_of_several_files_or_a_damaged_gzip_gets_one_error(tmp_path: Path) -> None:
+    import gzip
+    import zipfile
+
+    two = tmp_path / "two.zip"
+    with zipfile.ZipFile(two, "w") as zf:
+        zf.writestr("a.csv", "N,loss\n1,2\n")
+        zf.writestr("b.csv", "N,loss\n1,2\n")
+    with pytest.raises(HarnessError, match=r"zip archive of 2 files; pass the one table in it"):
+        read_table(two)
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(gzip.compress(("N,D,C,loss,lr\n" + lines(ROWS)).encode())[:30])
+    with pytest.raises(HarnessError, match=r"is a damaged compressed file .*recompress or pass the plain table"):
+        read_table(cut)
+
+
+def test_a_windows_1252_export_reads_with_its_header(tmp_path: Path) -> None:
+    """Excel's legacy export writes 'µ' as one byte 0xB5, which is not UTF-8; the numbers are ASCII either way."""
+    path = tmp_path / "legacy.csv"
+    path.write_bytes(("N,D,C,loss (µ),lr\n" + lines(ROWS)).encode("cp1252"))
+    df = read_table(path)
+    assert list(df.columns) == ["N", "D", "C", "loss (µ)", "lr"]
+    np.testing.assert_allclose(df["loss (µ)"], WANT["loss"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -167,6 +168,25 @@ def test_token_file_memmapped_and_split_by_tail(tmp_path: Path, dtype, vocab: in
     assert x.dtype == torch.int64 and int(x.max()) < vocab
 
 
+def test_a_uint32_token_file_read_as_uint16_is_refused(tmp_path: Path) -> None:
+    """GPT-2 ids saved as uint32 fit uint16's range, so read as uint16 they pass the range check and train on a
+    stream where every second token is 0; the zero high halves give it away."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 50_257, 4000)
+    path = tmp_path / "u32.bin"
+    ids.astype(np.uint32).tofile(path)
+    with pytest.raises(HarnessError, match=r"reads as uint32 ids \(every second uint16 is 0\); set "
+                                           r"data.token_dtype=uint32"):
+        load_corpus(tokens_dc(path, tmp_path / "c", vocab_size=50_257, bytes_per_token=3.5), 32)
+    assert load_corpus(tokens_dc(path, tmp_path / "c", token_dtype="uint32", vocab_size=50_257,
+                                 bytes_per_token=3.5), 32).train.dtype == np.uint32
+    common = ids.astype(np.uint16)
+    common[rng.random(4000) < 0.3] = 0  # a real uint16 stream where id 0 is common (30%) still loads
+    common.tofile(tmp_path / "u16.bin")
+    assert len(load_corpus(tokens_dc(tmp_path / "u16.bin", tmp_path / "c", vocab_size=50_257,
+                                     bytes_per_token=3.5), 32).train) > 3000
+
+
 def test_token_dir_with_meta(tmp_path: Path) -> None:
     d = tmp_path / "tok"
     d.mkdir()
@@ -184,6 +204,21 @@ def test_token_dir_with_meta(tmp_path: Path) -> None:
     fp = c.fingerprint
     ((val + 1) % 300).astype(np.uint16).tofile(d / "val.bin")
     assert load_corpus(tokens_dc(d, tmp_path / "cache"), 32).fingerprint != fp
+
+
+def test_a_same_size_edit_with_its_mtime_set_back_is_not_served_from_the_cache(tmp_path: Path) -> None:
+    """`cp -p` or `touch -r` can restore a file's size and mtime after an edit, but not its ctime."""
+    import time
+
+    path, cache = tmp_path / "t.bin", tmp_path / "cache"
+    np.arange(2000, dtype=np.uint16).tofile(path)
+    dc = tokens_dc(path, cache, vocab_size=2000, bytes_per_token=1.0)
+    before, st = load_corpus(dc, 32).fingerprint, path.stat()
+    time.sleep(0.01)
+    (np.arange(2000, dtype=np.uint16)[::-1]).tofile(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert load_corpus(dc, 32).fingerprint != before
 
 
 def test_token_errors(tmp_path: Path) -> None:

@@ -5,12 +5,15 @@ harness.analysis.load maps what it reads onto the canonical columns.
 
 from __future__ import annotations
 
+import bz2
+import csv
+import gzip
 import hashlib
 import io
+import lzma
 import re
-import warnings
+import zipfile
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -119,38 +122,79 @@ def _refuse_headless(name: str, lines: list[str], skip: int) -> None:
                            "header row naming the columns (N,D,C,loss) or remove the # before one")
 
 
-def _cleaned(p: Path, skip: int, pipe: bool) -> io.StringIO | None:
-    """The table's text without '# ...' comment lines below the header and, in a pipe table, markdown separator
-    rows (|---|:--:|); None when it has neither (read_csv then reads the file itself, as it always did)."""
-    lines = p.read_text(encoding="utf-8-sig").split("\n")
-    keep = [line for line in lines[skip:] if not (_COMMENT.match(line) or (pipe and _RULE.match(line)))]
-    return io.StringIO("\n".join(lines[:skip] + keep)) if len(keep) < len(lines) - skip else None
+def _body(text: str, sep: str, skip: int) -> io.StringIO:
+    """The table's text below its preamble without '# ...' comment lines and, in a pipe table, markdown separator
+    rows (|---|:--:|); a data row's empty fields beyond the header's (a trailing delimiter: '1,2,3,' under 'N,D,C')
+    are dropped, on any row (pandas would take the first column as the index, or refuse a later row)."""
+    lines = _LINE_BREAK.split(text)[skip:]
+    keep = [line for line in lines if not (_COMMENT.match(line) or (sep == "|" and _RULE.match(line)))]
+    header = next((i for i, line in enumerate(keep) if line.strip()), None)
+    if header is None:
+        return io.StringIO("\n".join(keep))
+    width = len(_fields(keep[header], sep))
+    return io.StringIO("\n".join(keep[:header + 1] + [_trimmed(line, sep, width) for line in keep[header + 1:]]))
 
 
-def _parse(p: Path, sep: str, decimal: str, skip: int) -> pd.DataFrame:
-    """pd.read_csv of the table below its preamble. Data rows with more fields than the header (a trailing
-    delimiter: '1,2,3,') would make pandas take the first column as the index and shift every column; empty
-    extra fields are dropped (index_col=False), filled ones refused."""
-    source: Path | io.StringIO = _cleaned(p, skip, sep == "|") or p
-    kw: dict[str, Any] = {"sep": sep, "decimal": decimal, "skipinitialspace": True, "skiprows": skip}
-    df = pd.read_csv(source, **kw)
-    if isinstance(df.index, pd.RangeIndex):
-        return df
-    extra = df.index.nlevels
-    if df.iloc[:, -extra:].notna().any().any() or df.shape[1] <= extra:
-        raise HarnessError(f"{str(p)!r}: its data rows hold {extra} field(s) more than its header row (line "
+def _fields(line: str, sep: str) -> list[str]:
+    """A line's fields as the csv module splits them (quoted fields may hold the delimiter)."""
+    return next(csv.reader([line], delimiter=sep), [])
+
+
+def _trimmed(line: str, sep: str, width: int) -> str:
+    """A data line without trailing delimiters that only open empty fields beyond the header's `width`."""
+    end = line
+    while end.rstrip(" ").endswith(sep) and len(_fields(end, sep)) > width:
+        cut = end.rstrip(" ")[:-1]
+        if _fields(cut, sep) != _fields(end, sep)[:-1]:  # the delimiter closed a quoted field: keep it
+            break
+        end = cut
+    return end
+
+
+def _parse(name: str, text: str, sep: str, decimal: str, skip: int) -> pd.DataFrame:
+    """pd.read_csv of the table below its preamble. A data row whose fields beyond the header's hold values is
+    refused: pandas would make the extra columns the index and shift every column (or name only line N)."""
+    source = _body(text, sep, skip)
+    df = pd.read_csv(source, sep=sep, decimal=decimal, skipinitialspace=True)
+    if not isinstance(df.index, pd.RangeIndex):
+        raise HarnessError(f"{name!r}: its data rows hold {df.index.nlevels} field(s) more than its header row (line "
                            f"{skip + 1}) names; name every column in the header row, or delete the extra fields")
-    if isinstance(source, io.StringIO):
-        source.seek(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", pd.errors.ParserWarning)  # the dropped fields are empty
-        return pd.read_csv(source, index_col=False, **kw)
+    return df
 
 
-def _dialect(name: str, head: bytes) -> tuple[int, str, str]:
-    """(lines above the header, delimiter, decimal mark) of a table from its first bytes, refusing JSON and a
+_MAGIC = {b"\x1f\x8b": gzip.decompress, b"BZh": bz2.decompress, b"\xfd7zXZ\x00": lzma.decompress}
+
+
+def _text(p: Path) -> str:
+    """A table file's text: gzip, bzip2, xz and one-file zip archives (pandas' compressions) are read through."""
+    raw = p.read_bytes()
+    try:
+        if raw[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+                if len(names) != 1:
+                    raise HarnessError(f"{str(p)!r} is a zip archive of {len(names)} files; pass the one table in "
+                                       "it (unzip it first)")
+                raw = zf.read(names[0])
+        for magic, open_ in _MAGIC.items():
+            if raw.startswith(magic):
+                raw = open_(raw)
+                break
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
+        raise HarnessError(f"{str(p)!r} is a damaged compressed file ({exc}); recompress or pass the plain "
+                           "table") from None
+    if b"\x00" in raw[:SNIFF_BYTES]:
+        raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # a spreadsheet's legacy export ('N (µ)' in Windows-1252): numbers are ASCII alike
+        return raw.decode("cp1252", errors="replace")
+
+
+def _dialect(name: str, head: str) -> tuple[int, str, str]:
+    """(lines above the header, delimiter, decimal mark) of a table from its first megabyte, refusing JSON and a
     missing header row."""
-    lines = _LINE_BREAK.split(head.decode("utf-8-sig", errors="replace"))
+    lines = _LINE_BREAK.split(head)
     _refuse_json(name, lines)
     skip, hint = _preamble(lines)
     _refuse_headless(name, lines, skip)
@@ -167,18 +211,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
         p = p / "results.csv"
     if not p.exists():
         raise HarnessError(f"results file {str(p)!r} does not exist; pass results=PATH to a results CSV")
-    with open(p, "rb") as fh:  # the dialect is judged on up to 1 MB (a decimal comma may first show late)
-        head = fh.read(SNIFF_BYTES)
-    if len(head) == SNIFF_BYTES and b"\n" in head:
-        head = head[:head.rfind(b"\n") + 1]  # whole lines only: a cut '1,500' must not read as a decimal '1,5'
-    if b"\x00" in head:
-        raise HarnessError(f"{str(p)!r} is not a CSV (binary content); pass results=PATH to a text CSV file")
+    text = _text(p)
+    head = text[:SNIFF_BYTES]  # the dialect is judged on up to 1 MB (a decimal comma may first show late) ...
+    if len(text) > SNIFF_BYTES and "\n" in head:
+        head = head[:head.rfind("\n") + 1]  # ... of whole lines only: a cut '1,500' must not read as '1,5'
     skip, sep, decimal = _dialect(str(p), head)
     try:
-        df = _parse(p, sep, decimal, skip)
+        df = _parse(str(p), text, sep, decimal, skip)
     except pd.errors.EmptyDataError:
         raise HarnessError(f"{str(p)!r} is empty; pass a CSV with a header row and one row per run") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (pd.errors.ParserError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HarnessError(f"{str(p)!r} is not a readable table ({first}); pass a CSV (or tab- or "
                           "semicolon-separated) file with a header row") from None
