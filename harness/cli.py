@@ -28,6 +28,10 @@ def guarded(fn: Callable[[DictConfig], int | None]) -> Callable[[DictConfig], in
         except HarnessError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except KeyboardInterrupt:  # Ctrl-C outside a training step (those stop with a checkpoint: runtime.Preemption)
+            print("error: interrupted; rerun the same command to resume (finished runs and checkpoints are kept)",
+                  file=sys.stderr)
+            sys.exit(130)
         except OSError as e:  # a path the user gave cannot be written or read: one line, not a traceback
             if e.filename is None:
                 raise

@@ -14,6 +14,7 @@ import csv
 import fcntl
 import io
 import json
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,12 +111,14 @@ def read_records(results_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def check_compatible(results_dir: Path, fingerprint: str | None = None, recipe: tuple[str, str] | None = None) -> None:
+def check_compatible(results_dir: Path, fingerprint: str | None = None,
+                     recipe: dict[str, str] | None = None) -> None:
     """Refuse to add runs to a directory whose results would not fit with them, from one read of its records:
     - fingerprint: results on another corpus (never mix fits);
-    - recipe = (LR source, schedule): sweep rows trained under another LR source (rule file and hash, auto,
-      fixed) or schedule, e.g. a committed results/demo from before its config changed. Rows that do not record
-      one (a hand-made table) are not judged on it, and other budgets or sizes are fine: they extend the sweep."""
+    - recipe ({column: value}, e.g. lr_rule, schedule, seq_len, batch_size): sweep rows trained under another LR
+      source (rule file and hash, auto, fixed), schedule, context or batch, e.g. a committed results/demo from
+      before its config changed. Rows that do not record a field (a hand-made table) are not judged on it, and
+      other budgets or sizes are fine: they extend the sweep."""
     if not results_dir.is_dir():
         return
     with locked(results_dir, exclusive=False):
@@ -123,7 +126,7 @@ def check_compatible(results_dir: Path, fingerprint: str | None = None, recipe: 
     if fingerprint is not None:
         _check_fingerprints(records, fingerprint, results_dir)
     if recipe is not None:
-        _check_recipe(records, *recipe, results_dir)
+        _check_recipe(records, recipe, results_dir)
 
 
 def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, results_dir: Path) -> None:
@@ -135,16 +138,30 @@ def _check_fingerprints(records: dict[str, dict[str, Any]], fingerprint: str, re
         )
 
 
-def _check_recipe(records: dict[str, dict[str, Any]], lr_source: str, schedule: str, results_dir: Path) -> None:
-    recipes = [(str(r.get("lr_rule") or ""), str(r.get("schedule") or "")) for r in records.values()
-               if str(r.get("role")) == "sweep"]
-    other = [(lr, sc) for lr, sc in recipes if (lr and lr != lr_source) or (sc and sc != schedule)]
+def _recorded(value: Any) -> str:
+    """A record's field as the recipe compares it ('' when absent); 16.0 from a CSV reads as 16."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _check_recipe(records: dict[str, dict[str, Any]], recipe: dict[str, str], results_dir: Path) -> None:
+    rows = [{k: _recorded(r.get(k)) for k in recipe} for r in records.values() if str(r.get("role")) == "sweep"]
+    other = [row for row in rows if any(v and v != recipe[k] for k, v in row.items())]
     if other:
-        lr, sc = sorted(other)[0]
+        first = min(other, key=lambda row: tuple(row.values()))
+        theirs = ", ".join(f"{k} {first[k] or '?'}" for k in recipe)
+        ours = ", ".join(f"{k} {v}" for k, v in recipe.items())
         raise HarnessError(
-            f"{str(results_dir)!r} holds {len(other)} sweep run(s) trained under another recipe (LR {lr or '?'}, "
-            f"schedule {sc or '?'}; this sweep: LR {lr_source}, schedule {schedule}), and fitting them together would "
-            "mix the two; move that directory aside (or set results_dir=...) and rerun")
+            f"{str(results_dir)!r} holds {len(other)} sweep run(s) trained under another recipe ({theirs}; this "
+            f"sweep: {ours}), and fitting them together would mix the two; move that directory aside (or set "
+            "results_dir=...) and rerun")
+
+
+def recipe_of(cfg: Any, lr: str) -> dict[str, str]:
+    """The fields a sweep's rows must share (check_compatible): LR source, schedule, context and batch."""
+    return {"lr_rule": lr, "schedule": str(cfg.train.schedule), "seq_len": str(int(cfg.model.seq_len)),
+            "batch_size": str(int(cfg.train.batch_size))}
 
 
 def find_ok(results_dir: Path, rid: str) -> dict[str, Any] | None:

@@ -20,8 +20,9 @@ import torch.distributed as dist
 
 from harness.errors import HarnessError
 
-# SIGTERM (scheduler, torchrun), SIGUSR1, SIGUSR2 (submitit's timeout/preemption signal).
-PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# SIGTERM (scheduler, torchrun), SIGUSR1, SIGUSR2 (submitit's timeout/preemption signal), SIGINT (Ctrl-C: a run
+# stops at its next step with a checkpoint, so the same command resumes it).
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 PREEMPTED_EXIT = 143
 
 
@@ -118,10 +119,10 @@ def all_ranks_mean(value: torch.Tensor, ddp: Dist) -> torch.Tensor:
 class Preemption:
     """Preemption signals as a flag the training loop polls at the end of each step.
 
-    Inside `with Preemption(ddp, device) as p:` SIGTERM, SIGUSR1 and SIGUSR2 only record the signal;
+    Inside `with Preemption(ddp, device) as p:` SIGTERM, SIGUSR1, SIGUSR2 and SIGINT only record the signal;
     `p.requested()` is the ranks' agreement on it (all ranks stop at the same step, or the next collective would
     hang); leaving the block puts the previous handlers back, whatever happened; `p.hand_on()` then calls the
-    handler that was installed before (submitit's requeue, if any) and exits with status 143."""
+    handler that was installed before (submitit's requeue, if any) and exits with status 143 (130 after Ctrl-C)."""
 
     def __init__(self, ddp: Dist, device: torch.device) -> None:
         self.ddp = ddp
@@ -152,6 +153,8 @@ class Preemption:
         """Call the handler installed before ours for the signal received (it may requeue and exit), then exit
         with 143 (128 + SIGTERM), the status a scheduler expects of a preempted job."""
         previous = self.previous.get(self.signum)
+        if self.signum == signal.SIGINT:  # Ctrl-C: the checkpoint is saved; stop as the shell expects (130)
+            raise SystemExit(128 + signal.SIGINT)
         if callable(previous):  # e.g. submitit's handler, which requeues the job
             previous(self.signum, None)
         raise SystemExit(PREEMPTED_EXIT)

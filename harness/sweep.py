@@ -25,7 +25,7 @@ from harness.lr_rule import lr_source
 from harness.pack import pack_jobs
 from harness.plan import PlannedRun, format_plan, plan_sweep, results_dir, run_id_of, vocab_hint
 from harness.repetition import check_repetition
-from harness.results import check_compatible, check_results_dir, find_ok
+from harness.results import check_compatible, check_results_dir, find_ok, recipe_of
 from harness.schedule import schedule_of
 from harness.trackers import check_tracker
 
@@ -131,7 +131,7 @@ def sweep(cfg: DictConfig) -> dict[str, Any]:
         warnings = dry_run_checks(cfg)
         corpus = load_corpus(cfg.data, int(cfg.model.seq_len))
         check_compatible(results_dir(cfg), corpus.fingerprint,
-                         (lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule)))
+                         recipe_of(cfg, lr_source(cfg.train.lr, cfg.train.get("lr_rule"))))
         for w in [*check_repetition(runs, len(corpus.train), cfg.data), *warnings]:
             say(f"warning: {w}", sys.stderr)
         table = format_plan(runs, notes, len(corpus.train)) + ("\n" + format_chains(chains) if chains else "")

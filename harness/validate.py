@@ -33,7 +33,7 @@ from harness.fsutil import say
 from harness.lr_rule import lr_source
 from harness.plan import family_members, job_config_for, plan_steps, results_dir, sized_run, vocab_hint
 from harness.repetition import HOLDOUT_FIX, check_repetition
-from harness.results import check_compatible
+from harness.results import check_compatible, recipe_of
 from harness.shape import GPTConfig
 
 APPROACHES = ("approach2", "approach3")
@@ -89,7 +89,7 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
 
     targets = check_holdout(cfg)  # bad budgets, multiples and seeds fail here, before anything is fitted or trained
     check_train_settings(cfg)  # as do train.* values out of range (the sweep's dry run applies both checks too)
-    check_compatible(results_dir(cfg), recipe=(lr_source(cfg.train.lr, cfg.train.get("lr_rule")), str(cfg.train.schedule)))
+    check_compatible(results_dir(cfg), recipe=recipe_of(cfg, lr_source(cfg.train.lr, cfg.train.get("lr_rule"))))
     acfg = analysis_config(cfg)
     if not Path(acfg.results).exists():
         raise HarnessError(f"{acfg.results} does not exist; run the sweep first (scripts/sweep.sh)")

@@ -170,3 +170,27 @@ def test_checkpoint_belongs_to_its_run_only(tiny_cfg, tmp_path: Path, monkeypatc
     assert ckpt.read_bytes() == before
     resumed = run(tiny_cfg())
     assert resumed["run_id"] == ckpt.stem and not ckpt.exists()
+
+
+def test_ctrl_c_mid_run_saves_a_checkpoint_and_the_rerun_resumes_it(tiny_cfg, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT (Ctrl-C) stops a run at its next step with a checkpoint, as SIGTERM does; before, it raised
+    KeyboardInterrupt through the trainer and every step since the last checkpoint was lost."""
+    whole = run(tiny_cfg(f"results_dir={tmp_path / 'whole'}"))
+    cfg = tiny_cfg(f"results_dir={tmp_path / 'split'}")
+    real = harness.train.sample_batch
+    calls = {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(harness.train, "sample_batch", interrupting)
+    with pytest.raises(SystemExit) as exc:
+        run(cfg)
+    assert exc.value.code == 130
+    assert list((tmp_path / "split" / "checkpoints").glob("*.pt"))
+    monkeypatch.setattr(harness.train, "sample_batch", real)
+    assert run(cfg)["val_bpb"] == whole["val_bpb"]

@@ -134,3 +134,19 @@ def test_out_of_range_train_setting_one_error_line(run_cli, tiny_overrides: list
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error:") and bad.split("=")[0] in lines[0], proc.stderr
     assert not (tmp_path / "res").exists()
+
+
+def test_ctrl_c_outside_a_training_step_is_one_error_line_exit_130(capsys: pytest.CaptureFixture[str]) -> None:
+    """A KeyboardInterrupt in analysis or planning: one line saying how to resume, not a 40-line traceback."""
+    from omegaconf import OmegaConf
+
+    from harness.cli import guarded
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exc:
+        guarded(interrupted)(OmegaConf.create({}))
+    err = capsys.readouterr().err
+    assert exc.value.code == 130 and err == ("error: interrupted; rerun the same command to resume (finished runs "
+                                             "and checkpoints are kept)\n")

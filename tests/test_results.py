@@ -154,24 +154,36 @@ def test_other_fingerprint_refused(tmp_path: Path) -> None:
     check_compatible(tmp_path / "fresh", "fp-2")  # an empty directory takes anything
 
 
+def recipe(lr: str, schedule: str, seq_len: int = 128, batch_size: int = 16) -> dict[str, str]:
+    return {"lr_rule": lr, "schedule": schedule, "seq_len": str(seq_len), "batch_size": str(batch_size)}
+
+
 def test_sweep_rows_of_another_recipe_refused(tmp_path: Path) -> None:
-    """A directory whose sweep rows were trained under another LR rule or schedule (a committed demo from before its
-    rule changed) is refused with the fix; held-out and LR-sweep rows, other budgets and an empty dir are fine."""
-    write_record(tmp_path, make_record("a", lr_rule="rule.json@aaa", schedule="wsd", budget_flops=1e9))
-    write_record(tmp_path, make_record("b", lr_rule="rule.json@aaa", schedule="wsd", budget_flops=3e9))
-    write_record(tmp_path, make_record("h", lr_rule="rule.json@bbb", schedule="cosine", role="holdout"))
-    write_record(tmp_path, make_record("t", lr_rule="fixed", schedule="wsd", role="tune"))
-    write_record(tmp_path, make_record("u", lr_rule="", schedule=""))  # a hand-made row that records neither
-    check_compatible(tmp_path, recipe=("rule.json@aaa", "wsd"))
-    with pytest.raises(HarnessError, match=r"2 sweep run\(s\) trained under another recipe \(LR rule.json@aaa, "
-                                           r"schedule wsd; this sweep: LR rule.json@bbb, schedule wsd\).*move"):
-        check_compatible(tmp_path, recipe=("rule.json@bbb", "wsd"))
-    with pytest.raises(HarnessError, match=r"schedule wsd; this sweep: LR rule\.json@aaa, schedule cosine"):
-        check_compatible(tmp_path, recipe=("rule.json@aaa", "cosine"))
-    check_compatible(tmp_path / "fresh", recipe=("auto", "cosine"))
-    check_compatible(tmp_path, "fp-1", ("rule.json@aaa", "wsd"))  # the sweep's dry run: one read, both checks
+    """A directory whose sweep rows were trained under another LR rule, schedule, context or batch (a committed demo
+    from before its rule changed) is refused with the fix; held-out and LR-sweep rows, other budgets and an empty
+    dir are fine."""
+    same = {"seq_len": 128, "batch_size": 16.0}  # a float as a CSV-read record holds it
+    write_record(tmp_path, make_record("a", lr_rule="rule.json@aaa", schedule="wsd", budget_flops=1e9, **same))
+    write_record(tmp_path, make_record("b", lr_rule="rule.json@aaa", schedule="wsd", budget_flops=3e9, **same))
+    write_record(tmp_path, make_record("h", lr_rule="rule.json@bbb", schedule="cosine", role="holdout", seq_len=64))
+    write_record(tmp_path, make_record("t", lr_rule="fixed", schedule="wsd", role="tune", batch_size=8))
+    write_record(tmp_path, make_record("u", lr_rule="", schedule="", seq_len=None, batch_size=None))  # hand-made
+    check_compatible(tmp_path, recipe=recipe("rule.json@aaa", "wsd"))
+    with pytest.raises(HarnessError, match=r"2 sweep run\(s\) trained under another recipe \(lr_rule rule.json@aaa, "
+                                           r"schedule wsd, seq_len 128, batch_size 16; this sweep: lr_rule "
+                                           r"rule.json@bbb, schedule wsd, seq_len 128, batch_size 16\).*move"):
+        check_compatible(tmp_path, recipe=recipe("rule.json@bbb", "wsd"))
+    with pytest.raises(HarnessError, match=r"this sweep: lr_rule rule\.json@aaa, schedule cosine"):
+        check_compatible(tmp_path, recipe=recipe("rule.json@aaa", "cosine"))
+    # the context or the batch changed between a run and its resume: the loss moves as much as with another LR
+    with pytest.raises(HarnessError, match=r"seq_len 128, batch_size 16; this sweep: .*seq_len 64, batch_size 16"):
+        check_compatible(tmp_path, recipe=recipe("rule.json@aaa", "wsd", seq_len=64))
+    with pytest.raises(HarnessError, match=r"this sweep: .*seq_len 128, batch_size 8\)"):
+        check_compatible(tmp_path, recipe=recipe("rule.json@aaa", "wsd", batch_size=8))
+    check_compatible(tmp_path / "fresh", recipe=recipe("auto", "cosine"))
+    check_compatible(tmp_path, "fp-1", recipe("rule.json@aaa", "wsd"))  # the sweep's dry run: one read, both checks
     with pytest.raises(HarnessError, match="another recipe"):
-        check_compatible(tmp_path, "fp-1", ("rule.json@bbb", "wsd"))
+        check_compatible(tmp_path, "fp-1", recipe("rule.json@bbb", "wsd"))
 
 
 def test_results_dir_that_is_a_file(tmp_path: Path) -> None:

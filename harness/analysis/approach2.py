@@ -138,7 +138,8 @@ def _check_minima(fit: IsoflopFit, settings: Settings, diag: Diagnostics) -> Non
         raise HarnessError(
             f"only {fit.n_usable} of {len(usable)} budgets have a usable parabola minimum ({detail}); Approach 2 needs "
             ">= 2: re-centre each budget's sizes on its optimum and add sizes"
-            + (", or accept edge optima with isoflop.exclude_edge=false"
+            + (", or accept edge optima with isoflop.exclude_edge=false (harness-analyze; in scripts/sweep.sh or "
+               "harness-validate: +analysis.isoflop.exclude_edge=false)"
                if settings.exclude_edge and (status[~usable] == EDGE).any() else "")
         )
 
