@@ -53,6 +53,30 @@ def locked(results_dir: Path, exclusive: bool = True) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextmanager
+def run_lock(results_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold results_dir/locks/<run_id>.lock while a run trains, so a second process (a rerun beside a killed
+    sweep's orphaned workers, the same command twice) refuses it instead of interleaving its curve and checkpoint.
+    The kernel drops the lock when its process dies, however it dies, so no lock outlives its run."""
+    path = results_dir / "locks" / f"{run_id}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            pid = fh.read().strip() or "?"
+            raise HarnessError(f"run {run_id} is being trained by another process (pid {pid}) in "
+                               f"{str(results_dir)!r}; wait for it to finish (or stop it), then rerun") from None
+        fh.truncate(0)
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def check_results_dir(results_dir: Path, key: str = "results_dir") -> None:
     """Refuse an output directory (results_dir, or harness-analyze's out) that is a file, under a file or not
     writable, before anything is trained or fitted; `key` is the setting the message names."""

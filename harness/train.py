@@ -34,7 +34,7 @@ from harness.fsutil import atomic_write, say
 from harness.model import GPT
 from harness.ngram import bigram_loss, bigram_row
 from harness.plan import RunContext
-from harness.results import check_compatible, check_results_dir, find_ok, sync_csv, write_record
+from harness.results import check_compatible, check_results_dir, find_ok, run_lock, sync_csv, write_record
 from harness.runtime import (
     Preemption,
     all_ranks_mean,
@@ -348,6 +348,16 @@ def run(cfg: DictConfig, make: Callable[..., Trainer] = Trainer, extra: dict[str
     Trainer subclass (`make`, saving branch points) and `extra` columns (flops_spent, branch_step)."""
     started = time.time()
     ctx, corpus, device, dtype = prepare(cfg, env_world_size())
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 holds the run's lock for all ranks
+        return _run(cfg, make, extra, (ctx, corpus, device, dtype), started)
+    with run_lock(ctx.results_dir, ctx.run_id):
+        return _run(cfg, make, extra, (ctx, corpus, device, dtype), started)
+
+
+def _run(cfg: DictConfig, make: Callable[..., Trainer], extra: dict[str, Any] | None, prepared: tuple,
+         started: float) -> dict[str, Any]:
+    """run()'s body once the run is prepared (and, on rank 0, locked)."""
+    ctx, corpus, device, dtype = prepared
     tc = cfg.train
     done = find_ok(ctx.results_dir, ctx.run_id)
     if done is not None and not cfg.get("force", False):

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,31 @@ def test_a_damaged_run_record_is_one_error_naming_it(tmp_path: Path, content: st
     for read in (lambda: read_records(tmp_path), lambda: find_ok(tmp_path, "abc")):
         with pytest.raises(HarnessError, match=r"abc\.json' is empty or not a run record; delete it"):
             read()
+
+
+def test_a_run_held_by_another_process_is_refused_and_the_lock_dies_with_it(tmp_path: Path) -> None:
+    """Two processes training one run interleaved its curve file (a rerun beside a killed sweep's orphaned
+    workers); the second now refuses, naming the first's pid, and a SIGKILLed holder leaves no stale lock."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from harness.results import run_lock
+
+    code = ("import sys, time; from pathlib import Path; from harness.results import run_lock\n"
+            "with run_lock(Path(sys.argv[1]), 'abc'):\n    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        held = rf"run abc is being trained by another process \(pid {holder.pid}\)"
+        with pytest.raises(HarnessError, match=held), run_lock(tmp_path, "abc"):
+            pass
+        with run_lock(tmp_path, "other"):  # another run of the same directory is free
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    time.sleep(0.05)
+    with run_lock(tmp_path, "abc"):  # the kernel dropped the dead holder's lock
+        assert (tmp_path / "locks" / "abc.lock").read_text() == str(os.getpid())
