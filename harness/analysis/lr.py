@@ -105,8 +105,10 @@ def fit_lr_rule(n: np.ndarray, d: np.ndarray, ln_lr: np.ndarray, draws: np.ndarr
     coef = np.linalg.lstsq(X * sw[:, None], ln_lr * sw, rcond=None)[0]
     resid = ln_lr - X @ coef
     boot = _pairs_bootstrap(X, sw, draws, seed)
+    with np.errstate(over="ignore"):  # a degenerate resample's ln c past float range: an infinite bound, no warning
+        c_draws = np.exp(boot[:, 0])
     return LRRule(
-        c=Estimate.from_samples(float(np.exp(coef[0])), np.exp(boot[:, 0]), level),
+        c=Estimate.from_samples(float(np.exp(coef[0])), c_draws, level),
         p=Estimate.from_samples(float(coef[1]), boot[:, 1], level),
         q=Estimate.from_samples(float(coef[2]), boot[:, 2], level),
         n_points=len(n), rmse_log=float(np.sqrt(np.mean(resid**2))),
