@@ -160,7 +160,8 @@ def fake(rid: str, fp: str, pr: PlannedRun, loss: float, cfg) -> dict:
     rec.update(run_id=rid, status="ok", data_fingerprint=fp, role="sweep", error="", model=pr.name,
                budget_flops=pr.budget, flops=pr.budget, tokens=pr.tokens, params_total=pr.params, val_bpb=loss,
                dtype="float32", device="cpu", harness_version="0", d_model=pr.d_model, seed=pr.seed,
-               lr_rule=lr_source(cfg.train.lr, cfg.train.get("lr_rule")), schedule=str(cfg.train.schedule))
+               lr_rule=lr_source(cfg.train.lr, cfg.train.get("lr_rule")), schedule=str(cfg.train.schedule),
+               seq_len=int(cfg.model.seq_len), batch_size=int(cfg.train.batch_size))
     return rec
 
 
